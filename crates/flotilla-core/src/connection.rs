@@ -1,0 +1,193 @@
+//! Where a target lives and how to sign in to it. Passwords never print.
+
+use std::fmt;
+
+/// A secret string: `Debug` and `Display` print `***`; only [`Secret::expose`] reveals it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for handing to a database driver and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+/// The level at which a user is defined in the database.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthLevel {
+    /// A root (system) user.
+    #[default]
+    Root,
+    /// A user defined on the target's namespace.
+    Namespace,
+    /// A user defined on the target's database.
+    Database,
+}
+
+/// A user name and password at some [`AuthLevel`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: Secret,
+    /// Where the user is defined.
+    pub level: AuthLevel,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("level", &self.level)
+            .finish()
+    }
+}
+
+/// One database: server URL, namespace, database and optional credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// `mem://`, `surrealkv://path`, `ws://host:port`, `wss://…`, `http(s)://…`.
+    pub url: String,
+    /// The namespace.
+    pub namespace: String,
+    /// The database.
+    pub database: String,
+    /// How to sign in; `None` for an unauthenticated (e.g. embedded) datastore.
+    pub credentials: Option<Credentials>,
+}
+
+impl Connection {
+    /// A connection without credentials.
+    pub fn new(url: impl Into<String>, namespace: impl Into<String>, database: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            namespace: namespace.into(),
+            database: database.into(),
+            credentials: None,
+        }
+    }
+
+    /// The same connection signing in as `username` at `level`.
+    pub fn with_credentials(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<Secret>,
+        level: AuthLevel,
+    ) -> Self {
+        self.credentials = Some(Credentials {
+            username: username.into(),
+            password: password.into(),
+            level,
+        });
+        self
+    }
+
+    /// The URL with any `user:password@` part masked, safe to print.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// The URL's scheme (`mem`, `ws`, …), lowercased.
+    pub fn scheme(&self) -> String {
+        self.url
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase())
+            .unwrap_or_default()
+    }
+}
+
+/// Masks the user-info part of a URL (`ws://user:pw@host` → `ws://***@host`).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("url", &self.redacted_url())
+            .field("namespace", &self.namespace)
+            .field("database", &self.database)
+            .field("credentials", &self.credentials)
+            .finish()
+    }
+}
+
+impl fmt::Display for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.redacted_url(), self.namespace, self.database)?;
+        if let Some(credentials) = &self.credentials {
+            write!(f, " as {}", credentials.username)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_never_show_the_password() {
+        let connection = Connection::new("ws://admin:urlpass@db.internal:8000", "prod", "app")
+            .with_credentials("admin", "hunter2-secret", AuthLevel::Namespace);
+        for rendered in [
+            format!("{connection:?}"),
+            format!("{connection:#?}"),
+            connection.to_string(),
+            format!("{:?}", connection.credentials),
+            format!("{}", Secret::new("hunter2-secret")),
+        ] {
+            assert!(!rendered.contains("hunter2-secret"), "{rendered}");
+            assert!(!rendered.contains("urlpass"), "{rendered}");
+        }
+        assert!(connection.to_string().contains("db.internal:8000/prod/app as admin"));
+    }
+
+    #[test]
+    fn redacts_only_user_info() {
+        assert_eq!(redact_url("ws://u:p@h:1/rpc"), "ws://***@h:1/rpc");
+        assert_eq!(redact_url("ws://h:1/rpc?x=a@b"), "ws://h:1/rpc?x=a@b");
+        assert_eq!(redact_url("mem://"), "mem://");
+        assert_eq!(redact_url("surrealkv:///tmp/db"), "surrealkv:///tmp/db");
+    }
+}

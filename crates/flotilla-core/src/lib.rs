@@ -1,0 +1,20 @@
+//! flotilla's vocabulary: migrations and how they are read from files, versions, checksums,
+//! the SurrealQL statement splitter, connection settings that never print their secrets, and
+//! the rules that compare a target's history with the migrations directory (drift, pending).
+//!
+//! Invariant: this crate does no network IO and has no async runtime; everything here is
+//! plain data and pure functions, so every other crate can share it.
+
+mod connection;
+mod error;
+mod history;
+mod migration;
+mod split;
+mod version;
+
+pub use connection::{AuthLevel, Connection, Credentials, Secret, redact_url};
+pub use error::{DriftError, Error, Problem, Result};
+pub use history::{AppliedMigration, DriftPolicy, current_version, pending};
+pub use migration::{Migration, MigrationSet, sha256_hex};
+pub use split::{SplitError, Statement, split_statements};
+pub use version::Version;

@@ -1,0 +1,234 @@
+//! The runner seam's error: variants a caller can act on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flotilla_core::{DriftError, Version};
+
+use crate::lock::LockInfo;
+
+/// A foreign error kept as a source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`RunnerError`] as the default error.
+pub type Result<T, E = RunnerError> = std::result::Result<T, E>;
+
+/// Why a runner could not do what was asked on a target.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunnerError {
+    /// Another deployment holds a live lease on the target's lock.
+    #[error(
+        "{environment}: lock held by {} since {}; gave up after waiting {}ms (the lease expires at {})",
+        holder.owner, holder.acquired_at, waited.as_millis(), holder.expires_at
+    )]
+    LockHeld {
+        /// The target.
+        environment: String,
+        /// Who holds it.
+        holder: LockInfo,
+        /// How long this caller waited.
+        waited: Duration,
+    },
+    /// Our lease was lost (expired and taken over) while we thought we held it.
+    #[error("{environment}: the migration lock was lost (lease expired and taken over); nothing further was applied")]
+    LockLost {
+        /// The target.
+        environment: String,
+    },
+    /// `execute_migration` was called without holding the target's lock.
+    #[error("{environment}: refusing to migrate without holding the target's lock (acquire_lock first)")]
+    NotLocked {
+        /// The target.
+        environment: String,
+    },
+    /// History and the migrations directory disagree.
+    #[error("{environment}: {source}")]
+    Drift {
+        /// The target.
+        environment: String,
+        /// What disagrees.
+        #[source]
+        source: DriftError,
+    },
+    /// A migration to revert has no down section.
+    #[error("{environment}: migration {version} ({}) has no down section and cannot be reverted", file.display())]
+    NoDownSection {
+        /// The target.
+        environment: String,
+        /// The migration.
+        version: Version,
+        /// Its file.
+        file: PathBuf,
+    },
+    /// A statement failed; the migration's transaction was rolled back.
+    #[error(
+        "{environment}: migration {version} failed at statement {statement} ({}:{line}): {message}; the migration was rolled back",
+        file.display()
+    )]
+    StatementFailed {
+        /// The target.
+        environment: String,
+        /// The failing migration.
+        version: Version,
+        /// The file holding the statement.
+        file: PathBuf,
+        /// 1-based index of the statement within its section.
+        statement: usize,
+        /// Line of the statement in `file`.
+        line: usize,
+        /// The database's message.
+        message: String,
+    },
+    /// The target could not be reached.
+    #[error("{environment}: cannot reach {endpoint}: {source}")]
+    Unreachable {
+        /// The target.
+        environment: String,
+        /// The (redacted) URL.
+        endpoint: String,
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
+    /// Signing in was refused.
+    #[error("{environment}: authentication as {username} failed at {endpoint}: {source}")]
+    Authentication {
+        /// The target.
+        environment: String,
+        /// The (redacted) URL.
+        endpoint: String,
+        /// The user.
+        username: String,
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The namespace or database does not exist (or the user cannot see it).
+    #[error("{environment}: {what} `{name}` does not exist at {endpoint}")]
+    NotFound {
+        /// The target.
+        environment: String,
+        /// The (redacted) URL.
+        endpoint: String,
+        /// `namespace` or `database`.
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// No backend serves the target's URL.
+    #[error("{environment}: no backend for URL `{url}` (supported schemes: {supported})")]
+    UnsupportedUrl {
+        /// The target.
+        environment: String,
+        /// The (redacted) URL.
+        url: String,
+        /// The schemes that are served.
+        supported: String,
+    },
+    /// Write conflicts persisted through every retry.
+    #[error("{environment}: gave up after {attempts} attempts on conflicting concurrent writes: {source}")]
+    Conflict {
+        /// The target.
+        environment: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last conflict.
+        #[source]
+        source: BoxError,
+    },
+    /// Some migrations were applied (committed) before a later one failed.
+    #[error("{source} (already applied in this run: {})", list(applied))]
+    Interrupted {
+        /// Versions committed before the failure, in order.
+        applied: Vec<Version>,
+        /// The failure.
+        #[source]
+        source: Box<RunnerError>,
+    },
+    /// Any other backend failure.
+    #[error("{environment}: {source}")]
+    Backend {
+        /// The target.
+        environment: String,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+fn list(versions: &[Version]) -> String {
+    versions.iter().map(Version::as_str).collect::<Vec<_>>().join(", ")
+}
+
+/// A coarse class of error, stable for reports and JSON output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// An applied migration's file changed.
+    ChecksumMismatch,
+    /// History has rows without files, or pending migrations are out of order.
+    Drift,
+    /// The lock was held by someone else for the whole wait.
+    LockTimeout,
+    /// The lock was lost while held.
+    LockLost,
+    /// Connect, sign-in or namespace/database lookup failed.
+    TargetUnreachable,
+    /// A migration statement failed.
+    StatementFailed,
+    /// A gate (health, approval, destructive, …) refused the deployment.
+    RefusedByGate,
+    /// Anything else.
+    Internal,
+}
+
+impl RunnerError {
+    /// The failure itself, looking through [`RunnerError::Interrupted`].
+    pub fn cause(&self) -> &RunnerError {
+        match self {
+            RunnerError::Interrupted { source, .. } => source.cause(),
+            other => other,
+        }
+    }
+
+    /// Versions committed before the failure (empty unless [`RunnerError::Interrupted`]).
+    pub fn applied_before_failure(&self) -> &[Version] {
+        match self {
+            RunnerError::Interrupted { applied, .. } => applied,
+            _ => &[],
+        }
+    }
+
+    /// The error's class.
+    pub fn class(&self) -> ErrorClass {
+        match self.cause() {
+            RunnerError::LockHeld { .. } => ErrorClass::LockTimeout,
+            RunnerError::LockLost { .. } | RunnerError::NotLocked { .. } => ErrorClass::LockLost,
+            RunnerError::Drift {
+                source: DriftError::ChecksumMismatch { .. },
+                ..
+            } => ErrorClass::ChecksumMismatch,
+            RunnerError::Drift { .. } => ErrorClass::Drift,
+            RunnerError::StatementFailed { .. } => ErrorClass::StatementFailed,
+            RunnerError::Unreachable { .. }
+            | RunnerError::Authentication { .. }
+            | RunnerError::NotFound { .. }
+            | RunnerError::UnsupportedUrl { .. } => ErrorClass::TargetUnreachable,
+            _ => ErrorClass::Internal,
+        }
+    }
+
+    /// Wraps `self` as [`RunnerError::Interrupted`] when `applied` is not empty.
+    pub fn after(self, applied: Vec<Version>) -> Self {
+        if applied.is_empty() {
+            self
+        } else {
+            RunnerError::Interrupted {
+                applied,
+                source: Box::new(self),
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The database-agnostic seam of flotilla: the [`MigrationRunner`] and [`LockGuard`] traits
+//! every backend implements, the data that crosses them ([`TenantContext`],
+//! [`MigrationPlan`], [`MigrationResult`], [`HealthStatus`]), an error enum a caller can act
+//! on, [`Backends`] to pick a runner by URL scheme, and [`MemoryRunner`], an in-memory
+//! reference runner with fault injection.
+//!
+//! Invariant: this crate knows no database. Backends live in their own crates and prove
+//! themselves against the conformance suite in [`testkit`] (feature `testkit`); mockall mocks
+//! of the traits (`MockMigrationRunner`, `MockLockGuard`) come with feature `mock`.
+
+mod error;
+pub mod execute;
+mod lock;
+mod memory;
+mod runner;
+mod tenant;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use error::{BoxError, ErrorClass, Result, RunnerError};
+#[cfg(any(test, feature = "mock"))]
+pub use lock::MockLockGuard;
+pub use lock::{
+    Attempt, Heartbeat, LockGuard, LockInfo, LockOwner, LockRequest, jitter, rfc3339,
+    wait_for_lock,
+};
+pub use memory::MemoryRunner;
+#[cfg(any(test, feature = "mock"))]
+pub use runner::MockMigrationRunner;
+pub use runner::{Backends, DynRunner, MigrationRunner, MigrationRunnerExt};
+pub use tenant::{
+    DatabaseKey, Direction, HealthStatus, MigrationPlan, MigrationResult, TenantContext,
+};
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use flotilla_core::Connection;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn backends_choose_by_scheme_and_name_the_supported_ones() {
+        let mut backends = Backends::new();
+        let memory: DynRunner = Arc::new(MemoryRunner::new());
+        backends.register(&["mem"], memory);
+        let ok = TenantContext::new("dev", Connection::new("MEM://", "ns", "db"));
+        assert!(backends.runner_for(&ok).is_ok());
+        let bad = TenantContext::new("prod", Connection::new("postgres://u:secret@h/db", "ns", "db"));
+        let err = backends.runner_for(&bad).expect_err("unsupported");
+        let message = err.to_string();
+        assert!(message.contains("prod") && message.contains("mem://"), "{message}");
+        assert!(!message.contains("secret"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn apply_locked_releases_the_lock_when_execution_fails() {
+        let mut runner = MockMigrationRunner::new();
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&released);
+        runner.expect_acquire_lock().returning(move |_, request| {
+            let mut guard = MockLockGuard::new();
+            let flag = Arc::clone(&flag);
+            guard.expect_took_over().return_const(None);
+            guard.expect_release().returning(move || {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            });
+            let _ = request;
+            Ok(Box::new(guard))
+        });
+        runner.expect_execute_migration().returning(|tenant, _| {
+            Err(RunnerError::Unreachable {
+                environment: tenant.environment.clone(),
+                endpoint: "mem://".into(),
+                source: "gone".into(),
+            })
+        });
+        let tenant = TenantContext::new("dev", Connection::new("mem://", "ns", "db"));
+        let plan = MigrationPlan::up(Arc::new(flotilla_core::MigrationSet::default()));
+        let request = LockRequest::new(None, std::time::Duration::from_millis(10));
+        let err = runner
+            .apply_locked(&tenant, &plan, &request)
+            .await
+            .expect_err("execution fails");
+        assert_eq!(err.class(), ErrorClass::TargetUnreachable);
+        assert!(released.load(std::sync::atomic::Ordering::SeqCst), "lock must be released");
+    }
+}

@@ -1,0 +1,568 @@
+//! The conformance suite every backend must pass.
+//!
+//! A backend implements [`Harness`] (how to get a runner, a fresh target, and a snapshot of
+//! a target's schema and data) and expands [`conformance_tests!`](crate::conformance_tests)
+//! in its tests; each check becomes its own `#[tokio::test]`. The suite's migrations are
+//! ordinary SurrealQL; `THROW` is the statement that fails.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flotilla_core::{DriftError, DriftPolicy, MigrationSet, Version};
+
+use crate::error::{ErrorClass, RunnerError};
+use crate::lock::{LockOwner, LockRequest};
+use crate::runner::{DynRunner, MigrationRunnerExt};
+use crate::tenant::{MigrationPlan, TenantContext};
+
+/// What the suite needs from a backend.
+#[async_trait]
+pub trait Harness: Send + Sync {
+    /// A runner (a new one per call, or a shared one).
+    async fn runner(&self) -> DynRunner;
+    /// A target no other check uses; `name` is unique per check.
+    fn tenant(&self, name: &str) -> TenantContext;
+    /// The target's schema and data, rendered so that equal states render equally.
+    async fn snapshot(&self, tenant: &TenantContext) -> String;
+}
+
+/// Expands to one `#[tokio::test]` per conformance check, each calling `$harness` (an
+/// expression evaluating to something implementing [`Harness`]) afresh.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:expr) => {
+        $crate::conformance_tests!(@each $harness;
+            applies_pending_once_and_is_idempotent,
+            failing_migration_leaves_nothing_behind,
+            drift_is_detected_before_anything_runs,
+            missing_files_and_out_of_order_are_errors_unless_allowed,
+            concurrent_appliers_apply_each_migration_once,
+            live_lock_is_never_taken,
+            expired_lock_is_taken_over,
+            heartbeat_keeps_the_lease_alive,
+            execute_requires_the_lock,
+            revert_is_atomic_and_exact,
+            health_is_truthful,
+            validation_changes_nothing,
+            lock_is_released_when_a_migration_fails,
+        );
+    };
+    (@each $harness:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let harness = $harness;
+                $crate::testkit::$check(&harness).await;
+            }
+        )*
+    };
+}
+
+const PEOPLE: &str = "-- @up
+DEFINE TABLE person SCHEMAFULL;
+DEFINE FIELD name ON person TYPE string;
+DEFINE INDEX person_name ON person FIELDS name UNIQUE;
+-- @down
+REMOVE TABLE person;
+";
+
+const SEED: &str = "-- @up
+CREATE person:ada SET name = 'Ada; the first';
+CREATE person:bob SET name = \"Bob {not a block}\";
+-- @down
+DELETE person:ada;
+DELETE person:bob;
+";
+
+const GREET: &str = "-- @up
+DEFINE FUNCTION fn::greet($who: string) {
+    LET $greeting = 'hello; ' + $who;
+    RETURN $greeting;
+};
+-- @down
+REMOVE FUNCTION fn::greet;
+";
+
+/// Its 4th statement fails after three that would leave a table, a field and a record.
+const FAILING: &str = "-- @up
+DEFINE TABLE audit SCHEMAFULL;
+DEFINE FIELD note ON audit TYPE string;
+CREATE audit:1 SET note = 'written before the failure';
+THROW 'injected failure at statement 4';
+-- @down
+REMOVE TABLE audit;
+";
+
+/// The same migration without its failing statement.
+const FIXED: &str = "-- @up
+DEFINE TABLE audit SCHEMAFULL;
+DEFINE FIELD note ON audit TYPE string;
+CREATE audit:1 SET note = 'written before the failure';
+-- @down
+REMOVE TABLE audit;
+";
+
+/// A migration set from `(file name, contents)`.
+pub fn migrations(files: &[(&str, &str)]) -> Arc<MigrationSet> {
+    let set = MigrationSet::from_files(
+        files
+            .iter()
+            .map(|(name, text)| (PathBuf::from(format!("migrations/{name}")), (*text).to_owned())),
+    )
+    .expect("the suite's migrations are valid");
+    Arc::new(set)
+}
+
+fn base() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("0001_people.surql", PEOPLE),
+        ("0002_seed.surql", SEED),
+        ("0003_greet.surql", GREET),
+    ]
+}
+
+fn lock(wait: Duration) -> LockRequest {
+    LockRequest::new(Some("conformance".into()), wait)
+}
+
+fn owner(name: &str) -> LockOwner {
+    LockOwner {
+        host: format!("{name}-host"),
+        pid: 4242,
+        deployment_id: Some(name.to_owned()),
+    }
+}
+
+fn versions(list: &[Version]) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
+}
+
+async fn history_versions(runner: &DynRunner, tenant: &TenantContext) -> Vec<String> {
+    let history = runner.history(tenant).await.expect("history");
+    history.iter().map(|row| row.version.to_string()).collect()
+}
+
+async fn apply(
+    runner: &DynRunner,
+    tenant: &TenantContext,
+    plan: &MigrationPlan,
+) -> crate::Result<crate::MigrationResult> {
+    runner
+        .apply_locked(tenant, plan, &lock(Duration::from_secs(30)))
+        .await
+}
+
+/// Pending migrations apply once; applying the same set again applies nothing and succeeds.
+pub async fn applies_pending_once_and_is_idempotent(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("idempotent");
+    let plan = MigrationPlan::up(migrations(&base()));
+    let first = apply(&runner, &tenant, &plan).await.expect("first deploy");
+    assert_eq!(versions(&first.applied), ["0001", "0002", "0003"]);
+    assert_eq!(first.version_before, None);
+    assert_eq!(first.version_after.as_ref().map(Version::as_str), Some("0003"));
+    let after_first = h.snapshot(&tenant).await;
+
+    let second = apply(&runner, &tenant, &plan).await.expect("second deploy");
+    assert!(second.applied.is_empty(), "re-run applied {:?}", second.applied);
+    assert_eq!(second.version_before.as_ref().map(Version::as_str), Some("0003"));
+    assert_eq!(second.version_after, second.version_before);
+    assert_eq!(history_versions(&runner, &tenant).await, ["0001", "0002", "0003"]);
+    assert_eq!(h.snapshot(&tenant).await, after_first, "a re-run must change nothing");
+
+    let history = runner.history(&tenant).await.expect("history");
+    let set = migrations(&base());
+    for row in &history {
+        let file = set.get(&row.version).expect("file for row");
+        assert_eq!(row.checksum, file.checksum, "history stores the file checksum");
+        assert_eq!(row.description, file.description);
+        assert!(row.applied_at.is_some(), "applied_at recorded");
+        assert_eq!(row.applied_by.as_deref(), Some(plan.applied_by.as_str()));
+    }
+}
+
+/// A migration failing at its 4th statement leaves no table, field, record or history row;
+/// the migrations before it stay applied.
+pub async fn failing_migration_leaves_nothing_behind(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("atomic");
+    apply(&runner, &tenant, &MigrationPlan::up(migrations(&base()[..2])))
+        .await
+        .expect("first two apply");
+    let before = h.snapshot(&tenant).await;
+
+    let mut files = base();
+    files.push(("0004_audit.surql", FAILING));
+    let err = apply(&runner, &tenant, &MigrationPlan::up(migrations(&files)))
+        .await
+        .expect_err("0004 fails");
+    // 0003 committed, then 0004 failed: the error says both.
+    assert_eq!(versions(err.applied_before_failure()), ["0003"]);
+    match err.cause() {
+        RunnerError::StatementFailed {
+            version,
+            statement,
+            line,
+            file,
+            message,
+            ..
+        } => {
+            assert_eq!(version.as_str(), "0004");
+            assert_eq!(*statement, 4);
+            assert_eq!(*line, 5, "line of the THROW in the file");
+            assert!(file.ends_with("0004_audit.surql"), "{}", file.display());
+            assert!(message.contains("injected failure"), "{message}");
+        }
+        other => panic!("expected StatementFailed, got {other:?}"),
+    }
+    assert_eq!(err.class(), ErrorClass::StatementFailed);
+    assert_eq!(history_versions(&runner, &tenant).await, ["0001", "0002", "0003"]);
+
+    // Exactly 0003's effects were added: revert it and the state equals the one before.
+    let revert = MigrationPlan::down(migrations(&files), vec![Version::parse("0003").expect("v")]);
+    apply(&runner, &tenant, &revert).await.expect("revert 0003");
+    assert_eq!(h.snapshot(&tenant).await, before, "the failed migration left something behind");
+
+    // Fixed, the same migration applies cleanly: nothing of the failed attempt was in the way.
+    let mut fixed = base();
+    fixed.push(("0004_audit.surql", FIXED));
+    let result = apply(&runner, &tenant, &MigrationPlan::up(migrations(&fixed)))
+        .await
+        .expect("fixed migration applies");
+    assert_eq!(versions(&result.applied), ["0003", "0004"]);
+}
+
+/// An applied migration whose file changed fails the target before anything runs, naming
+/// the version and the file.
+pub async fn drift_is_detected_before_anything_runs(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("drift");
+    apply(&runner, &tenant, &MigrationPlan::up(migrations(&base()[..2])))
+        .await
+        .expect("deploy");
+    let before = h.snapshot(&tenant).await;
+
+    let edited_seed = SEED.replace("Ada; the first", "Ada, edited");
+    let files = vec![
+        ("0001_people.surql", PEOPLE),
+        ("0002_seed.surql", edited_seed.as_str()),
+        ("0003_greet.surql", GREET),
+    ];
+    let err = apply(&runner, &tenant, &MigrationPlan::up(migrations(&files)))
+        .await
+        .expect_err("drift");
+    match &err {
+        RunnerError::Drift {
+            source: DriftError::ChecksumMismatch { version, file, .. },
+            ..
+        } => {
+            assert_eq!(version.as_str(), "0002");
+            assert!(file.ends_with("0002_seed.surql"));
+        }
+        other => panic!("expected a checksum mismatch, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains("0002") && message.contains("0002_seed.surql"), "{message}");
+    assert_eq!(err.class(), ErrorClass::ChecksumMismatch);
+    assert_eq!(history_versions(&runner, &tenant).await, ["0001", "0002"], "0003 must not run");
+    assert_eq!(h.snapshot(&tenant).await, before);
+}
+
+/// History rows without files, and pending migrations older than the newest applied one,
+/// are errors unless the plan allows them.
+pub async fn missing_files_and_out_of_order_are_errors_unless_allowed(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("order");
+    let files = base();
+    let first_and_third = vec![files[0], files[2]];
+    apply(&runner, &tenant, &MigrationPlan::up(migrations(&first_and_third)))
+        .await
+        .expect("deploy 0001 and 0003");
+
+    let err = apply(&runner, &tenant, &MigrationPlan::up(migrations(&files)))
+        .await
+        .expect_err("0002 is out of order");
+    assert!(
+        matches!(&err, RunnerError::Drift { source: DriftError::OutOfOrder { version, .. }, .. } if version.as_str() == "0002"),
+        "{err:?}"
+    );
+    let allow = DriftPolicy {
+        allow_out_of_order: true,
+        ..DriftPolicy::default()
+    };
+    let result = apply(&runner, &tenant, &MigrationPlan::up(migrations(&files)).with_policy(allow))
+        .await
+        .expect("allowed out of order");
+    assert_eq!(versions(&result.applied), ["0002"]);
+
+    let without_first = vec![files[1], files[2]];
+    let err = apply(&runner, &tenant, &MigrationPlan::up(migrations(&without_first)))
+        .await
+        .expect_err("0001 has no file");
+    assert!(
+        matches!(&err, RunnerError::Drift { source: DriftError::MissingFile { version, .. }, .. } if version.as_str() == "0001"),
+        "{err:?}"
+    );
+    let allow = DriftPolicy {
+        allow_missing_files: true,
+        ..DriftPolicy::default()
+    };
+    let result = apply(&runner, &tenant, &MigrationPlan::up(migrations(&without_first)).with_policy(allow))
+        .await
+        .expect("allowed missing file");
+    assert!(result.applied.is_empty());
+}
+
+/// Eight appliers racing on one target: every migration is applied exactly once, all eight
+/// return successfully, and no lock is left behind.
+pub async fn concurrent_appliers_apply_each_migration_once(h: &impl Harness) {
+    let tenant = h.tenant("race");
+    let plan = MigrationPlan::up(migrations(&base()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let runner = h.runner().await;
+        let tenant = tenant.clone();
+        let plan = plan.clone();
+        tasks.spawn(async move {
+            runner
+                .apply_locked(&tenant, &plan, &lock(Duration::from_secs(60)))
+                .await
+        });
+    }
+    let mut applied = Vec::new();
+    let mut finished = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.expect("task").expect("every applier succeeds");
+        applied.extend(versions(&result.applied));
+        finished += 1;
+    }
+    assert_eq!(finished, 8);
+    applied.sort();
+    assert_eq!(applied, ["0001", "0002", "0003"], "each migration applied exactly once");
+    let runner = h.runner().await;
+    assert_eq!(history_versions(&runner, &tenant).await, ["0001", "0002", "0003"]);
+    let health = runner.health(&tenant).await.expect("healthy");
+    assert_eq!(health.lock, None, "no lock left behind");
+}
+
+/// A live lease is never taken: the waiter gives up after its wait, naming holder and time.
+pub async fn live_lock_is_never_taken(h: &impl Harness) {
+    let runner = h.runner().await;
+    let other = h.runner().await;
+    let tenant = h.tenant("live-lock");
+    let held = runner
+        .acquire_lock(&tenant, &LockRequest { owner: owner("holder"), ..lock(Duration::ZERO) })
+        .await
+        .expect("first acquire");
+    let err = other
+        .acquire_lock(&tenant, &LockRequest { owner: owner("waiter"), ..lock(Duration::from_millis(300)) })
+        .await
+        .expect_err("held by someone else");
+    match &err {
+        RunnerError::LockHeld { holder, waited, .. } => {
+            assert_eq!(holder.owner, owner("holder"));
+            assert_eq!(holder.acquired_at, held.info().acquired_at);
+            assert!(*waited >= Duration::from_millis(300), "gave up after {waited:?}");
+        }
+        other => panic!("expected LockHeld, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains("lock held by holder-host pid 4242") && message.contains(" since "),
+        "{message}"
+    );
+    assert_eq!(err.class(), ErrorClass::LockTimeout);
+    held.release().await.expect("release");
+    let taken = other
+        .acquire_lock(&tenant, &lock(Duration::ZERO))
+        .await
+        .expect("free after release");
+    assert!(taken.took_over().is_none(), "a released lock is not a takeover");
+    taken.release().await.expect("release");
+}
+
+/// A lease whose holder died (no heartbeat) expires and is taken over, and that is reported.
+pub async fn expired_lock_is_taken_over(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("expired-lock");
+    let short = LockRequest {
+        owner: owner("crashed"),
+        ..lock(Duration::ZERO).with_lease(Duration::from_millis(600))
+    };
+    let crashed = runner.acquire_lock(&tenant, &short).await.expect("acquire");
+    drop(crashed); // the holder dies: no release, no heartbeat
+
+    let next = h.runner().await;
+    let result = next
+        .apply_locked(
+            &tenant,
+            &MigrationPlan::up(migrations(&base()[..1])),
+            &lock(Duration::from_secs(10)),
+        )
+        .await
+        .expect("takes over the expired lease");
+    let previous = result.lock_takeover.expect("takeover reported");
+    assert_eq!(previous.owner, owner("crashed"));
+    assert_eq!(versions(&result.applied), ["0001"]);
+}
+
+/// While held, the heartbeat renews the lease past its original expiry.
+pub async fn heartbeat_keeps_the_lease_alive(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("heartbeat");
+    let lease = Duration::from_millis(600);
+    let held = runner
+        .acquire_lock(&tenant, &LockRequest { owner: owner("alive"), ..lock(Duration::ZERO).with_lease(lease) })
+        .await
+        .expect("acquire");
+    // Three lease lengths pass; without renewal the lease would have expired twice over.
+    tokio::time::sleep(lease * 3).await;
+    let err = h
+        .runner()
+        .await
+        .acquire_lock(&tenant, &lock(Duration::from_millis(100)))
+        .await
+        .expect_err("still held");
+    assert!(matches!(err, RunnerError::LockHeld { .. }), "{err:?}");
+    held.release().await.expect("release");
+}
+
+/// Executing without holding the lock is refused and changes nothing.
+pub async fn execute_requires_the_lock(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("unlocked");
+    let err = runner
+        .execute_migration(&tenant, &MigrationPlan::up(migrations(&base())))
+        .await
+        .expect_err("no lock held");
+    assert!(matches!(err, RunnerError::NotLocked { .. }), "{err:?}");
+    assert!(history_versions(&runner, &tenant).await.is_empty());
+}
+
+/// Reverting runs the down statements and deletes the history row atomically, newest first;
+/// a failing down changes nothing.
+pub async fn revert_is_atomic_and_exact(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("revert");
+    apply(&runner, &tenant, &MigrationPlan::up(migrations(&base()[..1])))
+        .await
+        .expect("deploy 0001");
+    let after_first = h.snapshot(&tenant).await;
+    apply(&runner, &tenant, &MigrationPlan::up(migrations(&base())))
+        .await
+        .expect("deploy the rest");
+
+    let v = |s: &str| Version::parse(s).expect("version");
+    let broken_down = GREET.replace("REMOVE FUNCTION fn::greet;", "REMOVE FUNCTION fn::greet;\nTHROW 'down fails';");
+    let mut files = base();
+    files[2] = ("0003_greet.surql", broken_down.as_str());
+    // The file changed, so reverting 0003 is refused as drift before anything runs…
+    let err = apply(&runner, &tenant, &MigrationPlan::down(migrations(&files), vec![v("0003")]))
+        .await
+        .expect_err("drifted down");
+    assert_eq!(err.class(), ErrorClass::ChecksumMismatch);
+
+    let full = h.snapshot(&tenant).await;
+    let result = apply(&runner, &tenant, &MigrationPlan::down(migrations(&base()), vec![v("0003"), v("0002")]))
+        .await
+        .expect("revert");
+    assert_eq!(versions(&result.applied), ["0003", "0002"]);
+    assert_eq!(result.version_after.as_ref().map(Version::as_str), Some("0001"));
+    assert_eq!(history_versions(&runner, &tenant).await, ["0001"]);
+    assert_eq!(h.snapshot(&tenant).await, after_first);
+    assert_ne!(full, after_first);
+
+    // Reverting again is a no-op: the versions are no longer applied.
+    let again = apply(&runner, &tenant, &MigrationPlan::down(migrations(&base()), vec![v("0003"), v("0002")]))
+        .await
+        .expect("idempotent revert");
+    assert!(again.applied.is_empty());
+}
+
+/// Health reports a new target as healthy but uninitialised, then initialised, and names
+/// the lock holder while a lock is held.
+pub async fn health_is_truthful(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("health");
+    let fresh = runner.health(&tenant).await.expect("a new target is healthy");
+    assert!(!fresh.initialised, "new database reported as initialised");
+    assert_eq!(fresh.lock, None);
+
+    apply(&runner, &tenant, &MigrationPlan::up(migrations(&base()[..1])))
+        .await
+        .expect("deploy");
+    let held = runner
+        .acquire_lock(&tenant, &LockRequest { owner: owner("inspector"), ..lock(Duration::ZERO) })
+        .await
+        .expect("acquire");
+    let status = runner.health(&tenant).await.expect("healthy");
+    assert!(status.initialised);
+    assert_eq!(status.lock.map(|l| l.owner), Some(owner("inspector")));
+    held.release().await.expect("release");
+    assert_eq!(runner.health(&tenant).await.expect("healthy").lock, None);
+}
+
+/// Validation reports what would run (up and down) and changes nothing.
+pub async fn validation_changes_nothing(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("validate");
+    let before = h.snapshot(&tenant).await;
+    let plan = MigrationPlan::up(migrations(&base()));
+    let would = runner.validate_migration(&tenant, &plan).await.expect("valid");
+    assert_eq!(versions(&would), ["0001", "0002", "0003"]);
+    assert_eq!(h.snapshot(&tenant).await, before, "validation wrote something");
+    assert!(!runner.health(&tenant).await.expect("healthy").initialised);
+
+    apply(&runner, &tenant, &MigrationPlan::up(migrations(&base()[..2])))
+        .await
+        .expect("deploy two");
+    let would = runner.validate_migration(&tenant, &plan).await.expect("valid");
+    assert_eq!(versions(&would), ["0003"]);
+    let down = MigrationPlan::down(
+        migrations(&base()),
+        vec![Version::parse("0003").expect("v"), Version::parse("0002").expect("v")],
+    );
+    let would = runner.validate_migration(&tenant, &down).await.expect("valid");
+    assert_eq!(versions(&would), ["0002"], "0003 is not applied, so only 0002 would revert");
+}
+
+/// The lock is released on the error path too.
+pub async fn lock_is_released_when_a_migration_fails(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("release-on-error");
+    let err = apply(&runner, &tenant, &MigrationPlan::up(migrations(&[("0001_audit.surql", FAILING)])))
+        .await
+        .expect_err("fails");
+    assert_eq!(err.class(), ErrorClass::StatementFailed);
+    assert_eq!(runner.health(&tenant).await.expect("healthy").lock, None);
+    let retaken = h
+        .runner()
+        .await
+        .acquire_lock(&tenant, &lock(Duration::ZERO))
+        .await
+        .expect("lock is free at once");
+    retaken.release().await.expect("release");
+}
+
+/// The in-memory runner's harness, also a model for backends' own.
+#[derive(Debug, Default)]
+pub struct MemoryHarness {
+    runner: crate::MemoryRunner,
+}
+
+#[async_trait]
+impl Harness for MemoryHarness {
+    async fn runner(&self) -> DynRunner {
+        Arc::new(self.runner.clone())
+    }
+
+    fn tenant(&self, name: &str) -> TenantContext {
+        TenantContext::new(name, flotilla_core::Connection::new("mem://", "conformance", name))
+    }
+
+    async fn snapshot(&self, tenant: &TenantContext) -> String {
+        format!("{:?}", self.runner.objects(tenant))
+    }
+}

@@ -1,0 +1,18 @@
+//! SurrealDB backend for flotilla: a [`MigrationRunner`] for embedded (`mem://`,
+//! `surrealkv://`) and remote (`ws://`, `wss://`, `http://`, `https://`) SurrealDB.
+//!
+//! - One connection per endpoint, shared by every target on it: each target (namespace and
+//!   database) gets its own session, cloned from that connection and kept for reuse.
+//! - History lives in `_migration_history`, compatible with the surql toolkit's table.
+//! - The lock is a lease record `_migration_lock:lock`, renewed by a heartbeat; every apply
+//!   is fenced by the lease token inside its transaction, so a lost lease applies nothing.
+//! - Each migration's statements and its history row commit in one `BEGIN … COMMIT` request.
+//!
+//! Invariant: this is the only crate that knows SurrealDB; everything above it sees
+//! `dyn MigrationRunner`.
+
+mod errors;
+mod runner;
+mod sql;
+
+pub use runner::{SCHEMES, SurrealConfig, SurrealRunner};

@@ -1,0 +1,783 @@
+//! [`SurrealRunner`]: connections, sessions, the lease lock and transactional apply.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use flotilla_core::{AppliedMigration, AuthLevel, Migration, Version};
+use flotilla_runner::execute::{run_steps, steps};
+use flotilla_runner::{
+    Attempt, Backends, DatabaseKey, Direction, HealthStatus, Heartbeat, LockGuard, LockInfo,
+    LockOwner, LockRequest, MigrationPlan, MigrationResult, MigrationRunner, Result, RunnerError,
+    TenantContext, jitter, wait_for_lock,
+};
+use serde_json::{Map, Value, json};
+use surrealdb::Surreal;
+use surrealdb::engine::any::Any;
+use surrealdb::opt::auth;
+use tokio::sync::OnceCell;
+
+use crate::errors::{classify, is_conflict, is_missing_table, is_not_executed};
+use crate::sql::{self, HistoryChange, LOCK_LOST};
+
+/// URL schemes this backend serves.
+pub const SCHEMES: &[&str] = &["mem", "surrealkv", "ws", "wss", "http", "https"];
+
+/// Tunables of the SurrealDB runner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SurrealConfig {
+    /// How long to wait for a server to accept a connection.
+    pub connect_timeout: Duration,
+    /// Attempts at a transaction that hits write conflicts before giving up.
+    pub conflict_attempts: u32,
+}
+
+impl Default for SurrealConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            conflict_attempts: 8,
+        }
+    }
+}
+
+/// A [`MigrationRunner`] for SurrealDB. Cheap to clone; clones share connections.
+#[derive(Clone, Debug, Default)]
+pub struct SurrealRunner {
+    inner: Arc<Inner>,
+}
+
+type Session = Arc<Surreal<Any>>;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct SessionKey {
+    database: DatabaseKey,
+    user: Option<(String, AuthLevel)>,
+}
+
+#[derive(Default)]
+struct Inner {
+    config: SurrealConfig,
+    /// One connection per URL.
+    endpoints: Mutex<HashMap<String, Arc<OnceCell<Surreal<Any>>>>>,
+    /// One signed-in session per target and user, cloned from its endpoint's connection.
+    sessions: Mutex<HashMap<SessionKey, Arc<OnceCell<Session>>>>,
+    /// Lease tokens of the locks this runner holds.
+    held: Mutex<HashMap<DatabaseKey, String>>,
+    /// Targets whose history table this runner has already defined.
+    history_ready: Mutex<HashSet<DatabaseKey>>,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SurrealRunner")
+            .field("config", &self.config)
+            .field("connections", &lock(&self.endpoints).len())
+            .field("sessions", &lock(&self.sessions).len())
+            .finish()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The maps hold plain data; a panic elsewhere does not make them wrong.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A query failure: worth retrying (write conflict) or final.
+enum Failure {
+    Conflict(surrealdb::Error),
+    Fatal(RunnerError),
+}
+
+impl SurrealRunner {
+    /// A runner with default settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A runner with `config`.
+    pub fn with_config(config: SurrealConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// Serves every SurrealDB scheme in `backends` with this runner.
+    pub fn register(&self, backends: &mut Backends) {
+        backends.register(SCHEMES, Arc::new(self.clone()));
+    }
+
+    /// Open connections (one per endpoint URL, however many targets share it).
+    pub fn connection_count(&self) -> usize {
+        lock(&self.inner.endpoints)
+            .values()
+            .filter(|cell| cell.initialized())
+            .count()
+    }
+
+    /// The signed-in session on `tenant`'s database, for inspecting it (tests, tooling).
+    pub async fn session(&self, tenant: &TenantContext) -> Result<Arc<Surreal<Any>>> {
+        let key = SessionKey {
+            database: tenant.database_key(),
+            user: tenant
+                .connection
+                .credentials
+                .as_ref()
+                .map(|c| (c.username.clone(), c.level)),
+        };
+        let cell = Arc::clone(lock(&self.inner.sessions).entry(key).or_default());
+        cell.get_or_try_init(|| self.open_session(tenant))
+            .await
+            .cloned()
+    }
+
+    /// The target's definitions (`INFO FOR DB`) and every record of every table, rendered
+    /// deterministically: equal database states give equal strings. Reads everything, so it
+    /// is meant for tests and small databases.
+    pub async fn snapshot(&self, tenant: &TenantContext) -> Result<String> {
+        let session = self.session(tenant).await?;
+        let mut response = session
+            .query("INFO FOR DB")
+            .await
+            .map_err(|e| classify(tenant, e))?;
+        let info: Value = take_json(&mut response, 0).map_err(|e| classify(tenant, e))?;
+        let mut tables: Vec<String> = info
+            .get("tables")
+            .and_then(Value::as_object)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
+        tables.sort();
+        let mut rendered = format!("{}\n", canonical(&info));
+        for table in tables {
+            let mut response = session
+                .query("SELECT * FROM type::table($table) ORDER BY id")
+                .bind(("table", table.clone()))
+                .await
+                .map_err(|e| classify(tenant, e))?;
+            let rows: Value = take_json(&mut response, 0).map_err(|e| classify(tenant, e))?;
+            rendered.push_str(&format!("{table}: {}\n", canonical(&rows)));
+        }
+        Ok(rendered)
+    }
+
+    async fn connection(&self, tenant: &TenantContext) -> Result<Surreal<Any>> {
+        let url = tenant.connection.url.clone();
+        let cell = Arc::clone(lock(&self.inner.endpoints).entry(url.clone()).or_default());
+        let unreachable = |source: flotilla_runner::BoxError| RunnerError::Unreachable {
+            environment: tenant.environment.clone(),
+            endpoint: tenant.connection.redacted_url(),
+            source,
+        };
+        let timeout = self.inner.config.connect_timeout;
+        cell.get_or_try_init(|| async {
+            let connecting = surrealdb::engine::any::connect(url.as_str()).into_future();
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(Ok(client)) => Ok(client),
+                Ok(Err(error)) => Err(unreachable(Box::new(error))),
+                Err(_) => Err(unreachable(
+                    format!("no connection within {}s", timeout.as_secs_f64()).into(),
+                )),
+            }
+        })
+        .await
+        .cloned()
+    }
+
+    async fn open_session(&self, tenant: &TenantContext) -> Result<Session> {
+        let base = self.connection(tenant).await?;
+        // A clone is a new session on the same connection.
+        let session = base.clone();
+        let connection = &tenant.connection;
+        if let Some(credentials) = &connection.credentials {
+            let username = credentials.username.clone();
+            let password = credentials.password.expose().to_owned();
+            let signed_in = match credentials.level {
+                AuthLevel::Root => session.signin(auth::Root { username, password }).await,
+                AuthLevel::Namespace => {
+                    session
+                        .signin(auth::Namespace {
+                            namespace: connection.namespace.clone(),
+                            username,
+                            password,
+                        })
+                        .await
+                }
+                AuthLevel::Database => {
+                    session
+                        .signin(auth::Database {
+                            namespace: connection.namespace.clone(),
+                            database: connection.database.clone(),
+                            username,
+                            password,
+                        })
+                        .await
+                }
+            };
+            if let Err(error) = signed_in {
+                return Err(if error.is_connection() {
+                    classify(tenant, error)
+                } else {
+                    RunnerError::Authentication {
+                        environment: tenant.environment.clone(),
+                        endpoint: connection.redacted_url(),
+                        username: credentials.username.clone(),
+                        source: Box::new(error),
+                    }
+                });
+            }
+        }
+        session
+            .use_ns(connection.namespace.clone())
+            .use_db(connection.database.clone())
+            .await
+            .map_err(|e| classify(tenant, e))?;
+        Ok(Arc::new(session))
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or conflicts too often.
+    async fn retrying<T, F, Fut>(&self, tenant: &TenantContext, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, Failure>>,
+    {
+        let attempts = self.inner.config.conflict_attempts.max(1);
+        let mut pause = Duration::from_millis(5);
+        for made in 1..=attempts {
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(Failure::Fatal(error)) => return Err(error),
+                Err(Failure::Conflict(error)) if made == attempts => {
+                    return Err(RunnerError::Conflict {
+                        environment: tenant.environment.clone(),
+                        attempts,
+                        source: Box::new(error),
+                    });
+                }
+                Err(Failure::Conflict(error)) => {
+                    tracing::debug!(environment = %tenant.environment, %error, made, "write conflict; retrying");
+                    tokio::time::sleep(jitter(pause)).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    /// Sends `text` with `vars`; on a statement error, returns the failing statement's
+    /// position within the request body (transaction markers excluded) and its error.
+    async fn send(
+        &self,
+        tenant: &TenantContext,
+        session: &Surreal<Any>,
+        text: &str,
+        vars: &Map<String, Value>,
+        body_statements: usize,
+    ) -> std::result::Result<Response, Failure> {
+        let response = session
+            .query(text)
+            .bind(Value::Object(vars.clone()))
+            .await
+            .map_err(|error| {
+                if is_conflict(&error) {
+                    Failure::Conflict(error)
+                } else {
+                    Failure::Fatal(classify(tenant, error))
+                }
+            })?;
+        Ok(Response::new(response, body_statements))
+    }
+
+    fn held_token(&self, key: &DatabaseKey) -> Option<String> {
+        lock(&self.inner.held).get(key).cloned()
+    }
+
+    async fn apply_one(
+        &self,
+        tenant: &TenantContext,
+        session: &Surreal<Any>,
+        plan: &MigrationPlan,
+        migration: &Migration,
+        token: &str,
+    ) -> Result<()> {
+        let key = tenant.database_key();
+        let (statements, file, change) = match plan.direction {
+            Direction::Up => (&migration.up, migration.path.as_path(), HistoryChange::Record),
+            Direction::Down => (
+                migration.down.as_ref().unwrap_or(&migration.up),
+                migration.down_file(),
+                HistoryChange::Remove,
+            ),
+        };
+        let define_history = !lock(&self.inner.history_ready).contains(&key);
+        let transaction = sql::migration(statements, change, define_history);
+        let mut vars = Map::new();
+        vars.insert("fl_token".into(), json!(token));
+        vars.insert("fl_id".into(), json!(sql::record_id(migration.version.as_str())));
+        vars.insert("fl_version".into(), json!(migration.version.as_str()));
+        vars.insert("fl_description".into(), json!(migration.description));
+        vars.insert("fl_checksum".into(), json!(migration.checksum));
+        vars.insert("fl_applied_by".into(), json!(plan.applied_by));
+        if let Some(id) = &plan.deployment_id {
+            vars.insert("fl_deployment".into(), json!(id));
+        }
+        let body = transaction.prelude + transaction.statements + transaction.postlude;
+        self.retrying(tenant, || async {
+            let mut response = self
+                .send(tenant, session, &transaction.text, &vars, body)
+                .await?;
+            let Some((position, error)) = response.failure() else {
+                return Ok(());
+            };
+            if is_conflict(&error) {
+                return Err(Failure::Conflict(error));
+            }
+            let statements_end = transaction.prelude + transaction.statements;
+            Err(Failure::Fatal(if position < transaction.prelude {
+                if error.message().contains(LOCK_LOST) {
+                    RunnerError::LockLost {
+                        environment: tenant.environment.clone(),
+                    }
+                } else {
+                    classify(tenant, error)
+                }
+            } else if position < statements_end {
+                let index = position - transaction.prelude;
+                RunnerError::StatementFailed {
+                    environment: tenant.environment.clone(),
+                    version: migration.version.clone(),
+                    file: file.to_path_buf(),
+                    statement: index + 1,
+                    line: statements[index].line,
+                    message: error.message().to_owned(),
+                }
+            } else {
+                RunnerError::Backend {
+                    environment: tenant.environment.clone(),
+                    source: format!(
+                        "recording migration {} in {}: {}",
+                        migration.version,
+                        sql::HISTORY_TABLE,
+                        error.message()
+                    )
+                    .into(),
+                }
+            }))
+        })
+        .await?;
+        if define_history {
+            lock(&self.inner.history_ready).insert(key);
+        }
+        Ok(())
+    }
+
+    async fn try_acquire(
+        &self,
+        tenant: &TenantContext,
+        session: &Surreal<Any>,
+        text: &str,
+        vars: &Map<String, Value>,
+    ) -> Result<Attempt<LockInfo>> {
+        // Body: LET, LET, IF, RETURN.
+        let value = self
+            .retrying(tenant, || async {
+                let mut response = self.send(tenant, session, text, vars, 4).await?;
+                if let Some((_, error)) = response.failure() {
+                    return Err(if is_conflict(&error) {
+                        Failure::Conflict(error)
+                    } else {
+                        Failure::Fatal(classify(tenant, error))
+                    });
+                }
+                response.take(3).map_err(|e| Failure::Fatal(classify(tenant, e)))
+            })
+            .await?;
+        let acquired = value.get("acquired").and_then(Value::as_bool) == Some(true);
+        let previous = lease_info(value.get("previous"));
+        let current = lease_info(value.get("current"));
+        match (acquired, current, previous) {
+            (true, Some(current), previous) => Ok(Attempt::Acquired(current, previous)),
+            (false, _, Some(holder)) => Ok(Attempt::Held(holder)),
+            _ => Err(RunnerError::Backend {
+                environment: tenant.environment.clone(),
+                source: format!("unexpected answer to the lock request: {value}").into(),
+            }),
+        }
+    }
+}
+
+/// A query's per-statement results, with transaction markers accounted for.
+struct Response {
+    inner: surrealdb::IndexedResults,
+    /// Results before the body's first statement (a `BEGIN` result, if the server sends one).
+    offset: usize,
+}
+
+impl Response {
+    fn new(inner: surrealdb::IndexedResults, body_statements: usize) -> Self {
+        let extra = inner.num_statements().saturating_sub(body_statements);
+        Self {
+            inner,
+            offset: extra / 2,
+        }
+    }
+
+    /// The statement that made the request fail: the first error that is not merely
+    /// "not executed because the transaction failed", as a body position.
+    fn failure(&mut self) -> Option<(usize, surrealdb::Error)> {
+        let mut errors: Vec<(usize, surrealdb::Error)> = self.inner.take_errors().into_iter().collect();
+        errors.sort_by_key(|(index, _)| *index);
+        let pick = errors
+            .iter()
+            .position(|(_, e)| is_conflict(e))
+            .or_else(|| errors.iter().position(|(_, e)| !is_not_executed(e)))
+            .or(if errors.is_empty() { None } else { Some(0) })?;
+        let (index, error) = errors.swap_remove(pick);
+        Some((index.saturating_sub(self.offset), error))
+    }
+
+    fn take(&mut self, body_index: usize) -> std::result::Result<Value, surrealdb::Error> {
+        take_json(&mut self.inner, body_index + self.offset)
+    }
+}
+
+/// A lease row as the database returns it.
+#[derive(serde::Deserialize)]
+struct LeaseRow {
+    host: String,
+    pid: u32,
+    #[serde(default)]
+    deployment_id: Option<String>,
+    acquired_at: String,
+    expires_at: String,
+    #[serde(default)]
+    expired: bool,
+}
+
+fn lease_row(value: Option<&Value>) -> Option<LeaseRow> {
+    let value = value?;
+    let value = match value {
+        Value::Array(rows) => rows.first()?,
+        other => other,
+    };
+    serde_json::from_value(value.clone()).ok()
+}
+
+fn lease_info(value: Option<&Value>) -> Option<LockInfo> {
+    lease_row(value).map(|row| LockInfo {
+        owner: LockOwner {
+            host: row.host,
+            pid: row.pid,
+            deployment_id: row.deployment_id,
+        },
+        acquired_at: row.acquired_at,
+        expires_at: row.expires_at,
+    })
+}
+
+/// A history row as the database returns it (rows written by the surql toolkit lack
+/// flotilla's optional fields).
+#[derive(serde::Deserialize)]
+struct HistoryRow {
+    version: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    checksum: Option<String>,
+    #[serde(default)]
+    applied_at: Option<String>,
+    #[serde(default)]
+    execution_time_ms: Option<u64>,
+    #[serde(default)]
+    applied_by: Option<String>,
+    #[serde(default)]
+    deployment_id: Option<String>,
+}
+
+fn new_token(owner: &LockOwner) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{}:{}:{}:{nanos}",
+        owner.host,
+        owner.pid,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[async_trait]
+impl MigrationRunner for SurrealRunner {
+    async fn health(&self, tenant: &TenantContext) -> Result<HealthStatus> {
+        let session = self.session(tenant).await?;
+        let started = Instant::now();
+        let mut response = session
+            .query(sql::health())
+            .await
+            .map_err(|e| classify(tenant, e))?;
+        let latency = started.elapsed();
+        let info: Value = take_json(&mut response, 0).map_err(|e| classify(tenant, e))?;
+        let initialised = info
+            .get("tables")
+            .and_then(|tables| tables.get(sql::HISTORY_TABLE))
+            .is_some();
+        let lock = match take_json(&mut response, 1) {
+            Ok(value) => lease_row(Some(&value))
+                .filter(|row| !row.expired)
+                .and_then(|_| lease_info(Some(&value))),
+            Err(error) if is_missing_table(&error) => None,
+            Err(error) => return Err(classify(tenant, error)),
+        };
+        let server_version = session.version().await.ok().map(|v| v.to_string());
+        Ok(HealthStatus {
+            latency,
+            initialised,
+            lock,
+            server_version,
+        })
+    }
+
+    async fn history(&self, tenant: &TenantContext) -> Result<Vec<AppliedMigration>> {
+        let session = self.session(tenant).await?;
+        let mut response = session
+            .query(sql::SELECT_HISTORY)
+            .await
+            .map_err(|e| classify(tenant, e))?;
+        let rows: Value = match take_json(&mut response, 0) {
+            Ok(rows) => rows,
+            Err(error) if is_missing_table(&error) => return Ok(Vec::new()),
+            Err(error) => return Err(classify(tenant, error)),
+        };
+        let rows: Vec<HistoryRow> = serde_json::from_value(rows).map_err(|e| RunnerError::Backend {
+            environment: tenant.environment.clone(),
+            source: format!("unreadable {} row: {e}", sql::HISTORY_TABLE).into(),
+        })?;
+        let mut history = Vec::with_capacity(rows.len());
+        for row in rows {
+            let version = Version::parse(&row.version).ok_or_else(|| RunnerError::Backend {
+                environment: tenant.environment.clone(),
+                source: format!(
+                    "{} has a row with version `{}`, which is not a migration version",
+                    sql::HISTORY_TABLE,
+                    row.version
+                )
+                .into(),
+            })?;
+            history.push(AppliedMigration {
+                version,
+                description: row.description.unwrap_or_default(),
+                checksum: row.checksum.unwrap_or_default(),
+                applied_at: row.applied_at,
+                execution_time_ms: row.execution_time_ms,
+                applied_by: row.applied_by,
+                deployment_id: row.deployment_id,
+            });
+        }
+        history.sort_by(|a, b| a.version.cmp(&b.version));
+        Ok(history)
+    }
+
+    async fn acquire_lock(
+        &self,
+        tenant: &TenantContext,
+        request: &LockRequest,
+    ) -> Result<Box<dyn LockGuard>> {
+        let session = self.session(tenant).await?;
+        let token = new_token(&request.owner);
+        let mut vars = Map::new();
+        vars.insert("fl_token".into(), json!(token));
+        vars.insert("fl_host".into(), json!(request.owner.host));
+        vars.insert("fl_pid".into(), json!(request.owner.pid));
+        if let Some(id) = &request.owner.deployment_id {
+            vars.insert("fl_deployment".into(), json!(id));
+        }
+        let text = sql::acquire(request.lease);
+        let outcome = wait_for_lock(request.wait, || {
+            self.try_acquire(tenant, &session, &text, &vars)
+        })
+        .await?;
+        let (info, took_over) = outcome.map_err(|(holder, waited)| RunnerError::LockHeld {
+            environment: tenant.environment.clone(),
+            holder,
+            waited,
+        })?;
+        if let Some(previous) = &took_over {
+            tracing::warn!(environment = %tenant.environment, previous_owner = %previous.owner, "took over an expired migration lock");
+        }
+        let key = tenant.database_key();
+        lock(&self.inner.held).insert(key.clone(), token.clone());
+
+        let renew_session = Arc::clone(&session);
+        let renew_text = sql::renew(request.lease);
+        let renew_vars = json!({ "fl_token": token });
+        let heartbeat = Heartbeat::spawn(request.lease, move || {
+            let session = Arc::clone(&renew_session);
+            let text = renew_text.clone();
+            let vars = renew_vars.clone();
+            async move {
+                let mut response = session.query(text).bind(vars).await.map_err(|e| RunnerError::Backend {
+                    environment: String::new(),
+                    source: Box::new(e),
+                })?;
+                let tokens: Value = take_json(&mut response, 0).map_err(|e| RunnerError::Backend {
+                    environment: String::new(),
+                    source: Box::new(e),
+                })?;
+                Ok(tokens.as_array().is_some_and(|t| !t.is_empty()))
+            }
+        });
+        Ok(Box::new(SurrealLockGuard {
+            runner: self.clone(),
+            session,
+            tenant: tenant.clone(),
+            key,
+            token,
+            info,
+            took_over,
+            heartbeat,
+            released: false,
+        }))
+    }
+
+    async fn validate_migration(
+        &self,
+        tenant: &TenantContext,
+        plan: &MigrationPlan,
+    ) -> Result<Vec<Version>> {
+        let history = self.history(tenant).await?;
+        Ok(steps(tenant, plan, &history)?
+            .into_iter()
+            .map(|m| m.version.clone())
+            .collect())
+    }
+
+    async fn execute_migration(
+        &self,
+        tenant: &TenantContext,
+        plan: &MigrationPlan,
+    ) -> Result<MigrationResult> {
+        let Some(token) = self.held_token(&tenant.database_key()) else {
+            return Err(RunnerError::NotLocked {
+                environment: tenant.environment.clone(),
+            });
+        };
+        let session = self.session(tenant).await?;
+        let history = self.history(tenant).await?;
+        run_steps(tenant, plan, &history, |migration| {
+            self.apply_one(tenant, &session, plan, migration, &token)
+        })
+        .await
+    }
+}
+
+#[derive(Debug)]
+struct SurrealLockGuard {
+    runner: SurrealRunner,
+    session: Session,
+    tenant: TenantContext,
+    key: DatabaseKey,
+    token: String,
+    info: LockInfo,
+    took_over: Option<LockInfo>,
+    heartbeat: Heartbeat,
+    released: bool,
+}
+
+impl SurrealLockGuard {
+    fn forget(&self) {
+        let mut held = lock(&self.runner.inner.held);
+        if held.get(&self.key) == Some(&self.token) {
+            held.remove(&self.key);
+        }
+    }
+}
+
+#[async_trait]
+impl LockGuard for SurrealLockGuard {
+    fn info(&self) -> LockInfo {
+        self.info.clone()
+    }
+
+    fn took_over(&self) -> Option<LockInfo> {
+        self.took_over.clone()
+    }
+
+    async fn release(mut self: Box<Self>) -> Result<()> {
+        self.heartbeat.stop();
+        self.released = true;
+        self.forget();
+        let vars = json!({ "fl_token": self.token });
+        let tenant = &self.tenant;
+        let session = &self.session;
+        let deleted = self
+            .runner
+            .retrying(tenant, || async {
+                let mut response = session
+                    .query(sql::RELEASE)
+                    .bind(vars.clone())
+                    .await
+                    .map_err(|e| {
+                        if is_conflict(&e) {
+                            Failure::Conflict(e)
+                        } else {
+                            Failure::Fatal(classify(tenant, e))
+                        }
+                    })?;
+                match take_json(&mut response, 0) {
+                    Ok(rows) => Ok(rows.as_array().is_some_and(|r| !r.is_empty())),
+                    Err(e) if is_conflict(&e) => Err(Failure::Conflict(e)),
+                    Err(e) => Err(Failure::Fatal(classify(tenant, e))),
+                }
+            })
+            .await?;
+        if deleted {
+            Ok(())
+        } else {
+            Err(RunnerError::LockLost {
+                environment: tenant.environment.clone(),
+            })
+        }
+    }
+}
+
+impl Drop for SurrealLockGuard {
+    fn drop(&mut self) {
+        if !self.released {
+            tracing::warn!(environment = %self.tenant.environment, "migration lock guard dropped without release; the lease will expire");
+            self.forget();
+        }
+    }
+}
+
+/// JSON with object keys sorted, whatever order the database produced them in.
+fn canonical(value: &Value) -> String {
+    fn sort(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sort(v))).collect())
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sort).collect()),
+            other => other.clone(),
+        }
+    }
+    sort(value).to_string()
+}
+
+/// Statement `index`'s result as JSON (datetimes and record ids become strings).
+fn take_json(
+    response: &mut surrealdb::IndexedResults,
+    index: usize,
+) -> std::result::Result<Value, surrealdb::Error> {
+    response
+        .take::<surrealdb::types::Value>(index)
+        .map(surrealdb::types::Value::into_json_value)
+}

@@ -68,7 +68,10 @@ impl TestServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("test server did not listen on {} within {limit:?}", self.addr);
+        panic!(
+            "test server did not listen on {} within {limit:?}",
+            self.addr
+        );
     }
 }
 

@@ -14,14 +14,12 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("tidy") => tidy(),
         Some("dev-server") => dev_server(args.get(1).map_or("8000", String::as_str)),
-        _ => Err(
-            "usage: cargo xtask <ci|test|tidy|dev-server [PORT]>\n\
+        _ => Err("usage: cargo xtask <ci|test|tidy|dev-server [PORT]>\n\
              \n  ci          fmt check, tidy, clippy -D warnings, all tests\
              \n  test        all tests (nextest if installed)\
              \n  tidy        module docs and workspace-dependency rules\
              \n  dev-server  a SurrealDB server on 127.0.0.1:PORT (root/root, memory)"
-                .to_owned(),
-        ),
+            .to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,7 +61,15 @@ fn ci() -> Result<(), String> {
     tidy()?;
     run(
         &cargo,
-        &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
     )?;
     test()
 }
@@ -75,11 +81,23 @@ fn test() -> Result<(), String> {
         .output()
         .is_ok_and(|o| o.status.success());
     if nextest {
-        run(&cargo, &["nextest", "run", "--workspace", "--all-features", "--no-fail-fast"])?;
+        run(
+            &cargo,
+            &[
+                "nextest",
+                "run",
+                "--workspace",
+                "--all-features",
+                "--no-fail-fast",
+            ],
+        )?;
         // nextest does not run doctests.
         run(&cargo, &["test", "--workspace", "--all-features", "--doc"])
     } else {
-        run(&cargo, &["test", "--workspace", "--all-features", "--no-fail-fast"])
+        run(
+            &cargo,
+            &["test", "--workspace", "--all-features", "--no-fail-fast"],
+        )
     }
 }
 
@@ -89,8 +107,21 @@ fn dev_server(port: &str) -> Result<(), String> {
     run(
         &cargo(),
         &[
-            "run", "--quiet", "-p", "flotilla-tests", "--bin", "flotilla-test-server", "--",
-            "start", "--bind", &bind, "--user", "root", "--pass", "root", "memory",
+            "run",
+            "--quiet",
+            "-p",
+            "flotilla-tests",
+            "--bin",
+            "flotilla-test-server",
+            "--",
+            "start",
+            "--bind",
+            &bind,
+            "--user",
+            "root",
+            "--pass",
+            "root",
+            "memory",
         ],
     )
 }
@@ -108,11 +139,17 @@ fn tidy() -> Result<(), String> {
         let Ok(text) = std::fs::read_to_string(file) else {
             continue;
         };
-        let relative = file.strip_prefix(&root).unwrap_or(file).display().to_string();
+        let relative = file
+            .strip_prefix(&root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
         if file.extension().is_some_and(|e| e == "rs") {
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
             if !first.starts_with("//!") {
-                problems.push(format!("{relative}: does not start with a `//!` module doc"));
+                problems.push(format!(
+                    "{relative}: does not start with a `//!` module doc"
+                ));
             }
         }
         if file.file_name().is_some_and(|n| n == "Cargo.toml") {
@@ -139,7 +176,11 @@ fn tidy() -> Result<(), String> {
         eprintln!("tidy: {} files checked, all in order", files.len());
         Ok(())
     } else {
-        Err(format!("tidy found {} problem(s):\n  {}", problems.len(), problems.join("\n  ")))
+        Err(format!(
+            "tidy found {} problem(s):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        ))
     }
 }
 

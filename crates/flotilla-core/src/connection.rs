@@ -43,7 +43,9 @@ impl From<&str> for Secret {
 }
 
 /// The level at which a user is defined in the database.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthLevel {
     /// A root (system) user.
@@ -91,7 +93,11 @@ pub struct Connection {
 
 impl Connection {
     /// A connection without credentials.
-    pub fn new(url: impl Into<String>, namespace: impl Into<String>, database: impl Into<String>) -> Self {
+    pub fn new(
+        url: impl Into<String>,
+        namespace: impl Into<String>,
+        database: impl Into<String>,
+    ) -> Self {
         Self {
             url: url.into(),
             namespace: namespace.into(),
@@ -154,7 +160,13 @@ impl fmt::Debug for Connection {
 
 impl fmt::Display for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.redacted_url(), self.namespace, self.database)?;
+        write!(
+            f,
+            "{}/{}/{}",
+            self.redacted_url(),
+            self.namespace,
+            self.database
+        )?;
         if let Some(credentials) = &self.credentials {
             write!(f, " as {}", credentials.username)?;
         }
@@ -180,7 +192,11 @@ mod tests {
             assert!(!rendered.contains("hunter2-secret"), "{rendered}");
             assert!(!rendered.contains("urlpass"), "{rendered}");
         }
-        assert!(connection.to_string().contains("db.internal:8000/prod/app as admin"));
+        assert!(
+            connection
+                .to_string()
+                .contains("db.internal:8000/prod/app as admin")
+        );
     }
 
     #[test]

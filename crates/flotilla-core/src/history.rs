@@ -120,11 +120,12 @@ mod tests {
     use super::*;
 
     fn set(versions: &[&str]) -> MigrationSet {
-        MigrationSet::from_files(
-            versions
-                .iter()
-                .map(|v| (PathBuf::from(format!("m/{v}_m.surql")), format!("DEFINE TABLE t{v};"))),
-        )
+        MigrationSet::from_files(versions.iter().map(|v| {
+            (
+                PathBuf::from(format!("m/{v}_m.surql")),
+                format!("DEFINE TABLE t{v};"),
+            )
+        }))
         .expect("valid set")
     }
 
@@ -159,7 +160,11 @@ mod tests {
         let got = pending(&s, &applied, DriftPolicy::default()).expect("no drift");
         assert_eq!(versions(&got), ["0002", "0003"]);
         let all = applied_from(&s, &["0001", "0002", "0003"]);
-        assert!(pending(&s, &all, DriftPolicy::default()).expect("no drift").is_empty());
+        assert!(
+            pending(&s, &all, DriftPolicy::default())
+                .expect("no drift")
+                .is_empty()
+        );
     }
 
     #[test]
@@ -168,9 +173,14 @@ mod tests {
         let mut applied = applied_from(&s, &["0001", "0002"]);
         applied[1].checksum = "0".repeat(64);
         let err = pending(&s, &applied, DriftPolicy::default()).expect_err("drift");
-        assert!(matches!(&err, DriftError::ChecksumMismatch { version, .. } if version.as_str() == "0002"));
+        assert!(
+            matches!(&err, DriftError::ChecksumMismatch { version, .. } if version.as_str() == "0002")
+        );
         let message = err.to_string();
-        assert!(message.contains("0002") && message.contains("m/0002_m.surql"), "{message}");
+        assert!(
+            message.contains("0002") && message.contains("m/0002_m.surql"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -179,9 +189,17 @@ mod tests {
         let applied = applied_from(&full, &["0001", "0002"]);
         let without_two = set(&["0001", "0003"]);
         let err = pending(&without_two, &applied, DriftPolicy::default()).expect_err("missing");
-        assert!(matches!(err, DriftError::MissingFile { ref version, .. } if version.as_str() == "0002"));
-        let allowed = DriftPolicy { allow_missing_files: true, ..DriftPolicy::default() };
-        assert_eq!(versions(&pending(&without_two, &applied, allowed).expect("allowed")), ["0003"]);
+        assert!(
+            matches!(err, DriftError::MissingFile { ref version, .. } if version.as_str() == "0002")
+        );
+        let allowed = DriftPolicy {
+            allow_missing_files: true,
+            ..DriftPolicy::default()
+        };
+        assert_eq!(
+            versions(&pending(&without_two, &applied, allowed).expect("allowed")),
+            ["0003"]
+        );
     }
 
     #[test]
@@ -189,8 +207,16 @@ mod tests {
         let s = set(&["0001", "0002", "0003"]);
         let applied = applied_from(&s, &["0001", "0003"]);
         let err = pending(&s, &applied, DriftPolicy::default()).expect_err("out of order");
-        assert!(matches!(err, DriftError::OutOfOrder { ref version, .. } if version.as_str() == "0002"));
-        let allowed = DriftPolicy { allow_out_of_order: true, ..DriftPolicy::default() };
-        assert_eq!(versions(&pending(&s, &applied, allowed).expect("allowed")), ["0002"]);
+        assert!(
+            matches!(err, DriftError::OutOfOrder { ref version, .. } if version.as_str() == "0002")
+        );
+        let allowed = DriftPolicy {
+            allow_out_of_order: true,
+            ..DriftPolicy::default()
+        };
+        assert_eq!(
+            versions(&pending(&s, &applied, allowed).expect("allowed")),
+            ["0002"]
+        );
     }
 }

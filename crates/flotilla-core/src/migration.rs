@@ -110,7 +110,11 @@ impl Migration {
                 .unwrap_or_default()
                 .to_ascii_uppercase();
             if matches!(keyword.as_str(), "BEGIN" | "COMMIT" | "CANCEL") {
-                return Err(invalid(&path, Some(statement.line), Problem::TransactionStatement(keyword)));
+                return Err(invalid(
+                    &path,
+                    Some(statement.line),
+                    Problem::TransactionStatement(keyword),
+                ));
             }
         }
         if let Some(declared) = sections.metadata.get("version")
@@ -199,7 +203,8 @@ impl MigrationSet {
                 path: path.clone(),
                 source,
             })?;
-            let text = String::from_utf8(bytes).map_err(|_| invalid(&path, None, Problem::NotUtf8))?;
+            let text =
+                String::from_utf8(bytes).map_err(|_| invalid(&path, None, Problem::NotUtf8))?;
             files.push((path, text));
         }
         Self::from_files(files)
@@ -382,11 +387,19 @@ impl Sections {
                     "down" => Section::Down,
                     "metadata" => Section::Metadata,
                     other => {
-                        return Err(invalid(path, Some(number), Problem::UnknownMarker(other.into())));
+                        return Err(invalid(
+                            path,
+                            Some(number),
+                            Problem::UnknownMarker(other.into()),
+                        ));
                     }
                 };
                 if seen.iter().any(|(s, _)| *s == section) {
-                    return Err(invalid(path, Some(number), Problem::DuplicateSection(marker_name(section))));
+                    return Err(invalid(
+                        path,
+                        Some(number),
+                        Problem::DuplicateSection(marker_name(section)),
+                    ));
                 }
                 seen.push((section, number));
                 marked = true;
@@ -415,12 +428,20 @@ impl Sections {
                 }
                 Section::Preamble => {
                     if let Some(statement) = split(path, &text, first_line)?.first() {
-                        return Err(invalid(path, Some(statement.line), Problem::StatementOutsideSection));
+                        return Err(invalid(
+                            path,
+                            Some(statement.line),
+                            Problem::StatementOutsideSection,
+                        ));
                     }
                 }
                 Section::Metadata => {
                     if let Some(statement) = split(path, &text, first_line)?.first() {
-                        return Err(invalid(path, Some(statement.line), Problem::StatementInMetadata));
+                        return Err(invalid(
+                            path,
+                            Some(statement.line),
+                            Problem::StatementInMetadata,
+                        ));
                     }
                     sections.metadata = parse_metadata(&text);
                 }
@@ -534,7 +555,11 @@ mod tests {
     fn file_name_rules() {
         let ok = [
             ("0001_create_users.surql", "0001", "create_users"),
-            ("20260101_120000_create_users.surql", "20260101_120000", "create_users"),
+            (
+                "20260101_120000_create_users.surql",
+                "20260101_120000",
+                "create_users",
+            ),
             ("7_x.up.surql", "7", "x"),
             ("0002_2fa.surql", "0002", "2fa"),
         ];
@@ -542,15 +567,28 @@ mod tests {
             let (v, n, _) = parse_file_name(Path::new(name)).expect(name);
             assert_eq!((v.as_str(), n.as_str()), (version, desc), "{name}");
         }
-        for bad in ["create.surql", "0001.surql", "0001_.surql", "v1_x.surql", "0001_a.b.surql", "0001_x.sql"] {
-            assert!(parse_file_name(Path::new(bad)).is_none(), "{bad} should be rejected");
+        for bad in [
+            "create.surql",
+            "0001.surql",
+            "0001_.surql",
+            "v1_x.surql",
+            "0001_a.b.surql",
+            "0001_x.sql",
+        ] {
+            assert!(
+                parse_file_name(Path::new(bad)).is_none(),
+                "{bad} should be rejected"
+            );
         }
     }
 
     #[test]
     fn validation_errors_name_the_line() {
         assert_eq!(
-            problem_of(parse("0001_a.surql", "-- @up\nDEFINE TABLE a;\n-- @sideways\n")),
+            problem_of(parse(
+                "0001_a.surql",
+                "-- @up\nDEFINE TABLE a;\n-- @sideways\n"
+            )),
             (Some(3), Problem::UnknownMarker("sideways".into()))
         );
         assert_eq!(
@@ -558,65 +596,114 @@ mod tests {
             (Some(3), Problem::DuplicateSection("up"))
         );
         assert_eq!(
-            problem_of(parse("0001_a.surql", "-- @up\n-- nothing\n-- @down\nREMOVE TABLE a;")),
+            problem_of(parse(
+                "0001_a.surql",
+                "-- @up\n-- nothing\n-- @down\nREMOVE TABLE a;"
+            )),
             (Some(1), Problem::EmptyUp)
         );
         assert_eq!(
-            problem_of(parse("0001_a.surql", "DEFINE TABLE a;\n-- @up\nDEFINE TABLE b;")),
+            problem_of(parse(
+                "0001_a.surql",
+                "DEFINE TABLE a;\n-- @up\nDEFINE TABLE b;"
+            )),
             (Some(1), Problem::StatementOutsideSection)
         );
         assert!(matches!(
-            problem_of(parse("0001_a.surql", "-- @up\nDEFINE TABLE a;\nCREATE a SET s = 'oops;\n")),
+            problem_of(parse(
+                "0001_a.surql",
+                "-- @up\nDEFINE TABLE a;\nCREATE a SET s = 'oops;\n"
+            )),
             (Some(3), Problem::Split(_))
         ));
         assert!(matches!(
-            problem_of(parse("0001_a.surql", "-- @metadata\n-- version: 0002\n-- @up\nDEFINE TABLE a;")),
+            problem_of(parse(
+                "0001_a.surql",
+                "-- @metadata\n-- version: 0002\n-- @up\nDEFINE TABLE a;"
+            )),
             (None, Problem::VersionMismatch { .. })
         ));
-        assert_eq!(problem_of(parse("first.surql", "DEFINE TABLE a;")), (None, Problem::FileName));
+        assert_eq!(
+            problem_of(parse("first.surql", "DEFINE TABLE a;")),
+            (None, Problem::FileName)
+        );
     }
 
     #[test]
     fn transaction_control_is_rejected() {
         assert_eq!(
-            problem_of(parse("0001_a.surql", "-- @up\nBEGIN TRANSACTION;\nDEFINE TABLE a;\nCOMMIT;")),
+            problem_of(parse(
+                "0001_a.surql",
+                "-- @up\nBEGIN TRANSACTION;\nDEFINE TABLE a;\nCOMMIT;"
+            )),
             (Some(2), Problem::TransactionStatement("BEGIN".into()))
         );
     }
 
     #[test]
     fn todo_comments_are_not_markers() {
-        let m = parse("0001_a.surql", "-- @up\n-- @todo tidy this\nDEFINE TABLE a;").expect("parses");
+        let m = parse(
+            "0001_a.surql",
+            "-- @up\n-- @todo tidy this\nDEFINE TABLE a;",
+        )
+        .expect("parses");
         assert_eq!(m.up.len(), 1);
     }
 
     #[test]
     fn pairs_and_singles_mix_and_order_numerically() {
         let set = MigrationSet::from_files([
-            (PathBuf::from("m/0010_c.surql"), "DEFINE TABLE c;".to_owned()),
-            (PathBuf::from("m/0002_b.up.surql"), "DEFINE TABLE b;".to_owned()),
-            (PathBuf::from("m/0002_b.down.surql"), "REMOVE TABLE b;".to_owned()),
-            (PathBuf::from("m/0001_a.surql"), "-- @up\nDEFINE TABLE a;\n-- @down\nREMOVE TABLE a;".to_owned()),
+            (
+                PathBuf::from("m/0010_c.surql"),
+                "DEFINE TABLE c;".to_owned(),
+            ),
+            (
+                PathBuf::from("m/0002_b.up.surql"),
+                "DEFINE TABLE b;".to_owned(),
+            ),
+            (
+                PathBuf::from("m/0002_b.down.surql"),
+                "REMOVE TABLE b;".to_owned(),
+            ),
+            (
+                PathBuf::from("m/0001_a.surql"),
+                "-- @up\nDEFINE TABLE a;\n-- @down\nREMOVE TABLE a;".to_owned(),
+            ),
         ])
         .expect("valid set");
         let versions: Vec<_> = set.as_slice().iter().map(|m| m.version.as_str()).collect();
         assert_eq!(versions, ["0001", "0002", "0010"]);
         let pair = &set.as_slice()[1];
         assert_eq!(pair.down_file(), Path::new("m/0002_b.down.surql"));
-        assert_eq!(pair.checksum, sha256_hex(&[b"DEFINE TABLE b;", b"REMOVE TABLE b;"]));
+        assert_eq!(
+            pair.checksum,
+            sha256_hex(&[b"DEFINE TABLE b;", b"REMOVE TABLE b;"])
+        );
     }
 
     #[test]
     fn duplicate_versions_and_orphans_are_errors() {
         let dup = MigrationSet::from_files([
-            (PathBuf::from("m/0001_a.surql"), "DEFINE TABLE a;".to_owned()),
+            (
+                PathBuf::from("m/0001_a.surql"),
+                "DEFINE TABLE a;".to_owned(),
+            ),
             (PathBuf::from("m/1_b.surql"), "DEFINE TABLE b;".to_owned()),
         ]);
-        assert!(matches!(dup, Err(Error::DuplicateVersion { .. })), "{dup:?}");
-        let orphan = MigrationSet::from_files([(PathBuf::from("m/0001_a.down.surql"), "REMOVE TABLE a;".to_owned())]);
+        assert!(
+            matches!(dup, Err(Error::DuplicateVersion { .. })),
+            "{dup:?}"
+        );
+        let orphan = MigrationSet::from_files([(
+            PathBuf::from("m/0001_a.down.surql"),
+            "REMOVE TABLE a;".to_owned(),
+        )]);
         assert!(matches!(
             orphan,
-            Err(Error::InvalidMigration { problem: Problem::DownWithoutUp, .. })
+            Err(Error::InvalidMigration {
+                problem: Problem::DownWithoutUp,
+                ..
+            })
         ));
         let unknown_dep = MigrationSet::from_files([(
             PathBuf::from("m/0001_a.surql"),
@@ -624,7 +711,10 @@ mod tests {
         )]);
         assert!(matches!(
             unknown_dep,
-            Err(Error::InvalidMigration { problem: Problem::UnknownDependency(_), .. })
+            Err(Error::InvalidMigration {
+                problem: Problem::UnknownDependency(_),
+                ..
+            })
         ));
     }
 
@@ -636,7 +726,11 @@ mod tests {
         fs::write(dir.path().join("_draft.surql"), "ignored").expect("write");
         let set = MigrationSet::load(dir.path()).expect("loads");
         assert_eq!(set.len(), 1);
-        fs::write(dir.path().join("0002_b.surql"), "-- @up\n\nDEFINE TABLE b {").expect("write");
+        fs::write(
+            dir.path().join("0002_b.surql"),
+            "-- @up\n\nDEFINE TABLE b {",
+        )
+        .expect("write");
         let err = MigrationSet::load(dir.path()).expect_err("invalid file");
         let message = err.to_string();
         assert!(message.contains("0002_b.surql:3"), "{message}");

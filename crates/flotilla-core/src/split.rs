@@ -101,9 +101,9 @@ impl Splitter<'_> {
                 '⟨' => self.skip_quoted('⟩', true, "quoted identifier")?,
                 '{' => open_braces.push(self.line),
                 '}' => {
-                    if open_braces.pop().is_none() {
+                    let Some(_) = open_braces.pop() else {
                         return Err(SplitError::UnexpectedClose { line: self.line });
-                    }
+                    };
                 }
                 ';' if open_braces.is_empty() => {
                     if let Some((start, end, line)) = current.take() {
@@ -213,7 +213,10 @@ mod tests {
     }
 
     fn owned(expected: &[(&str, usize)]) -> Vec<(String, usize)> {
-        expected.iter().map(|(t, l)| ((*t).to_owned(), *l)).collect()
+        expected
+            .iter()
+            .map(|(t, l)| ((*t).to_owned(), *l))
+            .collect()
     }
 
     #[test]
@@ -221,26 +224,65 @@ mod tests {
         let cases: &[(&str, &[(&str, usize)])] = &[
             ("", &[]),
             ("  ;; ; \n", &[]),
-            ("DEFINE TABLE a;DEFINE TABLE b", &[("DEFINE TABLE a", 1), ("DEFINE TABLE b", 1)]),
-            ("CREATE a SET s = 'x;y';\nCREATE b", &[("CREATE a SET s = 'x;y'", 1), ("CREATE b", 2)]),
-            (r#"CREATE a SET s = "say \"hi;\"";"#, &[(r#"CREATE a SET s = "say \"hi;\"""#, 1)]),
-            (r"CREATE a SET s = 'it\'s; ok';", &[(r"CREATE a SET s = 'it\'s; ok'", 1)]),
+            (
+                "DEFINE TABLE a;DEFINE TABLE b",
+                &[("DEFINE TABLE a", 1), ("DEFINE TABLE b", 1)],
+            ),
+            (
+                "CREATE a SET s = 'x;y';\nCREATE b",
+                &[("CREATE a SET s = 'x;y'", 1), ("CREATE b", 2)],
+            ),
+            (
+                r#"CREATE a SET s = "say \"hi;\"";"#,
+                &[(r#"CREATE a SET s = "say \"hi;\"""#, 1)],
+            ),
+            (
+                r"CREATE a SET s = 'it\'s; ok';",
+                &[(r"CREATE a SET s = 'it\'s; ok'", 1)],
+            ),
             ("-- it's a comment; really\nCREATE a;", &[("CREATE a", 2)]),
-            ("// don't; split\n# nor 'this;\nCREATE a;", &[("CREATE a", 3)]),
+            (
+                "// don't; split\n# nor 'this;\nCREATE a;",
+                &[("CREATE a", 3)],
+            ),
             ("/* a 'quote; in\n a block */ CREATE a;", &[("CREATE a", 2)]),
             ("CREATE a; -- trailing; comment\n", &[("CREATE a", 1)]),
             (
                 "DEFINE FUNCTION fn::f($a: int) {\n  LET $b = $a + 1;\n  RETURN $b;\n};\nCREATE x;",
-                &[("DEFINE FUNCTION fn::f($a: int) {\n  LET $b = $a + 1;\n  RETURN $b;\n}", 1), ("CREATE x", 5)],
+                &[
+                    (
+                        "DEFINE FUNCTION fn::f($a: int) {\n  LET $b = $a + 1;\n  RETURN $b;\n}",
+                        1,
+                    ),
+                    ("CREATE x", 5),
+                ],
             ),
             (
                 "DEFINE EVENT e ON t WHEN true THEN { IF $x { CREATE a; } ELSE { CREATE b; }; };",
-                &[("DEFINE EVENT e ON t WHEN true THEN { IF $x { CREATE a; } ELSE { CREATE b; }; }", 1)],
+                &[(
+                    "DEFINE EVENT e ON t WHEN true THEN { IF $x { CREATE a; } ELSE { CREATE b; }; }",
+                    1,
+                )],
             ),
-            ("CREATE a CONTENT { s: '}' , t: \"{\" };", &[("CREATE a CONTENT { s: '}' , t: \"{\" }", 1)]),
-            ("SELECT * FROM `we;ird`; SELECT * FROM ⟨odd;one⟩", &[("SELECT * FROM `we;ird`", 1), ("SELECT * FROM ⟨odd;one⟩", 1)]),
-            ("\n\n  CREATE a SET x = 'multi\nline';\nCREATE b;", &[("CREATE a SET x = 'multi\nline'", 3), ("CREATE b", 5)]),
-            ("'starts with a string; here' ;", &[("'starts with a string; here'", 1)]),
+            (
+                "CREATE a CONTENT { s: '}' , t: \"{\" };",
+                &[("CREATE a CONTENT { s: '}' , t: \"{\" }", 1)],
+            ),
+            (
+                "SELECT * FROM `we;ird`; SELECT * FROM ⟨odd;one⟩",
+                &[
+                    ("SELECT * FROM `we;ird`", 1),
+                    ("SELECT * FROM ⟨odd;one⟩", 1),
+                ],
+            ),
+            (
+                "\n\n  CREATE a SET x = 'multi\nline';\nCREATE b;",
+                &[("CREATE a SET x = 'multi\nline'", 3), ("CREATE b", 5)],
+            ),
+            (
+                "'starts with a string; here' ;",
+                &[("'starts with a string; here'", 1)],
+            ),
         ];
         for (source, expected) in cases {
             assert_eq!(texts(source), owned(expected), "source: {source:?}");
@@ -256,14 +298,36 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         let cases: &[(&str, SplitError)] = &[
-            ("CREATE a;\nCREATE b SET s = 'open", SplitError::UnterminatedString { what: "string", line: 2 }),
-            ("\n\nSELECT `x", SplitError::UnterminatedString { what: "quoted identifier", line: 3 }),
-            ("CREATE a;\n/* never\nclosed", SplitError::UnterminatedComment { line: 2 }),
-            ("DEFINE FUNCTION fn::f() {\n RETURN 1;\n", SplitError::UnclosedBlock { line: 1 }),
+            (
+                "CREATE a;\nCREATE b SET s = 'open",
+                SplitError::UnterminatedString {
+                    what: "string",
+                    line: 2,
+                },
+            ),
+            (
+                "\n\nSELECT `x",
+                SplitError::UnterminatedString {
+                    what: "quoted identifier",
+                    line: 3,
+                },
+            ),
+            (
+                "CREATE a;\n/* never\nclosed",
+                SplitError::UnterminatedComment { line: 2 },
+            ),
+            (
+                "DEFINE FUNCTION fn::f() {\n RETURN 1;\n",
+                SplitError::UnclosedBlock { line: 1 },
+            ),
             ("CREATE a;\n}", SplitError::UnexpectedClose { line: 2 }),
         ];
         for (source, expected) in cases {
-            assert_eq!(split_statements(source, 1).as_ref(), Err(expected), "source: {source:?}");
+            assert_eq!(
+                split_statements(source, 1).as_ref(),
+                Err(expected),
+                "source: {source:?}"
+            );
         }
     }
 

@@ -117,10 +117,19 @@ mod tests {
 
     #[test]
     fn orders_numerically_by_group() {
-        let mut versions = vec![v("0010"), v("2"), v("0001"), v("20260101_120000"), v("20260101_9")];
+        let mut versions = [
+            v("0010"),
+            v("2"),
+            v("0001"),
+            v("20260101_120000"),
+            v("20260101_9"),
+        ];
         versions.sort();
         let texts: Vec<_> = versions.iter().map(Version::as_str).collect();
-        assert_eq!(texts, ["0001", "2", "0010", "20260101_9", "20260101_120000"]);
+        assert_eq!(
+            texts,
+            ["0001", "2", "0010", "20260101_9", "20260101_120000"]
+        );
     }
 
     #[test]

@@ -31,13 +31,17 @@ pub enum RunnerError {
         waited: Duration,
     },
     /// Our lease was lost (expired and taken over) while we thought we held it.
-    #[error("{environment}: the migration lock was lost (lease expired and taken over); nothing further was applied")]
+    #[error(
+        "{environment}: the migration lock was lost (lease expired and taken over); nothing further was applied"
+    )]
     LockLost {
         /// The target.
         environment: String,
     },
     /// `execute_migration` was called without holding the target's lock.
-    #[error("{environment}: refusing to migrate without holding the target's lock (acquire_lock first)")]
+    #[error(
+        "{environment}: refusing to migrate without holding the target's lock (acquire_lock first)"
+    )]
     NotLocked {
         /// The target.
         environment: String,
@@ -92,7 +96,9 @@ pub enum RunnerError {
         source: BoxError,
     },
     /// Signing in was refused.
-    #[error("{environment}: authentication as {username} failed at {endpoint}: {source}")]
+    #[error(
+        "{environment}: sign-in as {username} ({scope} user) failed at {endpoint}: {source}; check the user name and password, and that the {scope} exists"
+    )]
     Authentication {
         /// The target.
         environment: String,
@@ -100,6 +106,8 @@ pub enum RunnerError {
         endpoint: String,
         /// The user.
         username: String,
+        /// Where the user is defined: `root`, ``namespace `ns` ``, ``database `ns/db` ``.
+        scope: String,
         /// The driver's error.
         #[source]
         source: BoxError,
@@ -127,7 +135,9 @@ pub enum RunnerError {
         supported: String,
     },
     /// Write conflicts persisted through every retry.
-    #[error("{environment}: gave up after {attempts} attempts on conflicting concurrent writes: {source}")]
+    #[error(
+        "{environment}: gave up after {attempts} attempts on conflicting concurrent writes: {source}"
+    )]
     Conflict {
         /// The target.
         environment: String,
@@ -158,7 +168,11 @@ pub enum RunnerError {
 }
 
 fn list(versions: &[Version]) -> String {
-    versions.iter().map(Version::as_str).collect::<Vec<_>>().join(", ")
+    versions
+        .iter()
+        .map(Version::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A coarse class of error, stable for reports and JSON output.

@@ -21,8 +21,7 @@ pub use error::{BoxError, ErrorClass, Result, RunnerError};
 #[cfg(any(test, feature = "mock"))]
 pub use lock::MockLockGuard;
 pub use lock::{
-    Attempt, Heartbeat, LockGuard, LockInfo, LockOwner, LockRequest, jitter, rfc3339,
-    wait_for_lock,
+    Attempt, Heartbeat, LockGuard, LockInfo, LockOwner, LockRequest, jitter, rfc3339, wait_for_lock,
 };
 pub use memory::MemoryRunner;
 #[cfg(any(test, feature = "mock"))]
@@ -47,10 +46,16 @@ mod tests {
         backends.register(&["mem"], memory);
         let ok = TenantContext::new("dev", Connection::new("MEM://", "ns", "db"));
         assert!(backends.runner_for(&ok).is_ok());
-        let bad = TenantContext::new("prod", Connection::new("postgres://u:secret@h/db", "ns", "db"));
+        let bad = TenantContext::new(
+            "prod",
+            Connection::new("postgres://u:secret@h/db", "ns", "db"),
+        );
         let err = backends.runner_for(&bad).expect_err("unsupported");
         let message = err.to_string();
-        assert!(message.contains("prod") && message.contains("mem://"), "{message}");
+        assert!(
+            message.contains("prod") && message.contains("mem://"),
+            "{message}"
+        );
         assert!(!message.contains("secret"), "{message}");
     }
 
@@ -85,6 +90,9 @@ mod tests {
             .await
             .expect_err("execution fails");
         assert_eq!(err.class(), ErrorClass::TargetUnreachable);
-        assert!(released.load(std::sync::atomic::Ordering::SeqCst), "lock must be released");
+        assert!(
+            released.load(std::sync::atomic::Ordering::SeqCst),
+            "lock must be released"
+        );
     }
 }

@@ -263,7 +263,10 @@ mod tests {
     fn jitter_stays_within_half() {
         for _ in 0..100 {
             let d = jitter(Duration::from_millis(100));
-            assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(150), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(50) && d <= Duration::from_millis(150),
+                "{d:?}"
+            );
         }
     }
 

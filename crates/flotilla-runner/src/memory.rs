@@ -116,7 +116,9 @@ impl MemoryRunner {
 
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data; keep using it.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn reachable(&self, tenant: &TenantContext) -> Result<()> {
@@ -130,7 +132,12 @@ impl MemoryRunner {
         Ok(())
     }
 
-    fn apply_one(&self, tenant: &TenantContext, plan: &MigrationPlan, migration: &flotilla_core::Migration) -> Result<()> {
+    fn apply_one(
+        &self,
+        tenant: &TenantContext,
+        plan: &MigrationPlan,
+        migration: &flotilla_core::Migration,
+    ) -> Result<()> {
         self.reachable(tenant)?;
         let mut state = self.state();
         let key = tenant.database_key();
@@ -153,7 +160,13 @@ impl MemoryRunner {
         let mut objects = target.objects.clone();
         for (index, statement) in statements.iter().enumerate() {
             let injected = plan.direction == Direction::Up && failing == Some(index + 1);
-            if injected || statement.text.trim_start().to_ascii_uppercase().starts_with("THROW") {
+            if injected
+                || statement
+                    .text
+                    .trim_start()
+                    .to_ascii_uppercase()
+                    .starts_with("THROW")
+            {
                 return Err(RunnerError::StatementFailed {
                     environment: tenant.environment.clone(),
                     version: migration.version.clone(),
@@ -182,7 +195,9 @@ impl MemoryRunner {
                 applied_by: Some(plan.applied_by.clone()),
                 deployment_id: plan.deployment_id.clone(),
             }),
-            Direction::Down => target.history.retain(|row| row.version != migration.version),
+            Direction::Down => target
+                .history
+                .retain(|row| row.version != migration.version),
         }
         Ok(())
     }
@@ -208,7 +223,11 @@ impl MigrationRunner for MemoryRunner {
         Ok(HealthStatus {
             latency: Duration::ZERO,
             initialised: target.initialised,
-            lock: target.lease.as_ref().filter(|l| l.live()).map(|l| l.info.clone()),
+            lock: target
+                .lease
+                .as_ref()
+                .filter(|l| l.live())
+                .map(|l| l.info.clone()),
             server_version: Some("memory".to_owned()),
         })
     }
@@ -260,17 +279,22 @@ impl MigrationRunner for MemoryRunner {
             async move { attempt }
         })
         .await?;
-        let ((token, info), took_over) = outcome.map_err(|(holder, waited)| RunnerError::LockHeld {
-            environment: tenant.environment.clone(),
-            holder,
-            waited,
-        })?;
+        let ((token, info), took_over) =
+            outcome.map_err(|(holder, waited)| RunnerError::LockHeld {
+                environment: tenant.environment.clone(),
+                holder,
+                waited,
+            })?;
         let runner = self.clone();
         let renew_key = key.clone();
         let lease = request.lease;
         let heartbeat = Heartbeat::spawn(lease, move || {
             let mut state = runner.state();
-            let renewed = match state.targets.get_mut(&renew_key).and_then(|t| t.lease.as_mut()) {
+            let renewed = match state
+                .targets
+                .get_mut(&renew_key)
+                .and_then(|t| t.lease.as_mut())
+            {
                 Some(l) if l.token == token => {
                     l.expires = Instant::now() + lease;
                     true

@@ -106,11 +106,12 @@ REMOVE TABLE audit;
 
 /// A migration set from `(file name, contents)`.
 pub fn migrations(files: &[(&str, &str)]) -> Arc<MigrationSet> {
-    let set = MigrationSet::from_files(
-        files
-            .iter()
-            .map(|(name, text)| (PathBuf::from(format!("migrations/{name}")), (*text).to_owned())),
-    )
+    let set = MigrationSet::from_files(files.iter().map(|(name, text)| {
+        (
+            PathBuf::from(format!("migrations/{name}")),
+            (*text).to_owned(),
+        )
+    }))
     .expect("the suite's migrations are valid");
     Arc::new(set)
 }
@@ -162,21 +163,41 @@ pub async fn applies_pending_once_and_is_idempotent(h: &impl Harness) {
     let first = apply(&runner, &tenant, &plan).await.expect("first deploy");
     assert_eq!(versions(&first.applied), ["0001", "0002", "0003"]);
     assert_eq!(first.version_before, None);
-    assert_eq!(first.version_after.as_ref().map(Version::as_str), Some("0003"));
+    assert_eq!(
+        first.version_after.as_ref().map(Version::as_str),
+        Some("0003")
+    );
     let after_first = h.snapshot(&tenant).await;
 
     let second = apply(&runner, &tenant, &plan).await.expect("second deploy");
-    assert!(second.applied.is_empty(), "re-run applied {:?}", second.applied);
-    assert_eq!(second.version_before.as_ref().map(Version::as_str), Some("0003"));
+    assert!(
+        second.applied.is_empty(),
+        "re-run applied {:?}",
+        second.applied
+    );
+    assert_eq!(
+        second.version_before.as_ref().map(Version::as_str),
+        Some("0003")
+    );
     assert_eq!(second.version_after, second.version_before);
-    assert_eq!(history_versions(&runner, &tenant).await, ["0001", "0002", "0003"]);
-    assert_eq!(h.snapshot(&tenant).await, after_first, "a re-run must change nothing");
+    assert_eq!(
+        history_versions(&runner, &tenant).await,
+        ["0001", "0002", "0003"]
+    );
+    assert_eq!(
+        h.snapshot(&tenant).await,
+        after_first,
+        "a re-run must change nothing"
+    );
 
     let history = runner.history(&tenant).await.expect("history");
     let set = migrations(&base());
     for row in &history {
         let file = set.get(&row.version).expect("file for row");
-        assert_eq!(row.checksum, file.checksum, "history stores the file checksum");
+        assert_eq!(
+            row.checksum, file.checksum,
+            "history stores the file checksum"
+        );
         assert_eq!(row.description, file.description);
         assert!(row.applied_at.is_some(), "applied_at recorded");
         assert_eq!(row.applied_by.as_deref(), Some(plan.applied_by.as_str()));
@@ -188,9 +209,13 @@ pub async fn applies_pending_once_and_is_idempotent(h: &impl Harness) {
 pub async fn failing_migration_leaves_nothing_behind(h: &impl Harness) {
     let runner = h.runner().await;
     let tenant = h.tenant("atomic");
-    apply(&runner, &tenant, &MigrationPlan::up(migrations(&base()[..2])))
-        .await
-        .expect("first two apply");
+    apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::up(migrations(&base()[..2])),
+    )
+    .await
+    .expect("first two apply");
     let before = h.snapshot(&tenant).await;
 
     let mut files = base();
@@ -218,12 +243,19 @@ pub async fn failing_migration_leaves_nothing_behind(h: &impl Harness) {
         other => panic!("expected StatementFailed, got {other:?}"),
     }
     assert_eq!(err.class(), ErrorClass::StatementFailed);
-    assert_eq!(history_versions(&runner, &tenant).await, ["0001", "0002", "0003"]);
+    assert_eq!(
+        history_versions(&runner, &tenant).await,
+        ["0001", "0002", "0003"]
+    );
 
     // Exactly 0003's effects were added: revert it and the state equals the one before.
     let revert = MigrationPlan::down(migrations(&files), vec![Version::parse("0003").expect("v")]);
     apply(&runner, &tenant, &revert).await.expect("revert 0003");
-    assert_eq!(h.snapshot(&tenant).await, before, "the failed migration left something behind");
+    assert_eq!(
+        h.snapshot(&tenant).await,
+        before,
+        "the failed migration left something behind"
+    );
 
     // Fixed, the same migration applies cleanly: nothing of the failed attempt was in the way.
     let mut fixed = base();
@@ -239,9 +271,13 @@ pub async fn failing_migration_leaves_nothing_behind(h: &impl Harness) {
 pub async fn drift_is_detected_before_anything_runs(h: &impl Harness) {
     let runner = h.runner().await;
     let tenant = h.tenant("drift");
-    apply(&runner, &tenant, &MigrationPlan::up(migrations(&base()[..2])))
-        .await
-        .expect("deploy");
+    apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::up(migrations(&base()[..2])),
+    )
+    .await
+    .expect("deploy");
     let before = h.snapshot(&tenant).await;
 
     let edited_seed = SEED.replace("Ada; the first", "Ada, edited");
@@ -264,9 +300,16 @@ pub async fn drift_is_detected_before_anything_runs(h: &impl Harness) {
         other => panic!("expected a checksum mismatch, got {other:?}"),
     }
     let message = err.to_string();
-    assert!(message.contains("0002") && message.contains("0002_seed.surql"), "{message}");
+    assert!(
+        message.contains("0002") && message.contains("0002_seed.surql"),
+        "{message}"
+    );
     assert_eq!(err.class(), ErrorClass::ChecksumMismatch);
-    assert_eq!(history_versions(&runner, &tenant).await, ["0001", "0002"], "0003 must not run");
+    assert_eq!(
+        history_versions(&runner, &tenant).await,
+        ["0001", "0002"],
+        "0003 must not run"
+    );
     assert_eq!(h.snapshot(&tenant).await, before);
 }
 
@@ -277,9 +320,13 @@ pub async fn missing_files_and_out_of_order_are_errors_unless_allowed(h: &impl H
     let tenant = h.tenant("order");
     let files = base();
     let first_and_third = vec![files[0], files[2]];
-    apply(&runner, &tenant, &MigrationPlan::up(migrations(&first_and_third)))
-        .await
-        .expect("deploy 0001 and 0003");
+    apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::up(migrations(&first_and_third)),
+    )
+    .await
+    .expect("deploy 0001 and 0003");
 
     let err = apply(&runner, &tenant, &MigrationPlan::up(migrations(&files)))
         .await
@@ -292,15 +339,23 @@ pub async fn missing_files_and_out_of_order_are_errors_unless_allowed(h: &impl H
         allow_out_of_order: true,
         ..DriftPolicy::default()
     };
-    let result = apply(&runner, &tenant, &MigrationPlan::up(migrations(&files)).with_policy(allow))
-        .await
-        .expect("allowed out of order");
+    let result = apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::up(migrations(&files)).with_policy(allow),
+    )
+    .await
+    .expect("allowed out of order");
     assert_eq!(versions(&result.applied), ["0002"]);
 
     let without_first = vec![files[1], files[2]];
-    let err = apply(&runner, &tenant, &MigrationPlan::up(migrations(&without_first)))
-        .await
-        .expect_err("0001 has no file");
+    let err = apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::up(migrations(&without_first)),
+    )
+    .await
+    .expect_err("0001 has no file");
     assert!(
         matches!(&err, RunnerError::Drift { source: DriftError::MissingFile { version, .. }, .. } if version.as_str() == "0001"),
         "{err:?}"
@@ -309,9 +364,13 @@ pub async fn missing_files_and_out_of_order_are_errors_unless_allowed(h: &impl H
         allow_missing_files: true,
         ..DriftPolicy::default()
     };
-    let result = apply(&runner, &tenant, &MigrationPlan::up(migrations(&without_first)).with_policy(allow))
-        .await
-        .expect("allowed missing file");
+    let result = apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::up(migrations(&without_first)).with_policy(allow),
+    )
+    .await
+    .expect("allowed missing file");
     assert!(result.applied.is_empty());
 }
 
@@ -340,9 +399,16 @@ pub async fn concurrent_appliers_apply_each_migration_once(h: &impl Harness) {
     }
     assert_eq!(finished, 8);
     applied.sort();
-    assert_eq!(applied, ["0001", "0002", "0003"], "each migration applied exactly once");
+    assert_eq!(
+        applied,
+        ["0001", "0002", "0003"],
+        "each migration applied exactly once"
+    );
     let runner = h.runner().await;
-    assert_eq!(history_versions(&runner, &tenant).await, ["0001", "0002", "0003"]);
+    assert_eq!(
+        history_versions(&runner, &tenant).await,
+        ["0001", "0002", "0003"]
+    );
     let health = runner.health(&tenant).await.expect("healthy");
     assert_eq!(health.lock, None, "no lock left behind");
 }
@@ -353,18 +419,33 @@ pub async fn live_lock_is_never_taken(h: &impl Harness) {
     let other = h.runner().await;
     let tenant = h.tenant("live-lock");
     let held = runner
-        .acquire_lock(&tenant, &LockRequest { owner: owner("holder"), ..lock(Duration::ZERO) })
+        .acquire_lock(
+            &tenant,
+            &LockRequest {
+                owner: owner("holder"),
+                ..lock(Duration::ZERO)
+            },
+        )
         .await
         .expect("first acquire");
     let err = other
-        .acquire_lock(&tenant, &LockRequest { owner: owner("waiter"), ..lock(Duration::from_millis(300)) })
+        .acquire_lock(
+            &tenant,
+            &LockRequest {
+                owner: owner("waiter"),
+                ..lock(Duration::from_millis(300))
+            },
+        )
         .await
         .expect_err("held by someone else");
     match &err {
         RunnerError::LockHeld { holder, waited, .. } => {
             assert_eq!(holder.owner, owner("holder"));
             assert_eq!(holder.acquired_at, held.info().acquired_at);
-            assert!(*waited >= Duration::from_millis(300), "gave up after {waited:?}");
+            assert!(
+                *waited >= Duration::from_millis(300),
+                "gave up after {waited:?}"
+            );
         }
         other => panic!("expected LockHeld, got {other:?}"),
     }
@@ -379,7 +460,10 @@ pub async fn live_lock_is_never_taken(h: &impl Harness) {
         .acquire_lock(&tenant, &lock(Duration::ZERO))
         .await
         .expect("free after release");
-    assert!(taken.took_over().is_none(), "a released lock is not a takeover");
+    assert!(
+        taken.took_over().is_none(),
+        "a released lock is not a takeover"
+    );
     taken.release().await.expect("release");
 }
 
@@ -414,7 +498,13 @@ pub async fn heartbeat_keeps_the_lease_alive(h: &impl Harness) {
     let tenant = h.tenant("heartbeat");
     let lease = Duration::from_millis(600);
     let held = runner
-        .acquire_lock(&tenant, &LockRequest { owner: owner("alive"), ..lock(Duration::ZERO).with_lease(lease) })
+        .acquire_lock(
+            &tenant,
+            &LockRequest {
+                owner: owner("alive"),
+                ..lock(Duration::ZERO).with_lease(lease)
+            },
+        )
         .await
         .expect("acquire");
     // Three lease lengths pass; without renewal the lease would have expired twice over.
@@ -446,38 +536,60 @@ pub async fn execute_requires_the_lock(h: &impl Harness) {
 pub async fn revert_is_atomic_and_exact(h: &impl Harness) {
     let runner = h.runner().await;
     let tenant = h.tenant("revert");
-    apply(&runner, &tenant, &MigrationPlan::up(migrations(&base()[..1])))
-        .await
-        .expect("deploy 0001");
+    apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::up(migrations(&base()[..1])),
+    )
+    .await
+    .expect("deploy 0001");
     let after_first = h.snapshot(&tenant).await;
     apply(&runner, &tenant, &MigrationPlan::up(migrations(&base())))
         .await
         .expect("deploy the rest");
 
     let v = |s: &str| Version::parse(s).expect("version");
-    let broken_down = GREET.replace("REMOVE FUNCTION fn::greet;", "REMOVE FUNCTION fn::greet;\nTHROW 'down fails';");
+    let broken_down = GREET.replace(
+        "REMOVE FUNCTION fn::greet;",
+        "REMOVE FUNCTION fn::greet;\nTHROW 'down fails';",
+    );
     let mut files = base();
     files[2] = ("0003_greet.surql", broken_down.as_str());
     // The file changed, so reverting 0003 is refused as drift before anything runs…
-    let err = apply(&runner, &tenant, &MigrationPlan::down(migrations(&files), vec![v("0003")]))
-        .await
-        .expect_err("drifted down");
+    let err = apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::down(migrations(&files), vec![v("0003")]),
+    )
+    .await
+    .expect_err("drifted down");
     assert_eq!(err.class(), ErrorClass::ChecksumMismatch);
 
     let full = h.snapshot(&tenant).await;
-    let result = apply(&runner, &tenant, &MigrationPlan::down(migrations(&base()), vec![v("0003"), v("0002")]))
-        .await
-        .expect("revert");
+    let result = apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::down(migrations(&base()), vec![v("0003"), v("0002")]),
+    )
+    .await
+    .expect("revert");
     assert_eq!(versions(&result.applied), ["0003", "0002"]);
-    assert_eq!(result.version_after.as_ref().map(Version::as_str), Some("0001"));
+    assert_eq!(
+        result.version_after.as_ref().map(Version::as_str),
+        Some("0001")
+    );
     assert_eq!(history_versions(&runner, &tenant).await, ["0001"]);
     assert_eq!(h.snapshot(&tenant).await, after_first);
     assert_ne!(full, after_first);
 
     // Reverting again is a no-op: the versions are no longer applied.
-    let again = apply(&runner, &tenant, &MigrationPlan::down(migrations(&base()), vec![v("0003"), v("0002")]))
-        .await
-        .expect("idempotent revert");
+    let again = apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::down(migrations(&base()), vec![v("0003"), v("0002")]),
+    )
+    .await
+    .expect("idempotent revert");
     assert!(again.applied.is_empty());
 }
 
@@ -486,15 +598,28 @@ pub async fn revert_is_atomic_and_exact(h: &impl Harness) {
 pub async fn health_is_truthful(h: &impl Harness) {
     let runner = h.runner().await;
     let tenant = h.tenant("health");
-    let fresh = runner.health(&tenant).await.expect("a new target is healthy");
+    let fresh = runner
+        .health(&tenant)
+        .await
+        .expect("a new target is healthy");
     assert!(!fresh.initialised, "new database reported as initialised");
     assert_eq!(fresh.lock, None);
 
-    apply(&runner, &tenant, &MigrationPlan::up(migrations(&base()[..1])))
-        .await
-        .expect("deploy");
+    apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::up(migrations(&base()[..1])),
+    )
+    .await
+    .expect("deploy");
     let held = runner
-        .acquire_lock(&tenant, &LockRequest { owner: owner("inspector"), ..lock(Duration::ZERO) })
+        .acquire_lock(
+            &tenant,
+            &LockRequest {
+                owner: owner("inspector"),
+                ..lock(Duration::ZERO)
+            },
+        )
         .await
         .expect("acquire");
     let status = runner.health(&tenant).await.expect("healthy");
@@ -510,31 +635,59 @@ pub async fn validation_changes_nothing(h: &impl Harness) {
     let tenant = h.tenant("validate");
     let before = h.snapshot(&tenant).await;
     let plan = MigrationPlan::up(migrations(&base()));
-    let would = runner.validate_migration(&tenant, &plan).await.expect("valid");
+    let would = runner
+        .validate_migration(&tenant, &plan)
+        .await
+        .expect("valid");
     assert_eq!(versions(&would), ["0001", "0002", "0003"]);
-    assert_eq!(h.snapshot(&tenant).await, before, "validation wrote something");
+    assert_eq!(
+        h.snapshot(&tenant).await,
+        before,
+        "validation wrote something"
+    );
     assert!(!runner.health(&tenant).await.expect("healthy").initialised);
 
-    apply(&runner, &tenant, &MigrationPlan::up(migrations(&base()[..2])))
+    apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::up(migrations(&base()[..2])),
+    )
+    .await
+    .expect("deploy two");
+    let would = runner
+        .validate_migration(&tenant, &plan)
         .await
-        .expect("deploy two");
-    let would = runner.validate_migration(&tenant, &plan).await.expect("valid");
+        .expect("valid");
     assert_eq!(versions(&would), ["0003"]);
     let down = MigrationPlan::down(
         migrations(&base()),
-        vec![Version::parse("0003").expect("v"), Version::parse("0002").expect("v")],
+        vec![
+            Version::parse("0003").expect("v"),
+            Version::parse("0002").expect("v"),
+        ],
     );
-    let would = runner.validate_migration(&tenant, &down).await.expect("valid");
-    assert_eq!(versions(&would), ["0002"], "0003 is not applied, so only 0002 would revert");
+    let would = runner
+        .validate_migration(&tenant, &down)
+        .await
+        .expect("valid");
+    assert_eq!(
+        versions(&would),
+        ["0002"],
+        "0003 is not applied, so only 0002 would revert"
+    );
 }
 
 /// The lock is released on the error path too.
 pub async fn lock_is_released_when_a_migration_fails(h: &impl Harness) {
     let runner = h.runner().await;
     let tenant = h.tenant("release-on-error");
-    let err = apply(&runner, &tenant, &MigrationPlan::up(migrations(&[("0001_audit.surql", FAILING)])))
-        .await
-        .expect_err("fails");
+    let err = apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::up(migrations(&[("0001_audit.surql", FAILING)])),
+    )
+    .await
+    .expect_err("fails");
     assert_eq!(err.class(), ErrorClass::StatementFailed);
     assert_eq!(runner.health(&tenant).await.expect("healthy").lock, None);
     let retaken = h
@@ -559,7 +712,10 @@ impl Harness for MemoryHarness {
     }
 
     fn tenant(&self, name: &str) -> TenantContext {
-        TenantContext::new(name, flotilla_core::Connection::new("mem://", "conformance", name))
+        TenantContext::new(
+            name,
+            flotilla_core::Connection::new("mem://", "conformance", name),
+        )
     }
 
     async fn snapshot(&self, tenant: &TenantContext) -> String {

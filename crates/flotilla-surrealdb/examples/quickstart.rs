@@ -8,15 +8,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_core::{Connection, MigrationSet};
-use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner, MigrationRunnerExt, TenantContext};
+use flotilla_runner::{
+    LockRequest, MigrationPlan, MigrationRunner, MigrationRunnerExt, TenantContext,
+};
 use flotilla_surrealdb::SurrealRunner;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()?;
     let mut args = std::env::args().skip(1);
-    let migrations_dir = args.next().map_or_else(|| root.join("examples/migrations"), PathBuf::from);
-    let database = args.next().map_or_else(|| root.join(".flotilla/quickstart.db"), PathBuf::from);
+    let migrations_dir = args
+        .next()
+        .map_or_else(|| root.join("examples/migrations"), PathBuf::from);
+    let database = args
+        .next()
+        .map_or_else(|| root.join(".flotilla/quickstart.db"), PathBuf::from);
 
     let migrations = Arc::new(MigrationSet::load(&migrations_dir)?);
     let url = format!("surrealkv://{}", database.display());
@@ -33,10 +41,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let lock = LockRequest::new(None, Duration::from_secs(30));
     let result = runner.apply_locked(&tenant, &plan, &lock).await?;
     if result.applied.is_empty() {
-        println!("nothing to do: already at version {}", display(result.version_after.as_ref()));
+        println!(
+            "nothing to do: already at version {}",
+            display(result.version_after.as_ref())
+        );
     }
     for version in &result.applied {
-        let migration = migrations.get(version).map_or("", |m| m.description.as_str());
+        let migration = migrations
+            .get(version)
+            .map_or("", |m| m.description.as_str());
         println!("  applied {version}  {migration}");
     }
     println!(
@@ -46,7 +59,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         result.duration.as_millis()
     );
     let health = runner.health(&tenant).await?;
-    println!("history table present: {}; lock free: {}", health.initialised, health.lock.is_none());
+    println!(
+        "history table present: {}; lock free: {}",
+        health.initialised,
+        health.lock.is_none()
+    );
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Turning SurrealDB's errors into ones a caller can act on.
 
+use flotilla_core::AuthLevel;
 use flotilla_runner::{RunnerError, TenantContext};
 use surrealdb::types::{NotFoundError, QueryError};
 
@@ -21,7 +22,9 @@ pub(crate) fn is_not_executed(error: &surrealdb::Error) -> bool {
         || error
             .message()
             .contains("not executed due to a failed transaction")
-        || error.message().contains("not executed due to a cancelled transaction")
+        || error
+            .message()
+            .contains("not executed due to a cancelled transaction")
 }
 
 /// Whether a table (or namespace/database) is simply not there yet.
@@ -66,11 +69,27 @@ pub(crate) fn classify(tenant: &TenantContext, error: surrealdb::Error) -> Runne
             environment,
             endpoint,
             username: credentials.username.clone(),
+            scope: auth_scope(tenant),
             source: Box::new(error),
         };
     }
     RunnerError::Backend {
         environment,
         source: Box::new(error),
+    }
+}
+
+/// Where the target's user is defined, for messages.
+pub(crate) fn auth_scope(tenant: &TenantContext) -> String {
+    let connection = &tenant.connection;
+    match connection.credentials.as_ref().map(|c| c.level) {
+        Some(AuthLevel::Namespace) => format!("namespace `{}`", connection.namespace),
+        Some(AuthLevel::Database) => {
+            format!(
+                "database `{}/{}`",
+                connection.namespace, connection.database
+            )
+        }
+        _ => "root".to_owned(),
     }
 }

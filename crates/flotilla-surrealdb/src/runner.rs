@@ -21,7 +21,7 @@ use surrealdb::engine::any::Any;
 use surrealdb::opt::auth;
 use tokio::sync::OnceCell;
 
-use crate::errors::{classify, is_conflict, is_missing_table, is_not_executed};
+use crate::errors::{auth_scope, classify, is_conflict, is_missing_table, is_not_executed};
 use crate::sql::{self, HistoryChange, LOCK_LOST};
 
 /// URL schemes this backend serves.
@@ -84,7 +84,9 @@ impl fmt::Debug for Inner {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The maps hold plain data; a panic elsewhere does not make them wrong.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A query failure: worth retrying (write conflict) or final.
@@ -228,6 +230,7 @@ impl SurrealRunner {
                         environment: tenant.environment.clone(),
                         endpoint: connection.redacted_url(),
                         username: credentials.username.clone(),
+                        scope: auth_scope(tenant),
                         source: Box::new(error),
                     }
                 });
@@ -308,7 +311,11 @@ impl SurrealRunner {
     ) -> Result<()> {
         let key = tenant.database_key();
         let (statements, file, change) = match plan.direction {
-            Direction::Up => (&migration.up, migration.path.as_path(), HistoryChange::Record),
+            Direction::Up => (
+                &migration.up,
+                migration.path.as_path(),
+                HistoryChange::Record,
+            ),
             Direction::Down => (
                 migration.down.as_ref().unwrap_or(&migration.up),
                 migration.down_file(),
@@ -319,7 +326,10 @@ impl SurrealRunner {
         let transaction = sql::migration(statements, change, define_history);
         let mut vars = Map::new();
         vars.insert("fl_token".into(), json!(token));
-        vars.insert("fl_id".into(), json!(sql::record_id(migration.version.as_str())));
+        vars.insert(
+            "fl_id".into(),
+            json!(sql::record_id(migration.version.as_str())),
+        );
         vars.insert("fl_version".into(), json!(migration.version.as_str()));
         vars.insert("fl_description".into(), json!(migration.description));
         vars.insert("fl_checksum".into(), json!(migration.checksum));
@@ -384,10 +394,10 @@ impl SurrealRunner {
         text: &str,
         vars: &Map<String, Value>,
     ) -> Result<Attempt<LockInfo>> {
-        // Body: LET, LET, IF, RETURN.
+        // Body: DEFINE, LET, LET, IF, RETURN.
         let value = self
             .retrying(tenant, || async {
-                let mut response = self.send(tenant, session, text, vars, 4).await?;
+                let mut response = self.send(tenant, session, text, vars, 5).await?;
                 if let Some((_, error)) = response.failure() {
                     return Err(if is_conflict(&error) {
                         Failure::Conflict(error)
@@ -395,7 +405,9 @@ impl SurrealRunner {
                         Failure::Fatal(classify(tenant, error))
                     });
                 }
-                response.take(3).map_err(|e| Failure::Fatal(classify(tenant, e)))
+                response
+                    .take(4)
+                    .map_err(|e| Failure::Fatal(classify(tenant, e)))
             })
             .await?;
         let acquired = value.get("acquired").and_then(Value::as_bool) == Some(true);
@@ -431,7 +443,8 @@ impl Response {
     /// The statement that made the request fail: the first error that is not merely
     /// "not executed because the transaction failed", as a body position.
     fn failure(&mut self) -> Option<(usize, surrealdb::Error)> {
-        let mut errors: Vec<(usize, surrealdb::Error)> = self.inner.take_errors().into_iter().collect();
+        let mut errors: Vec<(usize, surrealdb::Error)> =
+            self.inner.take_errors().into_iter().collect();
         errors.sort_by_key(|(index, _)| *index);
         let pick = errors
             .iter()
@@ -555,10 +568,11 @@ impl MigrationRunner for SurrealRunner {
             Err(error) if is_missing_table(&error) => return Ok(Vec::new()),
             Err(error) => return Err(classify(tenant, error)),
         };
-        let rows: Vec<HistoryRow> = serde_json::from_value(rows).map_err(|e| RunnerError::Backend {
-            environment: tenant.environment.clone(),
-            source: format!("unreadable {} row: {e}", sql::HISTORY_TABLE).into(),
-        })?;
+        let rows: Vec<HistoryRow> =
+            serde_json::from_value(rows).map_err(|e| RunnerError::Backend {
+                environment: tenant.environment.clone(),
+                source: format!("unreadable {} row: {e}", sql::HISTORY_TABLE).into(),
+            })?;
         let mut history = Vec::with_capacity(rows.len());
         for row in rows {
             let version = Version::parse(&row.version).ok_or_else(|| RunnerError::Backend {
@@ -622,14 +636,20 @@ impl MigrationRunner for SurrealRunner {
             let text = renew_text.clone();
             let vars = renew_vars.clone();
             async move {
-                let mut response = session.query(text).bind(vars).await.map_err(|e| RunnerError::Backend {
-                    environment: String::new(),
-                    source: Box::new(e),
-                })?;
-                let tokens: Value = take_json(&mut response, 0).map_err(|e| RunnerError::Backend {
-                    environment: String::new(),
-                    source: Box::new(e),
-                })?;
+                let mut response =
+                    session
+                        .query(text)
+                        .bind(vars)
+                        .await
+                        .map_err(|e| RunnerError::Backend {
+                            environment: String::new(),
+                            source: Box::new(e),
+                        })?;
+                let tokens: Value =
+                    take_json(&mut response, 0).map_err(|e| RunnerError::Backend {
+                        environment: String::new(),
+                        source: Box::new(e),
+                    })?;
                 Ok(tokens.as_array().is_some_and(|t| !t.is_empty()))
             }
         });
@@ -763,7 +783,12 @@ fn canonical(value: &Value) -> String {
             Value::Object(map) => {
                 let mut entries: Vec<_> = map.iter().collect();
                 entries.sort_by(|a, b| a.0.cmp(b.0));
-                Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sort(v))).collect())
+                Value::Object(
+                    entries
+                        .into_iter()
+                        .map(|(k, v)| (k.clone(), sort(v)))
+                        .collect(),
+                )
             }
             Value::Array(items) => Value::Array(items.iter().map(sort).collect()),
             other => other.clone(),

@@ -44,6 +44,7 @@ pub(crate) fn health() -> String {
 pub(crate) fn acquire(lease: Duration) -> String {
     format!(
         "BEGIN TRANSACTION;
+DEFINE TABLE IF NOT EXISTS _migration_lock SCHEMALESS;
 LET $fl_cur = {SELECT_LEASE};
 LET $fl_free = $fl_cur = NONE OR $fl_cur.expired = true;
 IF $fl_free {{
@@ -101,7 +102,9 @@ pub(crate) fn migration(
     define_history: bool,
 ) -> Transaction {
     let mut prelude = vec![
-        format!("IF $fl_token = NONE OR _migration_lock:lock.token != $fl_token {{ THROW \"{LOCK_LOST}\" }}"),
+        format!(
+            "IF $fl_token = NONE OR _migration_lock:lock.token != $fl_token {{ THROW \"{LOCK_LOST}\" }}"
+        ),
         "LET $fl_started = time::now()".to_owned(),
     ];
     if define_history {

@@ -39,7 +39,26 @@ fn root() -> PathBuf {
 
 fn run(program: &str, args: &[&str]) -> Result<(), String> {
     eprintln!("$ {program} {}", args.join(" "));
-    let status = Command::new(program)
+    let mut command = Command::new(program);
+    // `cargo run` gave this process variables describing the xtask package; build scripts
+    // (ring's, for one) watch some of them, and inheriting them would rebuild SurrealDB.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let from_cargo_run = name.starts_with("CARGO_PKG_")
+            || matches!(
+                name.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "OUT_DIR"
+            );
+        if from_cargo_run {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let status = command
         .args(args)
         .current_dir(root())
         .status()
@@ -52,7 +71,9 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
 }
 
 fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+    // The rustup proxy, not $CARGO: a toolchain-internal cargo resolves rustc and clippy by
+    // other paths, which changes fingerprints and rebuilds all of SurrealDB.
+    "cargo".to_owned()
 }
 
 fn ci() -> Result<(), String> {

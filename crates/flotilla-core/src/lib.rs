@@ -1,6 +1,7 @@
 //! flotilla's vocabulary: migrations and how they are read from files, versions, checksums,
 //! the SurrealQL statement splitter, connection settings that never print their secrets, and
-//! the rules that compare a target's history with the migrations directory (drift, pending).
+//! the rules that compare a target's history with the migrations directory (drift, pending),
+//! the lint of destructive statements, and deployment statuses and events.
 //!
 //! Invariant: this crate does no network IO and has no async runtime; everything here is
 //! plain data and pure functions, so every other crate can share it.
@@ -8,8 +9,10 @@
 mod connection;
 mod error;
 mod history;
+pub mod lint;
 mod migration;
 mod split;
+mod status;
 mod version;
 
 pub use connection::{AuthLevel, Connection, Credentials, Secret, redact_url};
@@ -17,4 +20,5 @@ pub use error::{DriftError, Error, Problem, Result};
 pub use history::{AppliedMigration, DriftPolicy, current_version, pending};
 pub use migration::{Migration, MigrationSet, sha256_hex};
 pub use split::{SplitError, Statement, split_statements};
+pub use status::{DeploymentEvent, DeploymentStatus, rfc3339};
 pub use version::Version;

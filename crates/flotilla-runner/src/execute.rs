@@ -80,8 +80,14 @@ where
     let todo = steps(tenant, plan, history)?;
     let mut done: Vec<Version> = Vec::with_capacity(todo.len());
     for migration in todo {
+        if let Some(observer) = &plan.observer {
+            observer.started(tenant, plan.direction, &migration.version);
+        }
         if let Err(error) = step(migration).await {
             return Err(error.after(done));
+        }
+        if let Some(observer) = &plan.observer {
+            observer.committed(tenant, plan.direction, &migration.version);
         }
         done.push(migration.version.clone());
     }

@@ -21,14 +21,15 @@ pub use error::{BoxError, ErrorClass, Result, RunnerError};
 #[cfg(any(test, feature = "mock"))]
 pub use lock::MockLockGuard;
 pub use lock::{
-    Attempt, Heartbeat, LockGuard, LockInfo, LockOwner, LockRequest, jitter, rfc3339, wait_for_lock,
+    Attempt, Heartbeat, LockGuard, LockInfo, LockOwner, LockRequest, jitter, wait_for_lock,
 };
 pub use memory::MemoryRunner;
 #[cfg(any(test, feature = "mock"))]
 pub use runner::MockMigrationRunner;
 pub use runner::{Backends, DynRunner, MigrationRunner, MigrationRunnerExt};
 pub use tenant::{
-    DatabaseKey, Direction, HealthStatus, MigrationPlan, MigrationResult, TenantContext,
+    DatabaseKey, Direction, HealthStatus, MigrationObserver, MigrationPlan, MigrationResult,
+    TenantContext,
 };
 
 #[cfg(test)]

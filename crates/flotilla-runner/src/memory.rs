@@ -6,14 +6,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use flotilla_core::{AppliedMigration, Version};
+use flotilla_core::{AppliedMigration, Version, rfc3339};
 use tokio::time::Instant;
 
 use crate::error::{Result, RunnerError};
 use crate::execute::{run_steps, steps};
-use crate::lock::{
-    Attempt, Heartbeat, LockGuard, LockInfo, LockOwner, LockRequest, rfc3339, wait_for_lock,
-};
+use crate::lock::{Attempt, Heartbeat, LockGuard, LockInfo, LockOwner, LockRequest, wait_for_lock};
 use crate::runner::MigrationRunner;
 use crate::tenant::{
     DatabaseKey, Direction, HealthStatus, MigrationPlan, MigrationResult, TenantContext,

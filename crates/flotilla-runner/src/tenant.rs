@@ -90,6 +90,19 @@ pub struct MigrationPlan {
     pub deployment_id: Option<String>,
     /// Recorded in history rows (`host pid N` by default).
     pub applied_by: String,
+    /// Told about each migration as it starts and commits, for progress reporting.
+    pub observer: Option<Arc<dyn MigrationObserver>>,
+}
+
+/// Watches a plan's progress on one target. Called from the runner's task; keep it quick.
+pub trait MigrationObserver: Send + Sync + fmt::Debug {
+    /// `version` is about to run on `tenant`.
+    fn started(&self, tenant: &TenantContext, direction: Direction, version: &Version) {
+        let _ = (tenant, direction, version);
+    }
+
+    /// `version` committed on `tenant`.
+    fn committed(&self, tenant: &TenantContext, direction: Direction, version: &Version);
 }
 
 impl MigrationPlan {
@@ -103,6 +116,7 @@ impl MigrationPlan {
             policy: DriftPolicy::default(),
             deployment_id: None,
             applied_by: crate::lock::LockOwner::current(None).to_string(),
+            observer: None,
         }
     }
 
@@ -118,6 +132,12 @@ impl MigrationPlan {
     /// The same plan tagged with a deployment id.
     pub fn with_deployment_id(mut self, id: impl Into<String>) -> Self {
         self.deployment_id = Some(id.into());
+        self
+    }
+
+    /// The same plan reporting its progress to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn MigrationObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 

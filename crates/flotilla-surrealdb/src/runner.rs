@@ -273,28 +273,36 @@ impl SurrealRunner {
         unreachable!("the loop returns on its last attempt")
     }
 
-    /// Sends `text` with `vars`; on a statement error, returns the failing statement's
-    /// position within the request body (transaction markers excluded) and its error.
-    async fn send(
+    /// Sends `text` (whose body has `body_statements` statements besides any transaction
+    /// markers) with `vars`, retrying the whole request on write conflicts. Statement errors
+    /// other than conflicts are left in the response for the caller to interpret.
+    async fn request(
         &self,
         tenant: &TenantContext,
         session: &Surreal<Any>,
         text: &str,
-        vars: &Map<String, Value>,
+        vars: Option<&Map<String, Value>>,
         body_statements: usize,
-    ) -> std::result::Result<Response, Failure> {
-        let response = session
-            .query(text)
-            .bind(Value::Object(vars.clone()))
-            .await
-            .map_err(|error| {
+    ) -> Result<Response> {
+        self.retrying(tenant, || async {
+            let mut query = session.query(text);
+            if let Some(vars) = vars {
+                query = query.bind(Value::Object(vars.clone()));
+            }
+            let raw = query.await.map_err(|error| {
                 if is_conflict(&error) {
                     Failure::Conflict(error)
                 } else {
                     Failure::Fatal(classify(tenant, error))
                 }
             })?;
-        Ok(Response::new(response, body_statements))
+            let mut response = Response::new(raw, body_statements);
+            match response.take_conflict() {
+                Some(conflict) => Err(Failure::Conflict(conflict)),
+                None => Ok(response),
+            }
+        })
+        .await
     }
 
     fn held_token(&self, key: &DatabaseKey) -> Option<String> {
@@ -338,18 +346,12 @@ impl SurrealRunner {
             vars.insert("fl_deployment".into(), json!(id));
         }
         let body = transaction.prelude + transaction.statements + transaction.postlude;
-        self.retrying(tenant, || async {
-            let mut response = self
-                .send(tenant, session, &transaction.text, &vars, body)
-                .await?;
-            let Some((position, error)) = response.failure() else {
-                return Ok(());
-            };
-            if is_conflict(&error) {
-                return Err(Failure::Conflict(error));
-            }
+        let mut response = self
+            .request(tenant, session, &transaction.text, Some(&vars), body)
+            .await?;
+        if let Some((position, error)) = response.failure() {
             let statements_end = transaction.prelude + transaction.statements;
-            Err(Failure::Fatal(if position < transaction.prelude {
+            return Err(if position < transaction.prelude {
                 if error.message().contains(LOCK_LOST) {
                     RunnerError::LockLost {
                         environment: tenant.environment.clone(),
@@ -378,9 +380,8 @@ impl SurrealRunner {
                     )
                     .into(),
                 }
-            }))
-        })
-        .await?;
+            });
+        }
         if define_history {
             lock(&self.inner.history_ready).insert(key);
         }
@@ -395,21 +396,11 @@ impl SurrealRunner {
         vars: &Map<String, Value>,
     ) -> Result<Attempt<LockInfo>> {
         // Body: DEFINE, LET, LET, IF, RETURN.
-        let value = self
-            .retrying(tenant, || async {
-                let mut response = self.send(tenant, session, text, vars, 5).await?;
-                if let Some((_, error)) = response.failure() {
-                    return Err(if is_conflict(&error) {
-                        Failure::Conflict(error)
-                    } else {
-                        Failure::Fatal(classify(tenant, error))
-                    });
-                }
-                response
-                    .take(4)
-                    .map_err(|e| Failure::Fatal(classify(tenant, e)))
-            })
-            .await?;
+        let mut response = self.request(tenant, session, text, Some(vars), 5).await?;
+        if let Some((_, error)) = response.failure() {
+            return Err(classify(tenant, error));
+        }
+        let value = response.take(4).map_err(|e| classify(tenant, e))?;
         let acquired = value.get("acquired").and_then(Value::as_bool) == Some(true);
         let previous = lease_info(value.get("previous"));
         let current = lease_info(value.get("current"));
@@ -427,36 +418,55 @@ impl SurrealRunner {
 /// A query's per-statement results, with transaction markers accounted for.
 struct Response {
     inner: surrealdb::IndexedResults,
-    /// Results before the body's first statement (a `BEGIN` result, if the server sends one).
+    /// Statement errors by body position, in order.
+    errors: Vec<(usize, surrealdb::Error)>,
+    /// Results before the body's first statement (the `BEGIN` result, when there is one).
     offset: usize,
 }
 
 impl Response {
-    fn new(inner: surrealdb::IndexedResults, body_statements: usize) -> Self {
-        let extra = inner.num_statements().saturating_sub(body_statements);
+    fn new(mut inner: surrealdb::IndexedResults, body_statements: usize) -> Self {
+        let offset = inner.num_statements().saturating_sub(body_statements) / 2;
+        let mut errors: Vec<(usize, surrealdb::Error)> = inner
+            .take_errors()
+            .into_iter()
+            .map(|(index, error)| (index.saturating_sub(offset), error))
+            .collect();
+        errors.sort_by_key(|(index, _)| *index);
         Self {
             inner,
-            offset: extra / 2,
+            errors,
+            offset,
         }
+    }
+
+    /// A write conflict anywhere in the request: the whole request should be retried.
+    fn take_conflict(&mut self) -> Option<surrealdb::Error> {
+        let at = self.errors.iter().position(|(_, e)| is_conflict(e))?;
+        Some(self.errors.remove(at).1)
     }
 
     /// The statement that made the request fail: the first error that is not merely
     /// "not executed because the transaction failed", as a body position.
     fn failure(&mut self) -> Option<(usize, surrealdb::Error)> {
-        let mut errors: Vec<(usize, surrealdb::Error)> =
-            self.inner.take_errors().into_iter().collect();
-        errors.sort_by_key(|(index, _)| *index);
-        let pick = errors
+        let at = self
+            .errors
             .iter()
-            .position(|(_, e)| is_conflict(e))
-            .or_else(|| errors.iter().position(|(_, e)| !is_not_executed(e)))
-            .or(if errors.is_empty() { None } else { Some(0) })?;
-        let (index, error) = errors.swap_remove(pick);
-        Some((index.saturating_sub(self.offset), error))
+            .position(|(_, e)| !is_not_executed(e))
+            .or(if self.errors.is_empty() {
+                None
+            } else {
+                Some(0)
+            })?;
+        Some(self.errors.remove(at))
     }
 
-    fn take(&mut self, body_index: usize) -> std::result::Result<Value, surrealdb::Error> {
-        take_json(&mut self.inner, body_index + self.offset)
+    /// Body statement `index`'s result, or its error.
+    fn take(&mut self, index: usize) -> std::result::Result<Value, surrealdb::Error> {
+        if let Some(at) = self.errors.iter().position(|(i, _)| *i == index) {
+            return Err(self.errors.remove(at).1);
+        }
+        take_json(&mut self.inner, index + self.offset)
     }
 }
 
@@ -531,17 +541,16 @@ impl MigrationRunner for SurrealRunner {
     async fn health(&self, tenant: &TenantContext) -> Result<HealthStatus> {
         let session = self.session(tenant).await?;
         let started = Instant::now();
-        let mut response = session
-            .query(sql::health())
-            .await
-            .map_err(|e| classify(tenant, e))?;
+        let mut response = self
+            .request(tenant, &session, &sql::health(), None, 2)
+            .await?;
         let latency = started.elapsed();
-        let info: Value = take_json(&mut response, 0).map_err(|e| classify(tenant, e))?;
+        let info: Value = response.take(0).map_err(|e| classify(tenant, e))?;
         let initialised = info
             .get("tables")
             .and_then(|tables| tables.get(sql::HISTORY_TABLE))
             .is_some();
-        let lock = match take_json(&mut response, 1) {
+        let lock = match response.take(1) {
             Ok(value) => lease_row(Some(&value))
                 .filter(|row| !row.expired)
                 .and_then(|_| lease_info(Some(&value))),
@@ -559,11 +568,10 @@ impl MigrationRunner for SurrealRunner {
 
     async fn history(&self, tenant: &TenantContext) -> Result<Vec<AppliedMigration>> {
         let session = self.session(tenant).await?;
-        let mut response = session
-            .query(sql::SELECT_HISTORY)
-            .await
-            .map_err(|e| classify(tenant, e))?;
-        let rows: Value = match take_json(&mut response, 0) {
+        let mut response = self
+            .request(tenant, &session, sql::SELECT_HISTORY, None, 1)
+            .await?;
+        let rows: Value = match response.take(0) {
             Ok(rows) => rows,
             Err(error) if is_missing_table(&error) => return Ok(Vec::new()),
             Err(error) => return Err(classify(tenant, error)),
@@ -733,30 +741,18 @@ impl LockGuard for SurrealLockGuard {
         self.heartbeat.stop();
         self.released = true;
         self.forget();
-        let vars = json!({ "fl_token": self.token });
+        let mut vars = Map::new();
+        vars.insert("fl_token".into(), json!(self.token));
         let tenant = &self.tenant;
-        let session = &self.session;
-        let deleted = self
+        let mut response = self
             .runner
-            .retrying(tenant, || async {
-                let mut response = session
-                    .query(sql::RELEASE)
-                    .bind(vars.clone())
-                    .await
-                    .map_err(|e| {
-                        if is_conflict(&e) {
-                            Failure::Conflict(e)
-                        } else {
-                            Failure::Fatal(classify(tenant, e))
-                        }
-                    })?;
-                match take_json(&mut response, 0) {
-                    Ok(rows) => Ok(rows.as_array().is_some_and(|r| !r.is_empty())),
-                    Err(e) if is_conflict(&e) => Err(Failure::Conflict(e)),
-                    Err(e) => Err(Failure::Fatal(classify(tenant, e))),
-                }
-            })
+            .request(tenant, &self.session, sql::RELEASE, Some(&vars), 1)
             .await?;
+        let deleted = response
+            .take(0)
+            .map_err(|e| classify(tenant, e))?
+            .as_array()
+            .is_some_and(|rows| !rows.is_empty());
         if deleted {
             Ok(())
         } else {

@@ -1,0 +1,26 @@
+//! flotilla's coordinator: one call deploys a set of migrations to many environments.
+//!
+//! [`EnvironmentRegistry`] names the environments; [`DeploymentPlan::builder`] selects them
+//! and validates the strategy before anything runs; [`DeploymentCoordinator::deploy`]
+//! resolves runners, asks for approvals, probes health concurrently, reads every target's
+//! history (drift, pending), lints destructive statements, runs the strategy, rolls back
+//! exactly what this deployment applied when it fails, and reports every environment once,
+//! in plan order. Status changes are events on a broadcast channel.
+//!
+//! Invariant: the coordinator never names a backend; it sees `dyn MigrationRunner` through
+//! [`flotilla_runner::Backends`]. It never prints; it reports through values, events and
+//! `tracing`.
+
+mod approval;
+mod coordinator;
+mod environment;
+mod error;
+mod plan;
+mod report;
+
+pub use approval::{ApproveAll, ApproveList, Approver};
+pub use coordinator::DeploymentCoordinator;
+pub use environment::{EnvironmentConfig, EnvironmentRegistry, validate_name};
+pub use error::PlanError;
+pub use plan::{DeploymentPlan, DeploymentPlanBuilder};
+pub use report::{DeploymentReport, EnvironmentReport, Gate, Outcome, Refusal};

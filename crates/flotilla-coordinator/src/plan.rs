@@ -1,0 +1,363 @@
+//! The fleet-level plan: which environments, which migrations, how.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use flotilla_core::{DriftPolicy, MigrationSet};
+use flotilla_strategies::{StrategyConfig, StrategyKind};
+
+use crate::environment::{EnvironmentConfig, EnvironmentRegistry};
+use crate::error::{PlanError, nearest};
+
+/// A validated deployment plan. Build one with [`DeploymentPlan::builder`].
+#[derive(Clone, Debug)]
+pub struct DeploymentPlan {
+    /// Environments in plan order: the requested ones, stably sorted by priority.
+    pub environments: Vec<EnvironmentConfig>,
+    /// The migrations to deploy.
+    pub migrations: Arc<MigrationSet>,
+    /// Strategy and its parameters.
+    pub strategy: StrategyConfig,
+    /// Probe every environment before anything runs (and canaries before the rest).
+    pub verify_health: bool,
+    /// Revert this deployment's migrations everywhere when it fails.
+    pub auto_rollback: bool,
+    /// Read everything, apply nothing.
+    pub dry_run: bool,
+    /// How long to wait for each environment's lock.
+    pub lock_timeout: Duration,
+    /// Which history/directory disagreements are tolerated.
+    pub drift_policy: DriftPolicy,
+    /// Identifies this deployment in history rows, locks and events.
+    pub deployment_id: String,
+}
+
+impl DeploymentPlan {
+    /// Starts a plan over `registry`'s environments.
+    pub fn builder(registry: &EnvironmentRegistry) -> DeploymentPlanBuilder {
+        DeploymentPlanBuilder {
+            registry: registry.clone(),
+            selection: Selection::None,
+            migrations: None,
+            strategy: StrategyConfig::default(),
+            verify_health: true,
+            auto_rollback: true,
+            dry_run: false,
+            lock_timeout: Duration::from_secs(30),
+            drift_policy: DriftPolicy::default(),
+            deployment_id: None,
+        }
+    }
+
+    /// Names of the environments, in plan order.
+    pub fn environment_names(&self) -> Vec<String> {
+        self.environments.iter().map(|e| e.name.clone()).collect()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Selection {
+    None,
+    Names(Vec<String>),
+    Tags(Vec<String>),
+    All,
+}
+
+/// Builds a [`DeploymentPlan`]; `build` checks everything before anything runs.
+#[derive(Clone, Debug)]
+pub struct DeploymentPlanBuilder {
+    registry: EnvironmentRegistry,
+    selection: Selection,
+    migrations: Option<Arc<MigrationSet>>,
+    strategy: StrategyConfig,
+    verify_health: bool,
+    auto_rollback: bool,
+    dry_run: bool,
+    lock_timeout: Duration,
+    drift_policy: DriftPolicy,
+    deployment_id: Option<String>,
+}
+
+impl DeploymentPlanBuilder {
+    /// Deploy to these environments (plan order: this order, stably sorted by priority).
+    pub fn environments<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.selection = Selection::Names(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Deploy to every environment carrying any of `tags`.
+    pub fn tags<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tags: I) -> Self {
+        self.selection = Selection::Tags(tags.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Deploy to every registered environment.
+    pub fn all(mut self) -> Self {
+        self.selection = Selection::All;
+        self
+    }
+
+    /// The migrations to deploy.
+    pub fn migrations(mut self, migrations: Arc<MigrationSet>) -> Self {
+        self.migrations = Some(migrations);
+        self
+    }
+
+    /// The whole strategy configuration.
+    pub fn strategy(mut self, strategy: StrategyConfig) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// The strategy kind, keeping other parameters.
+    pub fn kind(mut self, kind: StrategyKind) -> Self {
+        self.strategy.kind = kind;
+        self
+    }
+
+    /// Rolling batch size.
+    pub fn batch_size(mut self, size: usize) -> Self {
+        self.strategy.batch_size = size;
+        self
+    }
+
+    /// Canary share, in (0, 100].
+    pub fn canary_percentage(mut self, percentage: f64) -> Self {
+        self.strategy.canary_percentage = percentage;
+        self
+    }
+
+    /// Most environments deployed at once.
+    pub fn max_concurrent(mut self, max: usize) -> Self {
+        self.strategy.max_concurrent = max;
+        self
+    }
+
+    /// Parallel: stop starting environments after a failure.
+    pub fn fail_fast(mut self, fail_fast: bool) -> Self {
+        self.strategy.fail_fast = fail_fast;
+        self
+    }
+
+    /// Rolling: pause between batches.
+    pub fn pause_between_batches(mut self, pause: Duration) -> Self {
+        self.strategy.pause = pause;
+        self
+    }
+
+    /// Probe health before anything runs (default on).
+    pub fn verify_health(mut self, verify: bool) -> Self {
+        self.verify_health = verify;
+        self
+    }
+
+    /// Revert on failure (default on).
+    pub fn auto_rollback(mut self, rollback: bool) -> Self {
+        self.auto_rollback = rollback;
+        self
+    }
+
+    /// Apply nothing, report what would run.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Lock wait per environment (default 30 s).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Drift tolerance (default: none).
+    pub fn drift_policy(mut self, policy: DriftPolicy) -> Self {
+        self.drift_policy = policy;
+        self
+    }
+
+    /// A deployment id (default: generated from time and process).
+    pub fn deployment_id(mut self, id: impl Into<String>) -> Self {
+        self.deployment_id = Some(id.into());
+        self
+    }
+
+    /// Validates and builds the plan.
+    pub fn build(self) -> Result<DeploymentPlan, PlanError> {
+        self.strategy.validate()?;
+        let migrations = self.migrations.ok_or(PlanError::NoMigrations)?;
+        let mut environments = match &self.selection {
+            Selection::None => {
+                return Err(PlanError::EmptySelection(
+                    ": name environments, tags or all".into(),
+                ));
+            }
+            Selection::All => self.registry.list(),
+            Selection::Tags(tags) => {
+                let mut chosen = self.registry.list();
+                chosen.retain(|e| e.tags.iter().any(|t| tags.contains(t)));
+                chosen
+            }
+            Selection::Names(names) => {
+                let mut chosen = Vec::with_capacity(names.len());
+                let mut seen = std::collections::HashSet::new();
+                for name in names {
+                    if !seen.insert(name.as_str()) {
+                        return Err(PlanError::DuplicateEnvironment(name.clone()));
+                    }
+                    let environment =
+                        self.registry
+                            .get(name)
+                            .ok_or_else(|| PlanError::UnknownEnvironment {
+                                name: name.clone(),
+                                suggestion: nearest(
+                                    name,
+                                    self.registry.names().iter().map(String::as_str),
+                                ),
+                            })?;
+                    chosen.push(environment);
+                }
+                chosen
+            }
+        };
+        if environments.is_empty() {
+            let detail = match &self.selection {
+                Selection::Tags(tags) => format!(": no environment has tag {}", tags.join(" or ")),
+                _ => ": the registry is empty".to_owned(),
+            };
+            return Err(PlanError::EmptySelection(detail));
+        }
+        // Stable: equal priorities keep the requested order.
+        environments.sort_by_key(|e| e.priority);
+        Ok(DeploymentPlan {
+            environments,
+            migrations,
+            strategy: self.strategy,
+            verify_health: self.verify_health,
+            auto_rollback: self.auto_rollback,
+            dry_run: self.dry_run,
+            lock_timeout: self.lock_timeout,
+            drift_policy: self.drift_policy,
+            deployment_id: self.deployment_id.unwrap_or_else(generate_id),
+        })
+    }
+}
+
+fn generate_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let millis = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!(
+        "deploy-{millis}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use flotilla_core::Connection;
+
+    use super::*;
+
+    fn registry() -> EnvironmentRegistry {
+        let registry = EnvironmentRegistry::new();
+        for (name, priority) in [("staging", 20), ("production", 30), ("dev", 10), ("qa", 20)] {
+            let environment = EnvironmentConfig::new(name, Connection::new("mem://", name, "app"))
+                .expect("valid")
+                .priority(priority)
+                .tags(if name == "dev" || name == "qa" {
+                    vec!["pre"]
+                } else {
+                    vec!["live"]
+                });
+            registry.register(environment).expect("register");
+        }
+        registry
+    }
+
+    fn set() -> Arc<MigrationSet> {
+        Arc::new(
+            MigrationSet::from_files([("m/0001_a.surql".into(), "DEFINE TABLE a;".to_owned())])
+                .expect("valid"),
+        )
+    }
+
+    fn error_of(builder: DeploymentPlanBuilder) -> String {
+        builder.build().expect_err("invalid plan").to_string()
+    }
+
+    #[test]
+    fn plan_order_is_requested_order_stably_sorted_by_priority() {
+        let plan = DeploymentPlan::builder(&registry())
+            .environments(["production", "qa", "staging", "dev"])
+            .migrations(set())
+            .build()
+            .expect("valid");
+        assert_eq!(
+            plan.environment_names(),
+            ["dev", "qa", "staging", "production"]
+        );
+        let tagged = DeploymentPlan::builder(&registry())
+            .tags(["pre"])
+            .migrations(set())
+            .build()
+            .expect("valid");
+        assert_eq!(tagged.environment_names(), ["dev", "qa"]);
+    }
+
+    #[test]
+    fn bad_plans_are_clear_errors_before_anything_runs() {
+        let r = registry();
+        let base = || DeploymentPlan::builder(&r).migrations(set());
+        let unknown = error_of(base().environments(["stagin"]));
+        assert!(
+            unknown.contains("unknown environment `stagin`")
+                && unknown.contains("did you mean `staging`"),
+            "{unknown}"
+        );
+        assert!(error_of(base().environments(["dev", "dev"])).contains("requested twice"));
+        assert!(error_of(base().tags(["nope"])).contains("no environment has tag nope"));
+        assert!(error_of(base()).contains("no environment selected"));
+        let rolling = error_of(base().all().kind(StrategyKind::Rolling).batch_size(0));
+        assert!(rolling.contains("batch_size"), "{rolling}");
+        assert!(
+            error_of(base().all().kind(StrategyKind::Parallel).max_concurrent(0))
+                .contains("max_concurrent")
+        );
+        assert!(
+            error_of(
+                base()
+                    .all()
+                    .kind(StrategyKind::Canary)
+                    .canary_percentage(0.0)
+            )
+            .contains("canary_percentage")
+        );
+        assert!(
+            error_of(
+                base()
+                    .all()
+                    .kind(StrategyKind::Canary)
+                    .canary_percentage(120.0)
+            )
+            .contains("canary_percentage")
+        );
+        assert!(error_of(DeploymentPlan::builder(&r).all()).contains("no migrations"));
+        assert!(EnvironmentConfig::new("bad name!", Connection::new("mem://", "n", "d")).is_err());
+    }
+
+    #[test]
+    fn registry_lists_by_priority_then_name_and_replaces() {
+        let r = registry();
+        let names: Vec<String> = r.list().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["dev", "qa", "staging", "production"]);
+        let moved = r.get("production").expect("present").priority(1);
+        assert!(r.register(moved).expect("valid").is_some(), "replaced");
+        assert_eq!(r.list()[0].name, "production");
+        assert!(r.unregister("qa").is_some());
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.with_tag("pre").len(), 1);
+    }
+}

@@ -1,0 +1,129 @@
+//! What a deployment did, per environment, in plan order.
+
+use std::time::Duration;
+
+use flotilla_core::{DeploymentStatus, Version};
+use flotilla_runner::LockInfo;
+use flotilla_strategies::{StrategyKind, TargetError};
+
+/// The result of [`crate::DeploymentCoordinator::deploy`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct DeploymentReport {
+    /// The deployment's id.
+    pub deployment_id: String,
+    /// The strategy used.
+    pub strategy: StrategyKind,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Set when a gate refused the deployment before anything ran.
+    pub refusal: Option<Refusal>,
+    /// Why the strategy stopped early, if it did.
+    pub halted: Option<String>,
+    /// Every planned environment exactly once, in plan order.
+    pub environments: Vec<EnvironmentReport>,
+    /// Wall time.
+    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    pub duration: Duration,
+}
+
+impl DeploymentReport {
+    /// Whether every environment succeeded (or, in a dry run, could be read).
+    pub fn succeeded(&self) -> bool {
+        matches!(self.outcome, Outcome::Succeeded | Outcome::DryRun)
+    }
+
+    /// The environment called `name`.
+    pub fn environment(&self, name: &str) -> Option<&EnvironmentReport> {
+        self.environments.iter().find(|e| e.environment == name)
+    }
+}
+
+/// How a deployment ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every environment succeeded.
+    Succeeded,
+    /// Some environment failed; nothing needed or could be rolled back.
+    Failed,
+    /// Some environment failed and this deployment's migrations were reverted.
+    RolledBack,
+    /// A gate refused before anything ran.
+    Refused,
+    /// A dry run: nothing was applied.
+    DryRun,
+}
+
+/// Which gate refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    /// Pre-flight health.
+    Health,
+    /// Approval of environments that require it.
+    Approval,
+    /// Destructive statements towards environments that forbid them.
+    Destructive,
+    /// History disagrees with the migrations directory.
+    Drift,
+    /// Auto-rollback is on but a pending migration has no down section.
+    Rollback,
+}
+
+/// Why a gate refused: one reason per culprit.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Refusal {
+    /// The gate.
+    pub gate: Gate,
+    /// Each culprit: environment, migration, statement, line where applicable.
+    pub reasons: Vec<String>,
+}
+
+/// One environment's part in the deployment.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EnvironmentReport {
+    /// The environment.
+    pub environment: String,
+    /// Final status.
+    pub status: DeploymentStatus,
+    /// Versions this deployment applied here (before any rollback).
+    pub applied: Vec<Version>,
+    /// Versions reverted here by auto-rollback.
+    pub rolled_back: Vec<Version>,
+    /// Versions pending here when the deployment was planned (what a dry run would apply).
+    pub pending: Vec<Version>,
+    /// Newest applied version before.
+    pub version_before: Option<Version>,
+    /// Newest applied version after.
+    pub version_after: Option<Version>,
+    /// Time spent here.
+    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    pub duration: Duration,
+    /// What went wrong, if anything.
+    pub error: Option<TargetError>,
+    /// An expired lock taken over from a dead holder.
+    pub lock_takeover: Option<LockInfo>,
+}
+
+impl EnvironmentReport {
+    pub(crate) fn pending(environment: String) -> Self {
+        Self {
+            environment,
+            status: DeploymentStatus::Pending,
+            applied: Vec::new(),
+            rolled_back: Vec::new(),
+            pending: Vec::new(),
+            version_before: None,
+            version_after: None,
+            duration: Duration::ZERO,
+            error: None,
+            lock_takeover: None,
+        }
+    }
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

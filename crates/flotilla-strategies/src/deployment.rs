@@ -1,0 +1,298 @@
+//! One deployment's shared state and the per-target step every strategy runs:
+//! lock → execute (drift check, pending, apply) → release, with events along the way.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use flotilla_core::{DeploymentEvent, DeploymentStatus, Version};
+use flotilla_runner::{
+    Direction, DynRunner, ErrorClass, LockInfo, LockRequest, MigrationObserver, MigrationPlan,
+    RunnerError, TenantContext,
+};
+use tokio::sync::broadcast;
+
+/// One environment to deploy: where it is and which runner serves it.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The environment and its database.
+    pub tenant: TenantContext,
+    /// The runner for its URL.
+    pub runner: DynRunner,
+}
+
+/// What went wrong on a target, in reportable form.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TargetError {
+    /// Stable class for reports and exit codes.
+    pub class: ErrorClass,
+    /// The full message, naming environment, migration, file and line where known.
+    pub message: String,
+}
+
+impl TargetError {
+    /// From a runner error.
+    pub fn from_runner(error: &RunnerError) -> Self {
+        Self {
+            class: error.class(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// How one target fared.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TargetOutcome {
+    /// Success, Failed or Skipped (the coordinator adds RolledBack).
+    pub status: DeploymentStatus,
+    /// Versions this deployment applied (committed), in order — also on failure.
+    pub applied: Vec<Version>,
+    /// Newest applied version before, when known.
+    pub version_before: Option<Version>,
+    /// Newest applied version after, when known.
+    pub version_after: Option<Version>,
+    /// Time spent on this target.
+    #[serde(serialize_with = "millis")]
+    pub duration: Duration,
+    /// Why it failed or was skipped.
+    pub error: Option<TargetError>,
+    /// An expired lease taken over from a dead holder.
+    pub lock_takeover: Option<LockInfo>,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl TargetOutcome {
+    /// A target that never started, and why.
+    pub fn skipped(reason: impl Into<String>) -> Self {
+        Self {
+            status: DeploymentStatus::Skipped,
+            applied: Vec::new(),
+            version_before: None,
+            version_after: None,
+            duration: Duration::ZERO,
+            error: Some(TargetError {
+                class: ErrorClass::RefusedByGate,
+                message: reason.into(),
+            }),
+            lock_takeover: None,
+        }
+    }
+
+    fn failed(error: &RunnerError, duration: Duration) -> Self {
+        Self {
+            status: DeploymentStatus::Failed,
+            applied: error.applied_before_failure().to_vec(),
+            version_before: None,
+            version_after: None,
+            duration,
+            error: Some(TargetError::from_runner(error)),
+            lock_takeover: None,
+        }
+    }
+}
+
+/// The live state of one environment.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EnvironmentSnapshot {
+    /// The environment.
+    pub environment: String,
+    /// Its status now.
+    pub status: DeploymentStatus,
+    /// Migrations committed so far in this deployment.
+    pub applied: Vec<Version>,
+    /// The migration running now, if any.
+    pub current: Option<Version>,
+}
+
+/// Publishes status changes as events and keeps a live snapshot. Cheap to clone.
+#[derive(Clone)]
+pub struct Progress {
+    events: broadcast::Sender<DeploymentEvent>,
+    snapshot: Arc<Mutex<Vec<EnvironmentSnapshot>>>,
+}
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Progress")
+            .field("environments", &self.lock().len())
+            .finish()
+    }
+}
+
+impl Progress {
+    /// Progress of `environments` (in plan order), all Pending, publishing on `events`.
+    pub fn new(environments: &[String], events: broadcast::Sender<DeploymentEvent>) -> Self {
+        let snapshot = environments
+            .iter()
+            .map(|name| EnvironmentSnapshot {
+                environment: name.clone(),
+                status: DeploymentStatus::Pending,
+                applied: Vec::new(),
+                current: None,
+            })
+            .collect();
+        Self {
+            events,
+            snapshot: Arc::new(Mutex::new(snapshot)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<EnvironmentSnapshot>> {
+        self.snapshot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records and publishes environment `index`'s new status.
+    pub fn status(&self, index: usize, status: DeploymentStatus) {
+        let name = {
+            let mut snapshot = self.lock();
+            let Some(entry) = snapshot.get_mut(index) else {
+                return;
+            };
+            entry.status = status;
+            entry.current = None;
+            entry.environment.clone()
+        };
+        // No subscriber is fine: events are for whoever listens.
+        let _ = self.events.send(DeploymentEvent::now(name, status, None));
+    }
+
+    fn migration(&self, index: usize, version: &Version, committed: bool, direction: Direction) {
+        let name = {
+            let mut snapshot = self.lock();
+            let Some(entry) = snapshot.get_mut(index) else {
+                return;
+            };
+            if committed {
+                entry.current = None;
+                match direction {
+                    Direction::Up => entry.applied.push(version.clone()),
+                    Direction::Down => entry.applied.retain(|v| v != version),
+                }
+            } else {
+                entry.current = Some(version.clone());
+            }
+            entry.environment.clone()
+        };
+        if committed {
+            let _ = self.events.send(DeploymentEvent::now(
+                name,
+                DeploymentStatus::InProgress,
+                Some(version.clone()),
+            ));
+        }
+    }
+
+    /// The live state of every environment, in plan order.
+    pub fn snapshot(&self) -> Vec<EnvironmentSnapshot> {
+        self.lock().clone()
+    }
+}
+
+#[derive(Debug)]
+struct TargetObserver {
+    progress: Progress,
+    index: usize,
+}
+
+impl MigrationObserver for TargetObserver {
+    fn started(&self, _: &TenantContext, direction: Direction, version: &Version) {
+        self.progress
+            .migration(self.index, version, false, direction);
+    }
+
+    fn committed(&self, _: &TenantContext, direction: Direction, version: &Version) {
+        self.progress
+            .migration(self.index, version, true, direction);
+    }
+}
+
+/// Everything a strategy needs to deploy: targets in plan order, the plan, lock settings
+/// and progress reporting.
+#[derive(Debug)]
+pub struct Deployment {
+    /// Targets in plan order.
+    pub targets: Vec<Target>,
+    /// The plan applied to every target (an up plan).
+    pub plan: MigrationPlan,
+    /// How to take each target's lock.
+    pub lock: LockRequest,
+    /// Where status changes go.
+    pub progress: Progress,
+    /// Canary only: re-probe the canaries' health before the rest start.
+    pub canary_health_gate: bool,
+}
+
+impl Deployment {
+    /// Deploys target `index`: lock, execute, release (always), reporting each step.
+    pub async fn deploy_target(&self, index: usize) -> TargetOutcome {
+        let target = &self.targets[index];
+        let tenant = &target.tenant;
+        self.progress.status(index, DeploymentStatus::InProgress);
+        let started = Instant::now();
+        let plan = self.plan.clone().with_observer(Arc::new(TargetObserver {
+            progress: self.progress.clone(),
+            index,
+        }));
+        let outcome = match target.runner.acquire_lock(tenant, &self.lock).await {
+            Err(error) => TargetOutcome::failed(&error, started.elapsed()),
+            Ok(guard) => {
+                let took_over = guard.took_over();
+                let executed = target.runner.execute_migration(tenant, &plan).await;
+                if let Err(error) = guard.release().await {
+                    tracing::warn!(environment = %tenant.environment, %error, "releasing the migration lock failed");
+                }
+                match executed {
+                    Ok(result) => TargetOutcome {
+                        status: DeploymentStatus::Success,
+                        applied: result.applied,
+                        version_before: result.version_before,
+                        version_after: result.version_after,
+                        duration: started.elapsed(),
+                        error: None,
+                        lock_takeover: took_over,
+                    },
+                    Err(error) => TargetOutcome {
+                        lock_takeover: took_over,
+                        ..TargetOutcome::failed(&error, started.elapsed())
+                    },
+                }
+            }
+        };
+        self.progress.status(index, outcome.status);
+        outcome
+    }
+
+    /// Marks target `index` skipped, for `reason`.
+    pub fn skip(&self, index: usize, reason: &str) -> TargetOutcome {
+        self.progress.status(index, DeploymentStatus::Skipped);
+        TargetOutcome::skipped(reason)
+    }
+
+    /// Re-probes the health of `indices`; the first failure, if any, as a message.
+    pub async fn health_gate(&self, indices: &[usize]) -> Result<(), String> {
+        let probes = indices.iter().map(|&i| {
+            let target = &self.targets[i];
+            async move { (i, target.runner.health(&target.tenant).await) }
+        });
+        let mut failures = Vec::new();
+        for (index, outcome) in futures::future::join_all(probes).await {
+            if let Err(error) = outcome {
+                failures.push(format!(
+                    "{}: {error}",
+                    self.targets[index].tenant.environment
+                ));
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "canary health check failed: {}",
+                failures.join("; ")
+            ))
+        }
+    }
+}

@@ -1,0 +1,787 @@
+//! The four strategies and how to choose one.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flotilla_core::DeploymentStatus;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::deployment::{Deployment, TargetError, TargetOutcome};
+
+/// How a strategy's run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StrategyReport {
+    /// One outcome per target, in plan order.
+    pub outcomes: Vec<TargetOutcome>,
+    /// Why the strategy stopped early, when it did (a failed batch, a failed canary gate).
+    pub halted: Option<String>,
+}
+
+impl StrategyReport {
+    /// Whether any target failed or the strategy halted.
+    pub fn failed(&self) -> bool {
+        self.halted.is_some()
+            || self
+                .outcomes
+                .iter()
+                .any(|o| o.status == DeploymentStatus::Failed)
+    }
+}
+
+/// Rolls a deployment out over its targets.
+#[async_trait]
+pub trait DeploymentStrategy: Send + Sync + fmt::Debug {
+    /// Which strategy this is.
+    fn kind(&self) -> StrategyKind;
+
+    /// Deploys `deployment`'s targets; returns an outcome for every target, in plan order.
+    async fn deploy(&self, deployment: Arc<Deployment>) -> StrategyReport;
+}
+
+/// The strategies by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StrategyKind {
+    /// One at a time; the first failure stops the rest.
+    Sequential,
+    /// Up to `max_concurrent` at once; continues past failures unless fail-fast.
+    Parallel,
+    /// Batches in plan order; a failed batch stops the rest.
+    Rolling,
+    /// A percentage first, then (if they succeed and stay healthy) the rest.
+    Canary,
+}
+
+impl StrategyKind {
+    /// Every kind, for help texts.
+    pub const ALL: [StrategyKind; 4] = [
+        StrategyKind::Sequential,
+        StrategyKind::Parallel,
+        StrategyKind::Rolling,
+        StrategyKind::Canary,
+    ];
+
+    /// The lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StrategyKind::Sequential => "sequential",
+            StrategyKind::Parallel => "parallel",
+            StrategyKind::Rolling => "rolling",
+            StrategyKind::Canary => "canary",
+        }
+    }
+}
+
+impl fmt::Display for StrategyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for StrategyKind {
+    type Err = StrategyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase();
+        StrategyKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == wanted)
+            .ok_or_else(|| StrategyError::UnknownStrategy(s.to_owned()))
+    }
+}
+
+/// A strategy and its parameters.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StrategyConfig {
+    /// Which strategy.
+    pub kind: StrategyKind,
+    /// Rolling: targets per batch.
+    pub batch_size: usize,
+    /// Canary: share of targets deployed first, in (0, 100].
+    pub canary_percentage: f64,
+    /// Most targets deployed at once (parallel, rolling batches, canary waves).
+    pub max_concurrent: usize,
+    /// Parallel: stop starting new targets after the first failure.
+    pub fail_fast: bool,
+    /// Rolling: pause between batches.
+    #[serde(skip)]
+    pub pause: Duration,
+}
+
+impl Default for StrategyConfig {
+    fn default() -> Self {
+        Self {
+            kind: StrategyKind::Sequential,
+            batch_size: 1,
+            canary_percentage: 10.0,
+            max_concurrent: 8,
+            fail_fast: false,
+            pause: Duration::ZERO,
+        }
+    }
+}
+
+/// A strategy that cannot be built.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StrategyError {
+    /// The name matches no strategy.
+    #[error("unknown strategy `{0}` (expected sequential, parallel, rolling or canary)")]
+    UnknownStrategy(String),
+    /// A parameter is out of range.
+    #[error("{parameter} must be {expected}, got {got}")]
+    InvalidParameter {
+        /// The parameter.
+        parameter: &'static str,
+        /// Its valid range.
+        expected: &'static str,
+        /// What was given.
+        got: String,
+    },
+}
+
+impl StrategyConfig {
+    /// Checks the parameters the chosen strategy uses.
+    pub fn validate(&self) -> Result<(), StrategyError> {
+        if self.max_concurrent == 0 {
+            return Err(StrategyError::InvalidParameter {
+                parameter: "max_concurrent",
+                expected: "at least 1",
+                got: "0".into(),
+            });
+        }
+        if self.kind == StrategyKind::Rolling && self.batch_size == 0 {
+            return Err(StrategyError::InvalidParameter {
+                parameter: "batch_size",
+                expected: "at least 1",
+                got: "0".into(),
+            });
+        }
+        let pct = self.canary_percentage;
+        if self.kind == StrategyKind::Canary && !(pct > 0.0 && pct <= 100.0) {
+            return Err(StrategyError::InvalidParameter {
+                parameter: "canary_percentage",
+                expected: "in (0, 100]",
+                got: pct.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The strategy these parameters describe.
+    pub fn build(&self) -> Result<Arc<dyn DeploymentStrategy>, StrategyError> {
+        self.validate()?;
+        Ok(match self.kind {
+            StrategyKind::Sequential => Arc::new(Sequential),
+            StrategyKind::Parallel => Arc::new(Parallel {
+                max_concurrent: self.max_concurrent,
+                fail_fast: self.fail_fast,
+            }),
+            StrategyKind::Rolling => Arc::new(Rolling {
+                batch_size: self.batch_size,
+                max_concurrent: self.max_concurrent,
+                pause: self.pause,
+            }),
+            StrategyKind::Canary => Arc::new(Canary {
+                percentage: self.canary_percentage,
+                max_concurrent: self.max_concurrent,
+            }),
+        })
+    }
+}
+
+/// Number of canaries among `targets`: ceil(targets × pct / 100), at least 1.
+pub fn canary_count(targets: usize, percentage: f64) -> usize {
+    if targets == 0 {
+        return 0;
+    }
+    // Guard against 10 × 30 / 100 = 3.0000000000000004 rounding up to 4.
+    let exact = targets as f64 * percentage / 100.0;
+    let count = (exact - 1e-9).ceil().max(1.0) as usize;
+    count.min(targets)
+}
+
+/// Deploys `indices` with at most `max_concurrent` at once, starting them in order; with
+/// `stop_on_failure`, targets not yet started when one fails are skipped.
+async fn run_wave(
+    deployment: &Arc<Deployment>,
+    indices: &[usize],
+    max_concurrent: usize,
+    stop_on_failure: bool,
+    outcomes: &mut [Option<TargetOutcome>],
+) {
+    let slots = Arc::new(Semaphore::new(max_concurrent.max(1)));
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut running = JoinSet::new();
+    let mut index_of_task = std::collections::HashMap::new();
+    for &index in indices {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        if stop_on_failure && failed.load(Ordering::SeqCst) {
+            outcomes[index] =
+                Some(deployment.skip(index, "skipped: an earlier environment failed"));
+            continue;
+        }
+        let deployment = Arc::clone(deployment);
+        let failed = Arc::clone(&failed);
+        let handle = running.spawn(async move {
+            let outcome = deployment.deploy_target(index).await;
+            if outcome.status == DeploymentStatus::Failed {
+                failed.store(true, Ordering::SeqCst);
+            }
+            drop(slot);
+            outcome
+        });
+        index_of_task.insert(handle.id(), index);
+    }
+    while let Some(joined) = running.join_next_with_id().await {
+        match joined {
+            Ok((id, outcome)) => {
+                if let Some(&index) = index_of_task.get(&id) {
+                    outcomes[index] = Some(outcome);
+                }
+            }
+            Err(error) => {
+                let Some(&index) = index_of_task.get(&error.id()) else {
+                    continue;
+                };
+                tracing::error!(%error, "deploy task died");
+                deployment.progress.status(index, DeploymentStatus::Failed);
+                outcomes[index] = Some(TargetOutcome {
+                    status: DeploymentStatus::Failed,
+                    error: Some(TargetError {
+                        class: flotilla_runner::ErrorClass::Internal,
+                        message: format!(
+                            "{}: deploy task died: {error}",
+                            deployment.targets[index].tenant.environment
+                        ),
+                    }),
+                    ..TargetOutcome::skipped("")
+                });
+            }
+        }
+    }
+}
+
+fn any_failed(outcomes: &[Option<TargetOutcome>], indices: &[usize]) -> bool {
+    indices.iter().any(|&i| {
+        outcomes[i]
+            .as_ref()
+            .is_some_and(|o| o.status == DeploymentStatus::Failed)
+    })
+}
+
+fn finish(
+    deployment: &Deployment,
+    outcomes: Vec<Option<TargetOutcome>>,
+    halted: Option<String>,
+) -> StrategyReport {
+    let reason = halted.clone().unwrap_or_else(|| "skipped".to_owned());
+    let outcomes = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(index, outcome)| outcome.unwrap_or_else(|| deployment.skip(index, &reason)))
+        .collect();
+    StrategyReport { outcomes, halted }
+}
+
+/// One target at a time, in plan order; the first failure skips the rest.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sequential;
+
+#[async_trait]
+impl DeploymentStrategy for Sequential {
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::Sequential
+    }
+
+    async fn deploy(&self, deployment: Arc<Deployment>) -> StrategyReport {
+        let mut outcomes = vec![None; deployment.targets.len()];
+        let all: Vec<usize> = (0..deployment.targets.len()).collect();
+        run_wave(&deployment, &all, 1, true, &mut outcomes).await;
+        finish(&deployment, outcomes, None)
+    }
+}
+
+/// Up to `max_concurrent` targets at once; continues past failures unless `fail_fast`.
+#[derive(Clone, Copy, Debug)]
+pub struct Parallel {
+    /// Most targets at once.
+    pub max_concurrent: usize,
+    /// Start no new target after a failure.
+    pub fail_fast: bool,
+}
+
+#[async_trait]
+impl DeploymentStrategy for Parallel {
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::Parallel
+    }
+
+    async fn deploy(&self, deployment: Arc<Deployment>) -> StrategyReport {
+        let mut outcomes = vec![None; deployment.targets.len()];
+        let all: Vec<usize> = (0..deployment.targets.len()).collect();
+        run_wave(
+            &deployment,
+            &all,
+            self.max_concurrent,
+            self.fail_fast,
+            &mut outcomes,
+        )
+        .await;
+        finish(&deployment, outcomes, None)
+    }
+}
+
+/// Batches of `batch_size` in plan order, each concurrent (up to `max_concurrent`); a batch
+/// with a failure skips every later batch.
+#[derive(Clone, Copy, Debug)]
+pub struct Rolling {
+    /// Targets per batch.
+    pub batch_size: usize,
+    /// Most targets at once within a batch.
+    pub max_concurrent: usize,
+    /// Pause between batches.
+    pub pause: Duration,
+}
+
+#[async_trait]
+impl DeploymentStrategy for Rolling {
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::Rolling
+    }
+
+    async fn deploy(&self, deployment: Arc<Deployment>) -> StrategyReport {
+        let mut outcomes = vec![None; deployment.targets.len()];
+        let all: Vec<usize> = (0..deployment.targets.len()).collect();
+        let batches: Vec<&[usize]> = all.chunks(self.batch_size.max(1)).collect();
+        let mut halted = None;
+        for (number, batch) in batches.iter().enumerate() {
+            if number > 0 && !self.pause.is_zero() {
+                tokio::time::sleep(self.pause).await;
+            }
+            run_wave(
+                &deployment,
+                batch,
+                self.max_concurrent,
+                false,
+                &mut outcomes,
+            )
+            .await;
+            if any_failed(&outcomes, batch) {
+                halted = Some(format!(
+                    "skipped: batch {} of {} failed",
+                    number + 1,
+                    batches.len()
+                ));
+                break;
+            }
+        }
+        finish(&deployment, outcomes, halted)
+    }
+}
+
+/// The first ceil(n × pct / 100) targets (at least one), then — if all succeeded and, when
+/// asked, are still healthy — the rest, up to `max_concurrent` at once.
+#[derive(Clone, Copy, Debug)]
+pub struct Canary {
+    /// Share of targets in the canary wave, in (0, 100].
+    pub percentage: f64,
+    /// Most targets at once.
+    pub max_concurrent: usize,
+}
+
+#[async_trait]
+impl DeploymentStrategy for Canary {
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::Canary
+    }
+
+    async fn deploy(&self, deployment: Arc<Deployment>) -> StrategyReport {
+        let total = deployment.targets.len();
+        let mut outcomes = vec![None; total];
+        let canaries: Vec<usize> = (0..canary_count(total, self.percentage)).collect();
+        let rest: Vec<usize> = (canaries.len()..total).collect();
+        run_wave(
+            &deployment,
+            &canaries,
+            self.max_concurrent,
+            false,
+            &mut outcomes,
+        )
+        .await;
+        if any_failed(&outcomes, &canaries) {
+            return finish(
+                &deployment,
+                outcomes,
+                Some("skipped: a canary failed".to_owned()),
+            );
+        }
+        if deployment.canary_health_gate
+            && let Err(reason) = deployment.health_gate(&canaries).await
+        {
+            return finish(&deployment, outcomes, Some(format!("skipped: {reason}")));
+        }
+        run_wave(
+            &deployment,
+            &rest,
+            self.max_concurrent,
+            false,
+            &mut outcomes,
+        )
+        .await;
+        finish(&deployment, outcomes, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use flotilla_core::{Connection, MigrationSet};
+    use flotilla_runner::{
+        Direction, DynRunner, LockInfo, LockRequest, MigrationPlan, MigrationResult, MockLockGuard,
+        MockMigrationRunner, RunnerError, TenantContext,
+    };
+    use tokio::sync::broadcast;
+
+    use super::*;
+    use crate::deployment::{Progress, Target};
+
+    /// Counts deploys in flight and the order they start and finish in.
+    #[derive(Debug, Default)]
+    struct Probe {
+        in_flight: AtomicUsize,
+        peak: AtomicUsize,
+        started: Mutex<Vec<usize>>,
+        finished: Mutex<Vec<usize>>,
+    }
+
+    fn env_index(tenant: &TenantContext) -> usize {
+        tenant
+            .environment
+            .trim_start_matches("env-")
+            .parse()
+            .expect("env-N")
+    }
+
+    fn runner(failing: &[usize], unhealthy: &[usize], probe: &Arc<Probe>) -> DynRunner {
+        let failing: HashSet<usize> = failing.iter().copied().collect();
+        let unhealthy: HashSet<usize> = unhealthy.iter().copied().collect();
+        let mut mock = MockMigrationRunner::new();
+        // In flight = between taking a target's lock and releasing it. The wait happens in
+        // each guard's own mock (the runner mock serialises its calls), blocking on purpose
+        // so overlapping deploys really overlap and the peak is measured, not assumed.
+        let locks = Arc::clone(probe);
+        mock.expect_acquire_lock().returning(move |tenant, _| {
+            let index = env_index(tenant);
+            locks.started.lock().expect("probe").push(index);
+            let now = locks.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            locks.peak.fetch_max(now, Ordering::SeqCst);
+            let mut guard = MockLockGuard::new();
+            guard.expect_took_over().return_const(None::<LockInfo>);
+            let release = Arc::clone(&locks);
+            guard.expect_release().returning(move || {
+                std::thread::sleep(Duration::from_millis(15));
+                release.in_flight.fetch_sub(1, Ordering::SeqCst);
+                release.finished.lock().expect("probe").push(index);
+                Ok(())
+            });
+            Ok(Box::new(guard))
+        });
+        mock.expect_execute_migration().returning(move |tenant, _| {
+            let index = env_index(tenant);
+            if failing.contains(&index) {
+                return Err(RunnerError::Unreachable {
+                    environment: tenant.environment.clone(),
+                    endpoint: "mem://".into(),
+                    source: "injected".into(),
+                });
+            }
+            Ok(MigrationResult {
+                direction: Direction::Up,
+                applied: Vec::new(),
+                version_before: None,
+                version_after: None,
+                duration: Duration::ZERO,
+                lock_takeover: None,
+            })
+        });
+        mock.expect_health().returning(move |tenant| {
+            if unhealthy.contains(&env_index(tenant)) {
+                Err(RunnerError::Unreachable {
+                    environment: tenant.environment.clone(),
+                    endpoint: "mem://".into(),
+                    source: "down after deploy".into(),
+                })
+            } else {
+                Ok(flotilla_runner::HealthStatus {
+                    latency: Duration::ZERO,
+                    initialised: true,
+                    lock: None,
+                    server_version: None,
+                })
+            }
+        });
+        Arc::new(mock)
+    }
+
+    fn deployment(n: usize, runner: &DynRunner) -> Arc<Deployment> {
+        let names: Vec<String> = (0..n).map(|i| format!("env-{i}")).collect();
+        let targets = names
+            .iter()
+            .map(|name| Target {
+                tenant: TenantContext::new(
+                    name.clone(),
+                    Connection::new("mem://", "ns", name.clone()),
+                ),
+                runner: Arc::clone(runner),
+            })
+            .collect();
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(Deployment {
+            targets,
+            plan: MigrationPlan::up(Arc::new(MigrationSet::default())),
+            lock: LockRequest::new(None, Duration::from_secs(1)),
+            progress: Progress::new(&names, events),
+            canary_health_gate: true,
+        })
+    }
+
+    fn statuses(report: &StrategyReport) -> Vec<&'static str> {
+        report
+            .outcomes
+            .iter()
+            .map(|o| match o.status {
+                DeploymentStatus::Success => "ok",
+                DeploymentStatus::Failed => "FAIL",
+                DeploymentStatus::Skipped => "skip",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    fn config(kind: StrategyKind) -> StrategyConfig {
+        StrategyConfig {
+            kind,
+            ..StrategyConfig::default()
+        }
+    }
+
+    async fn run(
+        config: StrategyConfig,
+        n: usize,
+        failing: &[usize],
+        unhealthy: &[usize],
+    ) -> (StrategyReport, Arc<Probe>) {
+        let probe = Arc::new(Probe::default());
+        let runner = runner(failing, unhealthy, &probe);
+        let report = config
+            .build()
+            .expect("valid")
+            .deploy(deployment(n, &runner))
+            .await;
+        (report, probe)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+    async fn sequential_stops_at_the_first_failure() {
+        let (report, probe) = run(config(StrategyKind::Sequential), 5, &[1], &[]).await;
+        assert_eq!(statuses(&report), ["ok", "FAIL", "skip", "skip", "skip"]);
+        assert_eq!(*probe.started.lock().expect("probe"), [0, 1]);
+        assert_eq!(probe.peak.load(Ordering::SeqCst), 1);
+        assert!(report.failed());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+    async fn parallel_continues_past_a_failure_within_its_bound() {
+        let cfg = StrategyConfig {
+            max_concurrent: 3,
+            ..config(StrategyKind::Parallel)
+        };
+        let (report, probe) = run(cfg, 12, &[1], &[]).await;
+        let expected: Vec<&str> = (0..12)
+            .map(|i| if i == 1 { "FAIL" } else { "ok" })
+            .collect();
+        assert_eq!(statuses(&report), expected);
+        let peak = probe.peak.load(Ordering::SeqCst);
+        assert!(peak <= 3, "peak {peak} exceeds max_concurrent 3");
+        assert!(peak >= 2, "peak {peak}: deploys never overlapped");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+    async fn parallel_fail_fast_starts_nothing_new_after_a_failure() {
+        let cfg = StrategyConfig {
+            max_concurrent: 1,
+            fail_fast: true,
+            ..config(StrategyKind::Parallel)
+        };
+        let (report, probe) = run(cfg, 6, &[2], &[]).await;
+        assert_eq!(
+            statuses(&report),
+            ["ok", "ok", "FAIL", "skip", "skip", "skip"]
+        );
+        assert_eq!(*probe.started.lock().expect("probe"), [0, 1, 2]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+    async fn rolling_runs_batches_in_order_and_stops_after_a_failed_batch() {
+        let cfg = StrategyConfig {
+            batch_size: 3,
+            max_concurrent: 3,
+            ..config(StrategyKind::Rolling)
+        };
+        let (report, probe) = run(cfg, 8, &[4], &[]).await;
+        assert_eq!(
+            statuses(&report),
+            ["ok", "ok", "ok", "ok", "FAIL", "ok", "skip", "skip"]
+        );
+        assert!(
+            report
+                .halted
+                .as_deref()
+                .is_some_and(|h| h.contains("batch 2 of 3")),
+            "{:?}",
+            report.halted
+        );
+        // Every target of batch 1 finished before any of batch 2 started.
+        let started = probe.started.lock().expect("probe").clone();
+        let finished = probe.finished.lock().expect("probe").clone();
+        let first_batch_done = finished.iter().position(|i| *i >= 3).expect("batch 2 ran");
+        assert!(finished[..first_batch_done].iter().all(|i| *i < 3));
+        let second_batch_started = started.iter().position(|i| *i >= 3).expect("batch 2 ran");
+        assert_eq!(
+            second_batch_started, 3,
+            "batch 2 started before batch 1 ended: {started:?}"
+        );
+        assert!(probe.peak.load(Ordering::SeqCst) <= 3);
+    }
+
+    #[test]
+    fn canary_size_is_ceil_of_share_and_at_least_one() {
+        let table = [
+            (1, 10.0, 1),
+            (10, 10.0, 1),
+            (10, 30.0, 3),
+            (10, 25.0, 3),
+            (10, 100.0, 10),
+            (200, 5.0, 10),
+            (3, 0.1, 1),
+            (7, 50.0, 4),
+            (1000, 1.0, 10),
+            (0, 50.0, 0),
+        ];
+        for (n, pct, expected) in table {
+            assert_eq!(canary_count(n, pct), expected, "n={n} pct={pct}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+    async fn a_failed_canary_skips_the_rest() {
+        let cfg = StrategyConfig {
+            canary_percentage: 20.0,
+            ..config(StrategyKind::Canary)
+        };
+        let (report, probe) = run(cfg, 10, &[1], &[]).await;
+        let mut expected = vec!["ok", "FAIL"];
+        expected.extend(["skip"; 8]);
+        assert_eq!(statuses(&report), expected);
+        let mut started = probe.started.lock().expect("probe").clone();
+        started.sort_unstable();
+        assert_eq!(started, [0, 1], "only canaries ran");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+    async fn an_unhealthy_canary_after_deploy_skips_the_rest() {
+        let cfg = StrategyConfig {
+            canary_percentage: 20.0,
+            ..config(StrategyKind::Canary)
+        };
+        let (report, _) = run(cfg, 10, &[], &[0]).await;
+        let mut expected = vec!["ok", "ok"];
+        expected.extend(["skip"; 8]);
+        assert_eq!(statuses(&report), expected);
+        assert!(report.failed(), "a failed gate fails the deployment");
+        assert!(
+            report
+                .halted
+                .as_deref()
+                .is_some_and(|h| h.contains("env-0")),
+            "{:?}",
+            report.halted
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+    async fn healthy_canaries_let_the_rest_proceed() {
+        let cfg = StrategyConfig {
+            canary_percentage: 30.0,
+            max_concurrent: 4,
+            ..config(StrategyKind::Canary)
+        };
+        let (report, probe) = run(cfg, 10, &[], &[]).await;
+        assert_eq!(statuses(&report), ["ok"; 10]);
+        let started = probe.started.lock().expect("probe").clone();
+        let mut canaries = started[..3].to_vec();
+        canaries.sort_unstable();
+        assert_eq!(canaries, [0, 1, 2], "canaries start first");
+        assert!(probe.peak.load(Ordering::SeqCst) <= 4);
+    }
+
+    #[test]
+    fn bad_parameters_are_clear_errors() {
+        let cases = [
+            (
+                StrategyConfig {
+                    max_concurrent: 0,
+                    ..config(StrategyKind::Parallel)
+                },
+                "max_concurrent",
+            ),
+            (
+                StrategyConfig {
+                    batch_size: 0,
+                    ..config(StrategyKind::Rolling)
+                },
+                "batch_size",
+            ),
+            (
+                StrategyConfig {
+                    canary_percentage: 0.0,
+                    ..config(StrategyKind::Canary)
+                },
+                "canary_percentage",
+            ),
+            (
+                StrategyConfig {
+                    canary_percentage: 100.5,
+                    ..config(StrategyKind::Canary)
+                },
+                "canary_percentage",
+            ),
+            (
+                StrategyConfig {
+                    canary_percentage: f64::NAN,
+                    ..config(StrategyKind::Canary)
+                },
+                "canary_percentage",
+            ),
+        ];
+        for (cfg, parameter) in cases {
+            let err = cfg.build().expect_err("invalid");
+            assert!(err.to_string().contains(parameter), "{err}");
+        }
+        assert_eq!("Rolling".parse::<StrategyKind>(), Ok(StrategyKind::Rolling));
+        assert_eq!(" CANARY ".parse::<StrategyKind>(), Ok(StrategyKind::Canary));
+        let err = "blue-green".parse::<StrategyKind>().expect_err("unknown");
+        assert!(err.to_string().contains("blue-green") && err.to_string().contains("rolling"));
+    }
+}

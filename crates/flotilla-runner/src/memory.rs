@@ -10,7 +10,7 @@ use flotilla_core::{AppliedMigration, Version, rfc3339};
 use tokio::time::Instant;
 
 use crate::error::{Result, RunnerError};
-use crate::execute::{run_steps, steps};
+use crate::execute::run_steps;
 use crate::lock::{Attempt, Heartbeat, LockGuard, LockInfo, LockOwner, LockRequest, wait_for_lock};
 use crate::runner::MigrationRunner;
 use crate::tenant::{
@@ -311,18 +311,6 @@ impl MigrationRunner for MemoryRunner {
             heartbeat,
             released: false,
         }))
-    }
-
-    async fn validate_migration(
-        &self,
-        tenant: &TenantContext,
-        plan: &MigrationPlan,
-    ) -> Result<Vec<Version>> {
-        let history = self.history(tenant).await?;
-        Ok(steps(tenant, plan, &history)?
-            .into_iter()
-            .map(|m| m.version.clone())
-            .collect())
     }
 
     async fn execute_migration(

@@ -42,12 +42,20 @@ pub trait MigrationRunner: Send + Sync + fmt::Debug {
     ) -> Result<Box<dyn LockGuard>>;
 
     /// Checks `plan` against the target without changing anything (no lock, no writes) and
-    /// returns the versions executing it now would apply (up) or revert (down).
+    /// returns the versions executing it now would apply (up) or revert (down). The default
+    /// reads [`MigrationRunner::history`] and applies the shared rules of
+    /// [`crate::execute::steps`].
     async fn validate_migration(
         &self,
         tenant: &TenantContext,
         plan: &MigrationPlan,
-    ) -> Result<Vec<Version>>;
+    ) -> Result<Vec<Version>> {
+        let history = self.history(tenant).await?;
+        Ok(crate::execute::steps(tenant, plan, &history)?
+            .into_iter()
+            .map(|m| m.version.clone())
+            .collect())
+    }
 
     /// Executes `plan` on the target; the caller must hold the target's lock.
     async fn execute_migration(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use flotilla_core::{AppliedMigration, AuthLevel, Migration, Version};
-use flotilla_runner::execute::{run_steps, steps};
+use flotilla_runner::execute::run_steps;
 use flotilla_runner::{
     Attempt, Backends, DatabaseKey, Direction, HealthStatus, Heartbeat, LockGuard, LockInfo,
     LockOwner, LockRequest, MigrationPlan, MigrationResult, MigrationRunner, Result, RunnerError,
@@ -672,18 +672,6 @@ impl MigrationRunner for SurrealRunner {
             heartbeat,
             released: false,
         }))
-    }
-
-    async fn validate_migration(
-        &self,
-        tenant: &TenantContext,
-        plan: &MigrationPlan,
-    ) -> Result<Vec<Version>> {
-        let history = self.history(tenant).await?;
-        Ok(steps(tenant, plan, &history)?
-            .into_iter()
-            .map(|m| m.version.clone())
-            .collect())
     }
 
     async fn execute_migration(

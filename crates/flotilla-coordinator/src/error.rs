@@ -36,42 +36,4 @@ pub enum PlanError {
     Backend(#[from] flotilla_runner::RunnerError),
 }
 
-/// The registered name closest to `name`, if any is within a small edit distance.
-pub(crate) fn nearest<'a>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<String> {
-    candidates
-        .into_iter()
-        .map(|candidate| (edit_distance(name, candidate), candidate))
-        .filter(|(distance, candidate)| *distance <= (candidate.len() / 3).max(2))
-        .min()
-        .map(|(_, candidate)| candidate.to_owned())
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        previous = current;
-    }
-    previous[b.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn suggests_close_names_only() {
-        let names = ["staging", "production", "dev"];
-        assert_eq!(nearest("stagin", names), Some("staging".into()));
-        assert_eq!(nearest("prodution", names), Some("production".into()));
-        assert_eq!(nearest("qa", names), None);
-    }
-}
+pub(crate) use flotilla_core::config::nearest;

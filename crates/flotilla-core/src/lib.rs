@@ -1,11 +1,13 @@
 //! flotilla's vocabulary: migrations and how they are read from files, versions, checksums,
 //! the SurrealQL statement splitter, connection settings that never print their secrets, and
 //! the rules that compare a target's history with the migrations directory (drift, pending),
-//! the lint of destructive statements, and deployment statuses and events.
+//! the lint of destructive statements, deployment statuses and events, and configuration
+//! files with `${VAR}` interpolation.
 //!
 //! Invariant: this crate does no network IO and has no async runtime; everything here is
 //! plain data and pure functions, so every other crate can share it.
 
+pub mod config;
 mod connection;
 mod error;
 mod history;

@@ -1,0 +1,543 @@
+//! Project configuration: `flotilla.toml`, or the surql toolkit's `environments.json`.
+//!
+//! Both are read into one generic tree, checked for unknown keys (each reported with the
+//! nearest valid key, so a typo never silently falls back to a default), interpolated
+//! (`${VAR}`, `${VAR:-default}`; an unset variable without default is an error naming it and
+//! the environment), and only then turned into typed settings.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::connection::{AuthLevel, Connection, Secret};
+
+/// A project's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProjectConfig {
+    /// The file they came from.
+    pub path: PathBuf,
+    /// Migrations directory, relative to the config file (default `migrations`).
+    pub migrations: PathBuf,
+    /// Deployment defaults the command line may override.
+    pub defaults: Defaults,
+    /// The environments, in file order.
+    pub environments: Vec<EnvironmentSpec>,
+}
+
+/// Deployment defaults.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Strategy name.
+    pub strategy: Option<String>,
+    /// Most environments at once.
+    pub max_concurrent: Option<usize>,
+    /// Rolling batch size.
+    pub batch_size: Option<usize>,
+    /// Canary share in percent.
+    pub canary_percentage: Option<f64>,
+    /// Stop starting environments after a failure (parallel).
+    pub fail_fast: Option<bool>,
+    /// Lock wait per environment, in seconds.
+    pub lock_timeout_secs: Option<u64>,
+}
+
+/// One environment as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvironmentSpec {
+    /// Its name.
+    pub name: String,
+    /// Its database.
+    pub connection: Connection,
+    /// Lower deploys first.
+    pub priority: i32,
+    /// Labels.
+    pub tags: Vec<String>,
+    /// Deploy only with approval.
+    pub require_approval: bool,
+    /// Allow destructive statements.
+    pub allow_destructive: bool,
+}
+
+/// A configuration that cannot be used; the message names the file and the culprit.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}", path.display())]
+pub struct ConfigError {
+    /// The configuration file.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub problem: String,
+}
+
+const TOP_KEYS: &[&str] = &["migrations", "defaults", "environments"];
+const DEFAULT_KEYS: &[&str] = &[
+    "strategy",
+    "max_concurrent",
+    "batch_size",
+    "canary_percentage",
+    "fail_fast",
+    "lock_timeout_secs",
+];
+const TOML_ENV_KEYS: &[&str] = &[
+    "name",
+    "url",
+    "namespace",
+    "database",
+    "username",
+    "password",
+    "auth",
+    "priority",
+    "tags",
+    "require_approval",
+    "allow_destructive",
+];
+const JSON_ENV_KEYS: &[&str] = &[
+    "name",
+    "connection",
+    "priority",
+    "tags",
+    "require_approval",
+    "allow_destructive",
+];
+const JSON_CONNECTION_KEYS: &[&str] = &["db_url", "db_ns", "db", "username", "password", "auth"];
+
+/// The file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `flotilla.toml`.
+    Toml,
+    /// surql-style `environments.json`.
+    Json,
+}
+
+impl ProjectConfig {
+    /// Reads `path` (format by extension: `.json` is JSON, anything else TOML), taking
+    /// variables from the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        let format = if path.extension().is_some_and(|e| e == "json") {
+            Format::Json
+        } else {
+            Format::Toml
+        };
+        Self::parse(path, &text, format, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses `text` as read from `path`, resolving `${VAR}` with `lookup`.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        format: Format,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let fail = |problem: String| ConfigError {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let tree: Value = match format {
+            Format::Toml => {
+                let parsed: toml::Table =
+                    toml::from_str(text).map_err(|e| fail(format!("invalid TOML: {e}")))?;
+                serde_json::to_value(parsed).map_err(|e| fail(e.to_string()))?
+            }
+            Format::Json => {
+                serde_json::from_str(text).map_err(|e| fail(format!("invalid JSON: {e}")))?
+            }
+        };
+        let Value::Object(top) = tree else {
+            return Err(fail("expected a table of settings at the top level".into()));
+        };
+        check_keys(&top, TOP_KEYS, "at the top level").map_err(fail)?;
+        let defaults = match top.get("defaults") {
+            None => Defaults::default(),
+            Some(Value::Object(map)) => {
+                check_keys(map, DEFAULT_KEYS, "in [defaults]").map_err(fail)?;
+                serde_json::from_value(Value::Object(map.clone()))
+                    .map_err(|e| fail(format!("in [defaults]: {e}")))?
+            }
+            Some(_) => return Err(fail("`defaults` must be a table".into())),
+        };
+        let migrations = match top.get("migrations") {
+            None => PathBuf::from("migrations"),
+            Some(Value::String(dir)) => PathBuf::from(interpolate(dir, lookup).map_err(|v| {
+                fail(format!(
+                    "variable {v} is not set (in `migrations`); set it or write ${{{v}:-default}}"
+                ))
+            })?),
+            Some(_) => return Err(fail("`migrations` must be a path string".into())),
+        };
+        let environments = match top.get("environments") {
+            None => Vec::new(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .enumerate()
+                .map(|(index, raw)| environment(raw, index, format, lookup).map_err(&fail))
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(_) => return Err(fail("`environments` must be a list".into())),
+        };
+        let mut seen = BTreeMap::new();
+        for (index, environment) in environments.iter().enumerate() {
+            if let Some(first) = seen.insert(environment.name.as_str(), index) {
+                return Err(fail(format!(
+                    "environment `{}` is defined twice (entries {} and {})",
+                    environment.name,
+                    first + 1,
+                    index + 1
+                )));
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            migrations,
+            defaults,
+            environments,
+        })
+    }
+
+    /// The migrations directory, resolved against the config file's directory.
+    pub fn migrations_dir(&self) -> PathBuf {
+        if self.migrations.is_absolute() {
+            return self.migrations.clone();
+        }
+        self.path
+            .parent()
+            .map_or_else(|| self.migrations.clone(), |dir| dir.join(&self.migrations))
+    }
+}
+
+fn environment(
+    raw: &Value,
+    index: usize,
+    format: Format,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<EnvironmentSpec, String> {
+    let Value::Object(map) = raw else {
+        return Err(format!("environment #{} must be a table", index + 1));
+    };
+    let label = match map.get("name") {
+        Some(Value::String(name)) => format!("environment `{name}`"),
+        _ => format!("environment #{}", index + 1),
+    };
+    let (known, connection_map) = match format {
+        Format::Toml => (TOML_ENV_KEYS, map.clone()),
+        Format::Json => match map.get("connection") {
+            Some(Value::Object(connection)) => {
+                check_keys(
+                    connection,
+                    JSON_CONNECTION_KEYS,
+                    &format!("in {label}'s connection"),
+                )?;
+                (JSON_ENV_KEYS, connection.clone())
+            }
+            _ => return Err(format!("{label} needs a `connection` table")),
+        },
+    };
+    check_keys(map, known, &format!("in {label}"))?;
+    let text = |key: &str,
+                source: &serde_json::Map<String, Value>|
+     -> Result<Option<String>, String> {
+        match source.get(key) {
+            None => Ok(None),
+            Some(Value::String(value)) => interpolate(value, lookup).map(Some).map_err(|variable| {
+                format!(
+                    "{label}: variable {variable} is not set (in `{key}`); set it or write ${{{variable}:-default}}"
+                )
+            }),
+            Some(other) => Err(format!("{label}: `{key}` must be a string, found {other}")),
+        }
+    };
+    let required = |key: &str, source: &serde_json::Map<String, Value>| -> Result<String, String> {
+        text(key, source)?
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("{label}: `{key}` is required"))
+    };
+    let name = required("name", map)?;
+    let (url_key, ns_key, db_key) = match format {
+        Format::Toml => ("url", "namespace", "database"),
+        Format::Json => ("db_url", "db_ns", "db"),
+    };
+    let mut connection = Connection::new(
+        required(url_key, &connection_map)?,
+        required(ns_key, &connection_map)?,
+        required(db_key, &connection_map)?,
+    );
+    let username = text("username", &connection_map)?;
+    let password = text("password", &connection_map)?;
+    let level = match text("auth", &connection_map)?.as_deref() {
+        None | Some("root") => AuthLevel::Root,
+        Some("namespace") => AuthLevel::Namespace,
+        Some("database") => AuthLevel::Database,
+        Some(other) => {
+            return Err(format!(
+                "{label}: `auth` must be root, namespace or database, not `{other}`"
+            ));
+        }
+    };
+    match (username, password) {
+        (Some(user), Some(pass)) => {
+            connection = connection.with_credentials(user, Secret::new(pass), level)
+        }
+        (None, None) => {}
+        (Some(_), None) => return Err(format!("{label}: `username` is set but `password` is not")),
+        (None, Some(_)) => return Err(format!("{label}: `password` is set but `username` is not")),
+    }
+    let flag = |key: &str, default: bool| -> Result<bool, String> {
+        match map.get(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(format!(
+                "{label}: `{key}` must be true or false, found {other}"
+            )),
+        }
+    };
+    let priority = match map.get("priority") {
+        None => 100,
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .and_then(|n| i32::try_from(n).ok())
+            .ok_or_else(|| format!("{label}: `priority` must be a whole number"))?,
+        Some(other) => {
+            return Err(format!(
+                "{label}: `priority` must be a number, found {other}"
+            ));
+        }
+    };
+    let tags = match map.get("tags") {
+        None => Vec::new(),
+        Some(Value::Array(tags)) => tags
+            .iter()
+            .map(|t| {
+                t.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("{label}: `tags` must be strings"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => return Err(format!("{label}: `tags` must be a list, found {other}")),
+    };
+    Ok(EnvironmentSpec {
+        name,
+        connection,
+        priority,
+        tags,
+        require_approval: flag("require_approval", false)?,
+        allow_destructive: flag("allow_destructive", true)?,
+    })
+}
+
+fn check_keys(
+    map: &serde_json::Map<String, Value>,
+    known: &[&str],
+    place: &str,
+) -> Result<(), String> {
+    for key in map.keys() {
+        if !known.contains(&key.as_str()) {
+            let hint = nearest(key, known.iter().copied())
+                .map(|k| format!(" (did you mean `{k}`?)"))
+                .unwrap_or_else(|| format!(" (valid keys: {})", known.join(", ")));
+            return Err(format!("unknown key `{key}` {place}{hint}"));
+        }
+    }
+    Ok(())
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}`; `Err(VAR)` names the first unset variable
+/// without a default. `$$` is a literal `$`.
+pub fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{')
+            && let Some(end) = body.find('}')
+        {
+            let expression = &body[..end];
+            let (name, default) = match expression.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (expression, None),
+            };
+            match (lookup(name), default) {
+                (Some(value), _) if !(value.is_empty() && default.is_some()) => {
+                    out.push_str(&value)
+                }
+                (_, Some(default)) => out.push_str(default),
+                (None, None) => return Err(name.to_owned()),
+                (Some(value), None) => out.push_str(&value),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The candidate closest to `word`, if it is a plausible typo of it.
+pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    candidates
+        .into_iter()
+        .map(|candidate| (edit_distance(word, candidate), candidate))
+        .filter(|(distance, candidate)| *distance <= (candidate.len() / 3).max(2))
+        .min()
+        .map(|(_, candidate)| candidate.to_owned())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Toml => "TOML",
+            Format::Json => "JSON",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(name: &str) -> Option<String> {
+        match name {
+            "PROD_PASSWORD" => Some("s3cret-prod".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str, format: Format) -> Result<ProjectConfig, ConfigError> {
+        ProjectConfig::parse(Path::new("conf/flotilla.toml"), text, format, &vars)
+    }
+
+    #[test]
+    fn interpolation_rules() {
+        assert_eq!(
+            interpolate("a${PROD_PASSWORD}b", &vars),
+            Ok("as3cret-prodb".into())
+        );
+        assert_eq!(
+            interpolate("${MISSING:-fallback}", &vars),
+            Ok("fallback".into())
+        );
+        assert_eq!(
+            interpolate("${EMPTY:-fallback}", &vars),
+            Ok("fallback".into())
+        );
+        assert_eq!(interpolate("${MISSING}", &vars), Err("MISSING".into()));
+        assert_eq!(
+            interpolate("cost $$5 and $x", &vars),
+            Ok("cost $5 and $x".into())
+        );
+    }
+
+    #[test]
+    fn toml_environments_with_defaults() {
+        let config = parse(
+            r#"
+migrations = "db/migrations"
+[defaults]
+strategy = "rolling"
+batch_size = 2
+[[environments]]
+name = "dev"
+url = "surrealkv://.flotilla/dev.db"
+namespace = "app"
+database = "dev"
+[[environments]]
+name = "prod"
+url = "ws://db:8000"
+namespace = "app"
+database = "main"
+username = "admin"
+password = "${PROD_PASSWORD}"
+priority = 1
+tags = ["live"]
+require_approval = true
+allow_destructive = false
+"#,
+            Format::Toml,
+        )
+        .expect("valid");
+        assert_eq!(config.migrations_dir(), PathBuf::from("conf/db/migrations"));
+        assert_eq!(config.defaults.strategy.as_deref(), Some("rolling"));
+        assert_eq!(config.environments.len(), 2);
+        let prod = &config.environments[1];
+        assert_eq!(prod.priority, 1);
+        assert!(prod.require_approval && !prod.allow_destructive);
+        let credentials = prod.connection.credentials.as_ref().expect("credentials");
+        assert_eq!(credentials.password.expose(), "s3cret-prod");
+        assert!(
+            !format!("{config:?}").contains("s3cret-prod"),
+            "Debug leaks the password"
+        );
+    }
+
+    #[test]
+    fn surql_environments_json_loads() {
+        let config = parse(
+            r#"{"environments": [{"name": "production", "connection": {"db_url": "ws://prod:8000/rpc",
+               "db_ns": "production", "db": "main", "username": "admin", "password": "${PROD_PASSWORD}"},
+               "priority": 1, "tags": ["production"], "require_approval": true, "allow_destructive": false}]}"#,
+            Format::Json,
+        )
+        .expect("valid");
+        let prod = &config.environments[0];
+        assert_eq!(prod.connection.url, "ws://prod:8000/rpc");
+        assert_eq!(prod.connection.namespace, "production");
+    }
+
+    #[test]
+    fn typos_and_unset_variables_are_errors_naming_the_culprit() {
+        let typo = parse("[[environments]]\nname = \"dev\"\nurll = \"mem://\"\nnamespace = \"a\"\ndatabase = \"b\"\n", Format::Toml)
+            .expect_err("typo");
+        let message = typo.to_string();
+        assert!(
+            message.contains("conf/flotilla.toml")
+                && message.contains("`urll`")
+                && message.contains("did you mean `url`"),
+            "{message}"
+        );
+
+        let unset = parse(
+            "[[environments]]\nname = \"prod\"\nurl = \"ws://x\"\nnamespace = \"a\"\ndatabase = \"b\"\nusername = \"u\"\npassword = \"${NOPE_PASSWORD}\"\n",
+            Format::Toml,
+        )
+        .expect_err("unset");
+        let message = unset.to_string();
+        assert!(
+            message.contains("environment `prod`") && message.contains("NOPE_PASSWORD"),
+            "{message}"
+        );
+
+        let top = parse("[defualts]\n", Format::Toml).expect_err("typo");
+        assert!(top.to_string().contains("did you mean `defaults`"), "{top}");
+        let json = parse(r#"{"environments": [{"name": "x", "connection": {"db_urll": "mem://", "db_ns": "a", "db": "b"}}]}"#, Format::Json)
+            .expect_err("typo");
+        assert!(json.to_string().contains("did you mean `db_url`"), "{json}");
+        let twice = parse("[[environments]]\nname=\"a\"\nurl=\"mem://\"\nnamespace=\"n\"\ndatabase=\"d\"\n[[environments]]\nname=\"a\"\nurl=\"mem://\"\nnamespace=\"n\"\ndatabase=\"d\"\n", Format::Toml)
+            .expect_err("duplicate");
+        assert!(twice.to_string().contains("defined twice"), "{twice}");
+    }
+}

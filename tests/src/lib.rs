@@ -16,7 +16,7 @@ pub struct TestServer {
 /// Root user and password of every test server.
 pub const ROOT_USER: &str = "root";
 /// See [`ROOT_USER`].
-pub const ROOT_PASS: &str = "root";
+pub const ROOT_PASS: &str = "flotilla-test-secret";
 
 impl TestServer {
     /// Starts `server_binary` (the `flotilla-test-server` binary) with in-memory storage on
@@ -45,6 +45,26 @@ impl TestServer {
         let mut server = Self { child, addr };
         server.wait_until_listening(Duration::from_secs(60));
         server
+    }
+
+    /// Starts the `flotilla-test-server` binary built into the same target directory as the
+    /// running test (cargo builds it for the workspace's tests).
+    pub fn start_beside_tests() -> Self {
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target directory");
+        let binary = dir.join(format!(
+            "flotilla-test-server{}",
+            std::env::consts::EXE_SUFFIX
+        ));
+        assert!(
+            binary.is_file(),
+            "{} is missing: build it with `cargo build -p flotilla-tests --bin flotilla-test-server` (cargo test --workspace does)",
+            binary.display()
+        );
+        Self::start(&binary)
     }
 
     /// `ws://127.0.0.1:PORT`.

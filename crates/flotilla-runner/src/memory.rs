@@ -313,6 +313,12 @@ impl MigrationRunner for MemoryRunner {
         }))
     }
 
+    async fn break_lock(&self, tenant: &TenantContext) -> Result<Option<LockInfo>> {
+        self.reachable(tenant)?;
+        let mut state = self.state();
+        Ok(state.target(tenant).lease.take().map(|lease| lease.info))
+    }
+
     async fn execute_migration(
         &self,
         tenant: &TenantContext,

@@ -57,6 +57,10 @@ pub trait MigrationRunner: Send + Sync + fmt::Debug {
             .collect())
     }
 
+    /// Removes the target's lease whoever holds it, for a holder known to be gone; returns
+    /// the lease removed. The holder's next fenced apply then fails with `LockLost`.
+    async fn break_lock(&self, tenant: &TenantContext) -> Result<Option<crate::LockInfo>>;
+
     /// Executes `plan` on the target; the caller must hold the target's lock.
     async fn execute_migration(
         &self,

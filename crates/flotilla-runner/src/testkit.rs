@@ -47,6 +47,7 @@ macro_rules! conformance_tests {
             health_is_truthful,
             validation_changes_nothing,
             lock_is_released_when_a_migration_fails,
+            a_broken_lock_is_free_and_its_holder_applies_nothing,
         );
     };
     (@each $harness:expr; $($check:ident),* $(,)?) => {
@@ -697,6 +698,56 @@ pub async fn lock_is_released_when_a_migration_fails(h: &impl Harness) {
         .await
         .expect("lock is free at once");
     retaken.release().await.expect("release");
+}
+
+/// Breaking a lock frees the target at once; the former holder can apply nothing more
+/// (its fenced apply fails) and learns so when it releases.
+pub async fn a_broken_lock_is_free_and_its_holder_applies_nothing(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("broken-lock");
+    let held = runner
+        .acquire_lock(
+            &tenant,
+            &LockRequest {
+                owner: owner("stuck"),
+                ..lock(Duration::ZERO)
+            },
+        )
+        .await
+        .expect("acquire");
+    let removed = h.runner().await.break_lock(&tenant).await.expect("break");
+    assert_eq!(removed.map(|l| l.owner), Some(owner("stuck")));
+    let err = runner
+        .execute_migration(&tenant, &MigrationPlan::up(migrations(&base()[..1])))
+        .await
+        .expect_err("the lease is gone");
+    assert!(
+        matches!(
+            err,
+            RunnerError::LockLost { .. } | RunnerError::NotLocked { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(history_versions(&runner, &tenant).await.is_empty());
+    assert!(matches!(
+        held.release().await,
+        Err(RunnerError::LockLost { .. })
+    ));
+    let next = h
+        .runner()
+        .await
+        .acquire_lock(&tenant, &lock(Duration::ZERO))
+        .await
+        .expect("free");
+    next.release().await.expect("release");
+    assert_eq!(
+        h.runner()
+            .await
+            .break_lock(&tenant)
+            .await
+            .expect("nothing to break"),
+        None
+    );
 }
 
 /// The in-memory runner's harness, also a model for backends' own.

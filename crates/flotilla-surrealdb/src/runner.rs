@@ -674,6 +674,18 @@ impl MigrationRunner for SurrealRunner {
         }))
     }
 
+    async fn break_lock(&self, tenant: &TenantContext) -> Result<Option<LockInfo>> {
+        let session = self.session(tenant).await?;
+        let mut response = self
+            .request(tenant, &session, &sql::break_lock(), None, 4)
+            .await?;
+        if let Some((_, error)) = response.failure() {
+            return Err(classify(tenant, error));
+        }
+        let previous = response.take(3).map_err(|e| classify(tenant, e))?;
+        Ok(lease_info(Some(&previous)))
+    }
+
     async fn execute_migration(
         &self,
         tenant: &TenantContext,

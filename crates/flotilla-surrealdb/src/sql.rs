@@ -68,6 +68,13 @@ pub(crate) fn renew(lease: Duration) -> String {
     )
 }
 
+/// Removes whatever lease there is; returns it.
+pub(crate) fn break_lock() -> String {
+    format!(
+        "DEFINE TABLE IF NOT EXISTS _migration_lock SCHEMALESS; LET $fl_cur = {SELECT_LEASE}; DELETE _migration_lock:lock; RETURN $fl_cur;"
+    )
+}
+
 /// Removes our lease; returns its token when it was still ours.
 pub(crate) const RELEASE: &str =
     "DELETE _migration_lock:lock WHERE token = $fl_token RETURN BEFORE;";

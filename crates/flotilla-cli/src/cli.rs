@@ -1,0 +1,193 @@
+//! The command line's shape. No logic lives here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success, or nothing to do
+  1  an environment failed or was rolled back
+  2  usage, configuration or migration-file error
+  3  refused by a gate: health, approval, destructive change, drift, lock timeout";
+
+/// Deploy schema migrations to a fleet of SurrealDB databases as one planned rollout.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    /// Configuration file (default: ./flotilla.toml, else ./environments.json).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Migrations directory (default: the config's `migrations`, else ./migrations).
+    #[arg(
+        short = 'm',
+        long = "migrations-dir",
+        global = true,
+        value_name = "DIR"
+    )]
+    pub(crate) migrations_dir: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Human)]
+    pub(crate) output: Output,
+
+    /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    /// Tables and progress for people.
+    Human,
+    /// JSON lines on stdout: one per event, then the result.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Scaffold flotilla.toml and migrations/ so `flotilla deploy --all` works at once.
+    #[command(after_help = "Example:\n  flotilla init && flotilla deploy --all")]
+    Init {
+        /// Directory to scaffold in.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Create migrations/<timestamp>_<name>.surql with -- @up and -- @down sections.
+    #[command(after_help = "Example:\n  flotilla new add_user_email")]
+    New {
+        /// What the migration does: letters, digits and underscores.
+        name: String,
+    },
+    /// Deploy pending migrations to the selected environments.
+    #[command(
+        after_help = "Examples:\n  flotilla deploy --all\n  flotilla deploy -e staging,prod --strategy rolling --batch-size 2\n  flotilla deploy --tag tenant --strategy canary --canary-percent 5 --max-concurrent 32\n  flotilla deploy --all --dry-run --output json"
+    )]
+    Deploy(DeployArgs),
+    /// Per environment: reachable, current version, pending count, drift, lock holder.
+    #[command(after_help = "Example:\n  flotilla status --tag tenant")]
+    Status(SelectArgs),
+    /// Check the configuration, the migration files (parse and lint) and connectivity.
+    #[command(after_help = "Example:\n  flotilla validate")]
+    Validate(SelectArgs),
+    /// Show one environment's applied migrations.
+    #[command(after_help = "Example:\n  flotilla history -e staging")]
+    History {
+        /// The environment.
+        #[arg(short, long = "env")]
+        environment: String,
+    },
+    /// Revert the newest migrations of one environment.
+    #[command(
+        after_help = "Examples:\n  flotilla rollback -e staging --steps 1\n  flotilla rollback -e staging --to 20260101_120000"
+    )]
+    Rollback(RollbackArgs),
+    /// Inspect or break an environment's migration lock.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  flotilla lock status -e prod\n  flotilla lock release --force -e prod"
+    )]
+    Lock(LockCommand),
+    /// Print shell completions.
+    #[command(
+        after_help = "Example:\n  flotilla completions bash > /etc/bash_completion.d/flotilla"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SelectArgs {
+    /// Environments, comma-separated.
+    #[arg(short, long = "env", value_delimiter = ',', conflicts_with_all = ["tag", "all"])]
+    pub(crate) environments: Vec<String>,
+    /// Every environment with this tag (repeatable).
+    #[arg(long)]
+    pub(crate) tag: Vec<String>,
+    /// Every environment.
+    #[arg(long)]
+    pub(crate) all: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeployArgs {
+    #[command(flatten)]
+    pub(crate) select: SelectArgs,
+    /// sequential, parallel, rolling or canary (default: the config's, else sequential).
+    #[arg(long)]
+    pub(crate) strategy: Option<String>,
+    /// Rolling: environments per batch.
+    #[arg(long)]
+    pub(crate) batch_size: Option<usize>,
+    /// Canary: share of environments deployed first, in (0, 100].
+    #[arg(long = "canary-percent")]
+    pub(crate) canary_percent: Option<f64>,
+    /// Most environments deployed at once.
+    #[arg(long)]
+    pub(crate) max_concurrent: Option<usize>,
+    /// Parallel: start no new environment after a failure.
+    #[arg(long)]
+    pub(crate) fail_fast: bool,
+    /// Read every environment and report what would run; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Do not probe environments before deploying.
+    #[arg(long)]
+    pub(crate) skip_health_check: bool,
+    /// Do not revert this deployment's migrations when it fails.
+    #[arg(long)]
+    pub(crate) no_rollback: bool,
+    /// Approve an environment that requires approval (repeatable).
+    #[arg(long = "approve", value_name = "ENV")]
+    pub(crate) approve: Vec<String>,
+    /// Approve every environment that requires approval.
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
+    /// Seconds to wait for each environment's lock.
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) lock_timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RollbackArgs {
+    /// The environment.
+    #[arg(short, long = "env")]
+    pub(crate) environment: String,
+    /// Revert the newest N migrations.
+    #[arg(long, conflicts_with = "to", required_unless_present = "to")]
+    pub(crate) steps: Option<usize>,
+    /// Revert every migration newer than VERSION.
+    #[arg(long, value_name = "VERSION")]
+    pub(crate) to: Option<String>,
+    /// Approve the environment if it requires approval.
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
+    /// Seconds to wait for the lock.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub(crate) lock_timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LockCommand {
+    /// Who holds the lock, since when, until when.
+    Status {
+        /// The environment.
+        #[arg(short, long = "env")]
+        environment: String,
+    },
+    /// Remove the lock whoever holds it (only when its holder is known to be gone).
+    Release {
+        /// The environment.
+        #[arg(short, long = "env")]
+        environment: String,
+        /// Required: breaking a live holder's lock lets two deploys overlap.
+        #[arg(long)]
+        force: bool,
+    },
+}

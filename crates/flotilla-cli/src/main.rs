@@ -1,0 +1,23 @@
+//! `flotilla`: deploy schema migrations to a fleet of databases as one planned rollout.
+//! Parses the command line, runs the command, maps the outcome to an exit code.
+
+mod app;
+mod cli;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    render::init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(app::EXIT_USAGE);
+        }
+    };
+    ExitCode::from(runtime.block_on(app::run(cli)))
+}

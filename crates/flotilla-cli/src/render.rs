@@ -1,0 +1,391 @@
+//! Everything flotilla prints: tables, live progress, JSON lines, errors.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use flotilla_coordinator::{DeploymentReport, Outcome};
+use flotilla_core::{AppliedMigration, DeploymentEvent, DeploymentStatus};
+use serde_json::json;
+
+use crate::cli::Output;
+
+/// Logs go to stderr: `-v` info, `-vv` debug; `RUST_LOG` overrides.
+pub(crate) fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        // SurrealDB's embedded engine logs its background tasks being cancelled at exit.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{level},surrealdb_core::kvs::tasks=off"))
+        });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .init();
+}
+
+fn colour_enabled() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn paint(text: &str, status: DeploymentStatus, colour: bool) -> String {
+    if !colour {
+        return text.to_owned();
+    }
+    let code = match status {
+        DeploymentStatus::Success => "32",
+        DeploymentStatus::Failed => "31",
+        DeploymentStatus::RolledBack | DeploymentStatus::Skipped => "33",
+        DeploymentStatus::InProgress => "36",
+        DeploymentStatus::Pending => "2",
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+fn print_json(value: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
+}
+
+pub(crate) fn error(message: &str, json: bool) {
+    if json {
+        print_json(&json!({ "type": "error", "message": message }));
+    }
+    eprintln!("error: {message}");
+}
+
+pub(crate) fn lines(lines: &[String], json: bool) {
+    for line in lines {
+        if json {
+            print_json(&json!({ "type": "message", "message": line }));
+        } else {
+            println!("{line}");
+        }
+    }
+}
+
+/// Characters a terminal shows: colour escapes take no room.
+fn visible_len(text: &str) -> usize {
+    let mut len = 0;
+    let mut in_escape = false;
+    for c in text.chars() {
+        match (in_escape, c) {
+            (false, '\x1b') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+            (false, _) => len += 1,
+        }
+    }
+    len
+}
+
+/// Columns padded to their widest cell.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(visible_len(cell));
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell}{}", " ".repeat(width - visible_len(cell))))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = line(headers.to_vec());
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
+
+/// Live progress of a deployment: redrawn lines on a terminal, one line per event
+/// otherwise, JSON lines with `--output json`.
+pub(crate) struct Progress {
+    output: Output,
+    live: bool,
+    colour: bool,
+    names: Vec<String>,
+    rows: Vec<(DeploymentStatus, usize)>,
+    drawn: usize,
+    last_draw: Option<Instant>,
+}
+
+/// Above this many environments the live display shows totals only.
+const LIVE_ROWS: usize = 30;
+
+impl Progress {
+    pub(crate) fn new(output: Output, names: &[String]) -> Self {
+        let live = output == Output::Human && std::io::stdout().is_terminal();
+        Self {
+            output,
+            live,
+            colour: colour_enabled(),
+            names: names.to_vec(),
+            rows: vec![(DeploymentStatus::Pending, 0); names.len()],
+            drawn: 0,
+            last_draw: None,
+        }
+    }
+
+    pub(crate) fn event(&mut self, event: &DeploymentEvent) {
+        if let Some(index) = self.names.iter().position(|n| *n == event.environment) {
+            let row = &mut self.rows[index];
+            row.0 = event.status;
+            if event.migration.is_some() {
+                row.1 += 1;
+            }
+        }
+        match self.output {
+            Output::Json => print_json(&json!({ "type": "event", "event": event })),
+            Output::Human if self.live => {
+                let due = self
+                    .last_draw
+                    .is_none_or(|t| t.elapsed() >= Duration::from_millis(50));
+                if due {
+                    self.draw();
+                }
+            }
+            Output::Human => {
+                let what = match &event.migration {
+                    Some(version) => format!("applied {version}"),
+                    None => event.status.to_string(),
+                };
+                println!("{} {}: {what}", event.at, event.environment);
+            }
+        }
+    }
+
+    fn draw(&mut self) {
+        let mut out = std::io::stdout().lock();
+        if self.drawn > 0 {
+            let _ = write!(out, "\x1b[{}A", self.drawn);
+        }
+        let mut lines = Vec::new();
+        if self.names.len() <= LIVE_ROWS {
+            let width = self.names.iter().map(String::len).max().unwrap_or(0);
+            for (name, (status, applied)) in self.names.iter().zip(&self.rows) {
+                let label = paint(&format!("{:<11}", status.to_string()), *status, self.colour);
+                lines.push(format!("  {name:<width$}  {label}  {applied} migration(s)"));
+            }
+        }
+        let count = |s: DeploymentStatus| self.rows.iter().filter(|r| r.0 == s).count();
+        lines.push(format!(
+            "  {} done, {} in progress, {} failed, {} skipped, {} rolled back, {} waiting",
+            count(DeploymentStatus::Success),
+            count(DeploymentStatus::InProgress),
+            count(DeploymentStatus::Failed),
+            count(DeploymentStatus::Skipped),
+            count(DeploymentStatus::RolledBack),
+            count(DeploymentStatus::Pending),
+        ));
+        for line in &lines {
+            let _ = writeln!(out, "\x1b[2K{line}");
+        }
+        let _ = out.flush();
+        self.drawn = lines.len();
+        self.last_draw = Some(Instant::now());
+    }
+
+    pub(crate) fn finish(&mut self) {
+        if self.live {
+            self.draw();
+            println!();
+        }
+    }
+}
+
+pub(crate) fn report(report: &DeploymentReport, output: Output) {
+    if output == Output::Json {
+        let mut value =
+            serde_json::to_value(report).unwrap_or_else(|e| json!({ "error": e.to_string() }));
+        if let Some(map) = value.as_object_mut() {
+            map.insert("type".into(), json!("report"));
+        }
+        print_json(&value);
+        return;
+    }
+    let colour = colour_enabled();
+    let version =
+        |v: &Option<flotilla_core::Version>| v.as_ref().map_or("-".to_owned(), ToString::to_string);
+    let rows: Vec<Vec<String>> = report
+        .environments
+        .iter()
+        .map(|e| {
+            let migrations = if report.dry_run {
+                format!("would apply {}", e.pending.len())
+            } else if e.rolled_back.is_empty() {
+                format!("{} applied", e.applied.len())
+            } else {
+                format!(
+                    "{} applied, {} rolled back",
+                    e.applied.len(),
+                    e.rolled_back.len()
+                )
+            };
+            vec![
+                e.environment.clone(),
+                paint(&e.status.to_string(), e.status, colour),
+                format!(
+                    "{} -> {}",
+                    version(&e.version_before),
+                    version(&e.version_after)
+                ),
+                migrations,
+                format!("{} ms", e.duration.as_millis()),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["ENVIRONMENT", "STATUS", "VERSION", "MIGRATIONS", "TIME"],
+            &rows
+        )
+    );
+    for environment in &report.environments {
+        if let Some(error) = &environment.error
+            && environment.status != DeploymentStatus::Skipped
+        {
+            println!("  {}: {}", environment.environment, error.message);
+        }
+    }
+    if let Some(refusal) = &report.refusal {
+        println!(
+            "refused by the {:?} gate before anything ran:",
+            refusal.gate
+        );
+        for reason in &refusal.reasons {
+            println!("  - {reason}");
+        }
+    }
+    if let Some(halted) = &report.halted {
+        println!("{halted}");
+    }
+    let nothing = report.environments.iter().all(|e| e.applied.is_empty());
+    let summary = match report.outcome {
+        Outcome::Succeeded if nothing => {
+            "nothing to do: every environment is up to date".to_owned()
+        }
+        Outcome::Succeeded => format!("deployed to {} environment(s)", report.environments.len()),
+        Outcome::DryRun => "dry run: nothing was changed".to_owned(),
+        Outcome::Failed => "deployment failed".to_owned(),
+        Outcome::RolledBack => "deployment failed; its migrations were rolled back".to_owned(),
+        Outcome::Refused => "deployment refused; nothing was changed".to_owned(),
+    };
+    println!(
+        "{summary} ({} ms, deployment {})",
+        report.duration.as_millis(),
+        report.deployment_id
+    );
+}
+
+/// One line of `flotilla status`.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct StatusRow {
+    pub(crate) environment: String,
+    pub(crate) reachable: bool,
+    pub(crate) version: Option<String>,
+    pub(crate) pending: Option<usize>,
+    pub(crate) drift: Option<String>,
+    pub(crate) lock: Option<String>,
+    pub(crate) error: Option<String>,
+}
+
+pub(crate) fn status(rows: &[StatusRow], output: Output) {
+    if output == Output::Json {
+        for row in rows {
+            let mut value = serde_json::to_value(row).unwrap_or_default();
+            if let Some(map) = value.as_object_mut() {
+                map.insert("type".into(), json!("status"));
+            }
+            print_json(&value);
+        }
+        return;
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.environment.clone(),
+                if r.reachable {
+                    "yes".into()
+                } else {
+                    "NO".into()
+                },
+                r.version.clone().unwrap_or_else(|| "-".into()),
+                r.pending.map_or_else(|| "-".into(), |p| p.to_string()),
+                if r.drift.is_some() {
+                    "DRIFT".into()
+                } else {
+                    "none".into()
+                },
+                r.lock.clone().unwrap_or_else(|| "free".into()),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "ENVIRONMENT",
+                "REACHABLE",
+                "VERSION",
+                "PENDING",
+                "DRIFT",
+                "LOCK"
+            ],
+            &cells
+        )
+    );
+    for row in rows {
+        if let Some(problem) = row.error.as_ref().or(row.drift.as_ref()) {
+            println!("  {}: {problem}", row.environment);
+        }
+    }
+}
+
+pub(crate) fn history(rows: &[AppliedMigration], output: Output) {
+    if output == Output::Json {
+        for row in rows {
+            let mut value = serde_json::to_value(row).unwrap_or_default();
+            if let Some(map) = value.as_object_mut() {
+                map.insert("type".into(), json!("history"));
+            }
+            print_json(&value);
+        }
+        return;
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.version.to_string(),
+                r.description.clone(),
+                r.applied_at.clone().unwrap_or_default(),
+                r.execution_time_ms
+                    .map_or_else(String::new, |ms| format!("{ms} ms")),
+                r.applied_by.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["VERSION", "DESCRIPTION", "APPLIED AT", "TOOK", "BY"],
+            &cells
+        )
+    );
+}

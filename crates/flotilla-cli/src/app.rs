@@ -20,6 +20,7 @@ use flotilla_runner::{
 };
 use flotilla_strategies::StrategyConfig;
 use flotilla_surrealdb::SurrealRunner;
+use futures::StreamExt;
 
 use crate::cli::{Cli, Command, DeployArgs, LockCommand, Output, RollbackArgs, SelectArgs};
 use crate::render::{self, StatusRow};
@@ -338,44 +339,66 @@ async fn status(cli: &Cli, select: &SelectArgs) -> CommandResult {
     let project = Project::load(cli)?;
     let migrations = project.migrations()?;
     let environments = project.select(select)?;
-    let mut rows = Vec::with_capacity(environments.len());
-    let mut healthy = true;
-    for environment in &environments {
-        let (tenant, runner) = project.target(environment)?;
-        let mut row = StatusRow {
-            environment: environment.name.clone(),
-            reachable: false,
-            version: None,
-            pending: None,
-            drift: None,
-            lock: None,
-            error: None,
-        };
-        match runner.health(&tenant).await {
-            Err(error) => row.error = Some(error.to_string()),
-            Ok(health) => {
-                row.reachable = true;
-                row.lock = health
-                    .lock
-                    .map(|l| format!("{} since {}", l.owner, l.acquired_at));
-                match runner.history(&tenant).await {
-                    Err(error) => row.error = Some(error.to_string()),
-                    Ok(history) => {
-                        row.version = current_version(&history).map(ToString::to_string);
-                        let plan = MigrationPlan::up(Arc::clone(&migrations));
-                        match steps(&tenant, &plan, &history) {
-                            Ok(pending) => row.pending = Some(pending.len()),
-                            Err(error) => row.drift = Some(error.to_string()),
-                        }
-                    }
-                }
-            }
-        }
-        healthy &= row.reachable && row.drift.is_none() && row.error.is_none();
-        rows.push(row);
-    }
+    let targets = environments
+        .iter()
+        .map(|environment| project.target(environment))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Read-only probes, several at once: a fleet's status should not take a round trip per
+    // tenant in sequence.
+    let rows: Vec<StatusRow> = futures::stream::iter(targets)
+        .map(|(tenant, runner)| {
+            let migrations = Arc::clone(&migrations);
+            async move { status_row(&tenant, &runner, migrations).await }
+        })
+        .buffered(PROBE_CONCURRENCY)
+        .collect()
+        .await;
+    let healthy = rows
+        .iter()
+        .all(|row| row.reachable && row.drift.is_none() && row.error.is_none());
     render::status(&rows, cli.output);
     Ok(if healthy { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// Read-only probes in flight at once for `status` and `validate`.
+const PROBE_CONCURRENCY: usize = 32;
+
+async fn status_row(
+    tenant: &TenantContext,
+    runner: &DynRunner,
+    migrations: Arc<MigrationSet>,
+) -> StatusRow {
+    let mut row = StatusRow {
+        environment: tenant.environment.clone(),
+        reachable: false,
+        version: None,
+        pending: None,
+        drift: None,
+        lock: None,
+        error: None,
+    };
+    let health = match runner.health(tenant).await {
+        Ok(health) => health,
+        Err(error) => {
+            row.error = Some(error.to_string());
+            return row;
+        }
+    };
+    row.reachable = true;
+    row.lock = health
+        .lock
+        .map(|l| format!("{} since {}", l.owner, l.acquired_at));
+    match runner.history(tenant).await {
+        Err(error) => row.error = Some(error.to_string()),
+        Ok(history) => {
+            row.version = current_version(&history).map(ToString::to_string);
+            match steps(tenant, &MigrationPlan::up(migrations), &history) {
+                Ok(pending) => row.pending = Some(pending.len()),
+                Err(error) => row.drift = Some(error.to_string()),
+            }
+        }
+    }
+    row
 }
 
 async fn validate(cli: &Cli, select: &SelectArgs) -> CommandResult {
@@ -416,13 +439,24 @@ async fn validate(cli: &Cli, select: &SelectArgs) -> CommandResult {
         };
         lines.push(format!("lint: {finding}{note}"));
     }
+    let targets = environments
+        .iter()
+        .map(|environment| project.target(environment))
+        .collect::<Result<Vec<_>, _>>()?;
+    let probes: Vec<(String, Result<flotilla_runner::HealthStatus, RunnerError>)> =
+        futures::stream::iter(targets)
+            .map(|(tenant, runner)| async move {
+                let health = runner.health(&tenant).await;
+                (tenant.environment, health)
+            })
+            .buffered(PROBE_CONCURRENCY)
+            .collect()
+            .await;
     let mut failures = 0;
-    for environment in &environments {
-        let (tenant, runner) = project.target(environment)?;
-        match runner.health(&tenant).await {
+    for (name, probe) in probes {
+        match probe {
             Ok(health) => lines.push(format!(
-                "connectivity: {} ok ({} ms{})",
-                environment.name,
+                "connectivity: {name} ok ({} ms{})",
                 health.latency.as_millis(),
                 if health.initialised {
                     ""
@@ -432,10 +466,7 @@ async fn validate(cli: &Cli, select: &SelectArgs) -> CommandResult {
             )),
             Err(error) => {
                 failures += 1;
-                lines.push(format!(
-                    "connectivity: {} FAILED: {error}",
-                    environment.name
-                ));
+                lines.push(format!("connectivity: {name} FAILED: {error}"));
             }
         }
     }

@@ -454,6 +454,49 @@ fn progress_is_drawn_live_on_a_terminal() {
     assert!(!out.contains('\x1b'), "{out:?}");
 }
 
+/// On a terminal, an environment needing approval is asked about; the answer decides.
+#[test]
+fn approval_is_asked_interactively_on_a_terminal() {
+    let binary = assert_cmd::cargo::cargo_bin("flotilla");
+    let gated =
+        project(&TWO_EMBEDDED.replace("priority = 20", "priority = 20\nrequire_approval = true"));
+    let in_terminal = |answer: &str| {
+        let mut child = std::process::Command::new("script")
+            .args([
+                "-qec",
+                &format!("{} deploy --all", binary.display()),
+                "/dev/null",
+            ])
+            .current_dir(gated.path())
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("script runs");
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(answer.as_bytes())
+            .expect("answer");
+        let output = child.wait_with_output().expect("finishes");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, screen) = in_terminal("n\n");
+    assert!(
+        screen.contains("prod requires approval. Deploy to prod? [y/N]"),
+        "{screen}"
+    );
+    assert_eq!(code, Some(3), "{screen}");
+    let (code, screen) = in_terminal("y\n");
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("deployed to 2 environment(s)"), "{screen}");
+}
+
 #[test]
 fn completions_are_generated() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -70,6 +70,8 @@ struct Inner {
     held: Mutex<HashMap<DatabaseKey, String>>,
     /// Targets whose history table this runner has already defined.
     history_ready: Mutex<HashSet<DatabaseKey>>,
+    /// Server version per URL, asked once.
+    server_versions: Mutex<HashMap<String, String>>,
 }
 
 impl fmt::Debug for Inner {
@@ -550,18 +552,29 @@ impl MigrationRunner for SurrealRunner {
             .get("tables")
             .and_then(|tables| tables.get(sql::HISTORY_TABLE))
             .is_some();
-        let lock = match response.take(1) {
+        let holder = match response.take(1) {
             Ok(value) => lease_row(Some(&value))
                 .filter(|row| !row.expired)
                 .and_then(|_| lease_info(Some(&value))),
             Err(error) if is_missing_table(&error) => None,
             Err(error) => return Err(classify(tenant, error)),
         };
-        let server_version = session.version().await.ok().map(|v| v.to_string());
+        let url = &tenant.connection.url;
+        let cached = lock(&self.inner.server_versions).get(url).cloned();
+        let server_version = match cached {
+            Some(version) => Some(version),
+            None => {
+                let asked = session.version().await.ok().map(|v| v.to_string());
+                if let Some(version) = &asked {
+                    lock(&self.inner.server_versions).insert(url.clone(), version.clone());
+                }
+                asked
+            }
+        };
         Ok(HealthStatus {
             latency,
             initialised,
-            lock,
+            lock: holder,
             server_version,
         })
     }

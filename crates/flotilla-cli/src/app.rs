@@ -11,7 +11,7 @@ use flotilla_coordinator::{
     Approver, DeploymentCoordinator, DeploymentPlan, DeploymentReport, EnvironmentConfig,
     EnvironmentRegistry, Outcome,
 };
-use flotilla_core::config::{EnvironmentSpec, ProjectConfig, nearest};
+use flotilla_core::config::{ProjectConfig, nearest};
 use flotilla_core::{DeploymentStatus, MigrationSet, Version, current_version, rfc3339};
 use flotilla_runner::execute::steps;
 use flotilla_runner::{
@@ -95,12 +95,9 @@ impl Project {
         let config = ProjectConfig::load(&path).map_err(usage)?;
         let registry = EnvironmentRegistry::new();
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        for spec in &config.environments {
+        for configured in &config.environments {
             registry
-                .register(
-                    environment(spec, &base)
-                        .map_err(|e| usage(format!("{}: {e}", path.display())))?,
-                )
+                .register(environment(configured, &base))
                 .map_err(|e| usage(format!("{}: {e}", path.display())))?;
         }
         let runner = SurrealRunner::new();
@@ -177,24 +174,17 @@ fn tenant(environment: &EnvironmentConfig) -> TenantContext {
     }
 }
 
-/// An environment from its configuration; a relative `surrealkv://` path is taken relative
-/// to the configuration file, so commands work from any directory.
-fn environment(
-    spec: &EnvironmentSpec,
-    base: &Path,
-) -> Result<EnvironmentConfig, flotilla_coordinator::PlanError> {
-    let mut connection = spec.connection.clone();
-    if let Some(path) = connection.url.strip_prefix("surrealkv://")
+/// The environment as configured, with a relative `surrealkv://` path taken relative to the
+/// configuration file, so commands work from any directory.
+fn environment(configured: &EnvironmentConfig, base: &Path) -> EnvironmentConfig {
+    let mut environment = configured.clone();
+    if let Some(path) = environment.connection.url.strip_prefix("surrealkv://")
         && !path.starts_with('/')
         && !base.as_os_str().is_empty()
     {
-        connection.url = format!("surrealkv://{}", base.join(path).display());
+        environment.connection.url = format!("surrealkv://{}", base.join(path).display());
     }
-    Ok(EnvironmentConfig::new(spec.name.clone(), connection)?
-        .priority(spec.priority)
-        .tags(spec.tags.clone())
-        .require_approval(spec.require_approval)
-        .allow_destructive(spec.allow_destructive))
+    environment
 }
 
 /// Approves environments named on the command line, everything with `--yes`, and asks on a

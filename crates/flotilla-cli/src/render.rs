@@ -46,6 +46,16 @@ fn paint(text: &str, status: DeploymentStatus, colour: bool) -> String {
     format!("\x1b[{code}m{text}\x1b[0m")
 }
 
+/// One JSON line of `kind` (`{"type": kind, ...value}`).
+fn print_typed(kind: &str, value: &impl serde::Serialize) {
+    let mut value =
+        serde_json::to_value(value).unwrap_or_else(|e| json!({ "error": e.to_string() }));
+    if let Some(map) = value.as_object_mut() {
+        map.insert("type".into(), json!(kind));
+    }
+    print_json(&value);
+}
+
 fn print_json(value: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{value}");
@@ -307,11 +317,7 @@ pub(crate) struct StatusRow {
 pub(crate) fn status(rows: &[StatusRow], output: Output) {
     if output == Output::Json {
         for row in rows {
-            let mut value = serde_json::to_value(row).unwrap_or_default();
-            if let Some(map) = value.as_object_mut() {
-                map.insert("type".into(), json!("status"));
-            }
-            print_json(&value);
+            print_typed("status", row);
         }
         return;
     }
@@ -360,11 +366,7 @@ pub(crate) fn status(rows: &[StatusRow], output: Output) {
 pub(crate) fn history(rows: &[AppliedMigration], output: Output) {
     if output == Output::Json {
         for row in rows {
-            let mut value = serde_json::to_value(row).unwrap_or_default();
-            if let Some(map) = value.as_object_mut() {
-                map.insert("type".into(), json!("history"));
-            }
-            print_json(&value);
+            print_typed("history", row);
         }
         return;
     }

@@ -7,10 +7,8 @@ use flotilla_strategies::StrategyError;
 #[non_exhaustive]
 pub enum PlanError {
     /// An environment name has characters flotilla does not accept.
-    #[error(
-        "invalid environment name `{0}`: use letters, digits, `-`, `_` or `.`, at most 64 characters"
-    )]
-    InvalidEnvironmentName(String),
+    #[error(transparent)]
+    InvalidEnvironmentName(#[from] flotilla_core::config::InvalidEnvironmentName),
     /// A requested environment is not registered.
     #[error("unknown environment `{name}`{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
     UnknownEnvironment {

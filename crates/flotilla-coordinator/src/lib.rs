@@ -20,7 +20,8 @@ mod report;
 
 pub use approval::{ApproveAll, ApproveList, Approver};
 pub use coordinator::DeploymentCoordinator;
-pub use environment::{EnvironmentConfig, EnvironmentRegistry, validate_name};
+pub use environment::EnvironmentRegistry;
 pub use error::PlanError;
+pub use flotilla_core::config::{EnvironmentConfig, InvalidEnvironmentName, validate_name};
 pub use plan::{DeploymentPlan, DeploymentPlanBuilder};
 pub use report::{DeploymentReport, EnvironmentReport, Gate, Outcome, Refusal};

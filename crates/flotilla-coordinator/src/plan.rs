@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use flotilla_core::{DriftPolicy, MigrationSet};
 use flotilla_strategies::{StrategyConfig, StrategyKind};
 
-use crate::environment::{EnvironmentConfig, EnvironmentRegistry};
+use flotilla_core::config::EnvironmentConfig;
+
+use crate::environment::EnvironmentRegistry;
 use crate::error::{PlanError, nearest};
 
 /// A validated deployment plan. Build one with [`DeploymentPlan::builder`].

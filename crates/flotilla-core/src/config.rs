@@ -23,7 +23,7 @@ pub struct ProjectConfig {
     /// Deployment defaults the command line may override.
     pub defaults: Defaults,
     /// The environments, in file order.
-    pub environments: Vec<EnvironmentSpec>,
+    pub environments: Vec<EnvironmentConfig>,
 }
 
 /// Deployment defaults.
@@ -44,21 +44,88 @@ pub struct Defaults {
     pub lock_timeout_secs: Option<u64>,
 }
 
-/// One environment as configured.
+/// One named target of deployments: a database plus the rules for deploying to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EnvironmentSpec {
-    /// Its name.
+pub struct EnvironmentConfig {
+    /// Unique name: letters, digits, `-`, `_`, `.`; at most 64 characters.
     pub name: String,
-    /// Its database.
+    /// Where its database is.
     pub connection: Connection,
-    /// Lower deploys first.
+    /// Lower deploys first; default 100.
     pub priority: i32,
-    /// Labels.
+    /// Labels for selecting environments (`tenant`, `eu`, …).
     pub tags: Vec<String>,
-    /// Deploy only with approval.
+    /// Deploy only with an explicit approval; default false.
     pub require_approval: bool,
-    /// Allow destructive statements.
+    /// Whether destructive statements may run here; default true.
     pub allow_destructive: bool,
+}
+
+/// An environment name flotilla does not accept.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid environment name `{0}`: use letters, digits, `-`, `_` or `.`, at most 64 characters"
+)]
+pub struct InvalidEnvironmentName(pub String);
+
+/// Checks an environment name.
+pub fn validate_name(name: &str) -> Result<(), InvalidEnvironmentName> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(InvalidEnvironmentName(name.to_owned()))
+    }
+}
+
+impl EnvironmentConfig {
+    /// Default priority.
+    pub const DEFAULT_PRIORITY: i32 = 100;
+
+    /// An environment with default rules; fails on an invalid name.
+    pub fn new(
+        name: impl Into<String>,
+        connection: Connection,
+    ) -> Result<Self, InvalidEnvironmentName> {
+        let name = name.into();
+        validate_name(&name)?;
+        Ok(Self {
+            name,
+            connection,
+            priority: Self::DEFAULT_PRIORITY,
+            tags: Vec::new(),
+            require_approval: false,
+            allow_destructive: true,
+        })
+    }
+
+    /// With a priority.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// With tags.
+    pub fn tags<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tags: I) -> Self {
+        self.tags = tags.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Requiring approval or not.
+    pub fn require_approval(mut self, required: bool) -> Self {
+        self.require_approval = required;
+        self
+    }
+
+    /// Allowing destructive statements or not.
+    pub fn allow_destructive(mut self, allowed: bool) -> Self {
+        self.allow_destructive = allowed;
+        self
+    }
 }
 
 /// A configuration that cannot be used; the message names the file and the culprit.
@@ -215,7 +282,7 @@ fn environment(
     index: usize,
     format: Format,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<EnvironmentSpec, String> {
+) -> Result<EnvironmentConfig, String> {
     let Value::Object(map) = raw else {
         return Err(format!("environment #{} must be a table", index + 1));
     };
@@ -257,6 +324,7 @@ fn environment(
             .ok_or_else(|| format!("{label}: `{key}` is required"))
     };
     let name = required("name", map)?;
+    validate_name(&name).map_err(|e| e.to_string())?;
     let (url_key, ns_key, db_key) = match format {
         Format::Toml => ("url", "namespace", "database"),
         Format::Json => ("db_url", "db_ns", "db"),
@@ -319,7 +387,7 @@ fn environment(
             .collect::<Result<_, _>>()?,
         Some(other) => return Err(format!("{label}: `tags` must be a list, found {other}")),
     };
-    Ok(EnvironmentSpec {
+    Ok(EnvironmentConfig {
         name,
         connection,
         priority,

@@ -2,7 +2,8 @@
 //! - `ci`: what CI runs — formatting, tidy, clippy with warnings denied, every test;
 //! - `test`: the test suite alone (cargo nextest when installed, else cargo test);
 //! - `tidy`: project rules that no compiler checks (module docs, workspace dependencies);
-//! - `dev-server [PORT]`: a local SurrealDB server (root/root, in memory) for trying things.
+//! - `dev-server [PORT]`: a local SurrealDB server (root/root, in memory) for trying things;
+//! - `bench [--quick]`: flotilla against the raw SurrealDB SDK over a matrix of scenarios.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -14,11 +15,13 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("tidy") => tidy(),
         Some("dev-server") => dev_server(args.get(1).map_or("8000", String::as_str)),
+        Some("bench") => bench(args.iter().any(|a| a == "--quick")),
         _ => Err("usage: cargo xtask <ci|test|tidy|dev-server [PORT]>\n\
              \n  ci          fmt check, tidy, clippy -D warnings, all tests\
              \n  test        all tests (nextest if installed)\
              \n  tidy        module docs and workspace-dependency rules\
-             \n  dev-server  a SurrealDB server on 127.0.0.1:PORT (root/root, memory)"
+             \n  dev-server  a SurrealDB server on 127.0.0.1:PORT (root/root, memory)\
+             \n  bench       flotilla vs the raw SDK: table on stdout, JSON in the target dir"
             .to_owned()),
     };
     match result {
@@ -221,4 +224,89 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(path);
         }
     }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
+/// Runs every scenario in its own process (so peak RSS is that scenario's), prints a table
+/// with the flotilla/raw ratio and writes all results as JSON.
+fn bench(quick: bool) -> Result<(), String> {
+    run(&cargo(), &["build", "--workspace", "--all-targets", "--all-features"])?;
+    let binary = target_dir()
+        .join("debug")
+        .join(format!("flotilla-bench{}", std::env::consts::EXE_SUFFIX));
+    let sizes: &[usize] = if quick { &[10, 100] } else { &[10, 100, 1000] };
+    let mut matrix: Vec<(&str, usize, usize)> = Vec::new();
+    for &n in sizes {
+        for c in [1, 8, 32] {
+            matrix.push(("mem", n, c));
+            if n <= 100 {
+                matrix.push(("kv", n, c));
+            }
+            // A debug-built server spends ~0.5 s creating each namespace; 1000 of them at
+            // concurrency 1 would take over an hour, so the server runs up to 100 unless asked.
+            if n <= 100 || std::env::var_os("FLOTILLA_BENCH_SERVER_1000").is_some() {
+                matrix.push(("server", n, c));
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    let mut json = Vec::new();
+    for (store, n, c) in matrix {
+        let mut times = Vec::new();
+        for tool in ["raw", "flotilla"] {
+            let output = Command::new(&binary)
+                .args([tool, store, &n.to_string(), &c.to_string()])
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+            let line = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            if !output.status.success() || line.is_empty() {
+                return Err(format!(
+                    "{tool} {store} {n} {c} failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+            let wall = number(&line, "wall_ms");
+            let peak = number(&line, "peak_rss_kib");
+            eprintln!(
+                "{tool:>8} {store:>6} N={n:<5} c={c:<3} {wall:>10.1} ms  peak {:.1} MiB",
+                peak / 1024.0
+            );
+            times.push((wall, peak));
+            json.push(line);
+        }
+        let ((raw, raw_peak), (flotilla, peak)) = (times[0], times[1]);
+        rows.push(format!(
+            "| {store:<6} | {n:>5} | {c:>3} | {raw:>9.0} | {flotilla:>9.0} | {:>8.2} | {:>8.2} | {:>6.2}x | {:>7.1} | {:>7.1} |",
+            raw / n as f64,
+            flotilla / n as f64,
+            flotilla / raw,
+            raw_peak / 1024.0,
+            peak / 1024.0
+        ));
+    }
+    println!(
+        "| store  |     N |   c |  raw (ms) | flotilla (ms) | raw/target | fl/target | fl/raw | raw RSS MiB | fl RSS MiB |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in &rows {
+        println!("{row}");
+    }
+    let out = target_dir().join("flotilla-bench.json");
+    std::fs::write(&out, format!("[\n{}\n]\n", json.join(",\n")))
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    eprintln!("results: {}", out.display());
+    Ok(())
+}
+
+/// A number field of a flat JSON object line (the bench's own output).
+fn number(line: &str, field: &str) -> f64 {
+    let key = format!("\"{field}\":");
+    line.find(&key)
+        .map(|at| &line[at + key.len()..])
+        .and_then(|rest| rest.split([',', '}']).next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
 }

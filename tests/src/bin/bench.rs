@@ -1,0 +1,249 @@
+//! One benchmark scenario per run, so each measures its own process's memory:
+//! `flotilla-bench <flotilla|raw> <mem|kv|server> N MAX_CONCURRENT` prints one JSON line.
+//!
+//! `flotilla` deploys the bench fixture (5 migrations) to N targets with the coordinator
+//! (parallel strategy, health checks, locks, drift checks, history). `raw` is the bar: the
+//! same statements sent with the SurrealDB SDK directly, one `BEGIN … COMMIT` request per
+//! migration, the same concurrency and connection reuse, and nothing else.
+//! `cargo xtask bench` runs the matrix and prints the table.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_coordinator::{
+    DeploymentCoordinator, DeploymentPlan, EnvironmentConfig, EnvironmentRegistry, Outcome,
+};
+use flotilla_core::{AuthLevel, Connection, MigrationSet};
+use flotilla_runner::Backends;
+use flotilla_strategies::StrategyKind;
+use flotilla_surrealdb::SurrealRunner;
+use flotilla_tests::{ROOT_PASS, ROOT_USER, TestServer};
+use futures::StreamExt;
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let parsed = match args.as_slice() {
+        [tool, store, n, c] => n
+            .parse::<usize>()
+            .ok()
+            .zip(c.parse::<usize>().ok())
+            .map(|(n, c)| (tool.clone(), store.clone(), n, c)),
+        _ => None,
+    };
+    let Some((tool, store, n, c)) = parsed else {
+        eprintln!("usage: flotilla-bench <flotilla|raw> <mem|kv|server> N MAX_CONCURRENT");
+        return std::process::ExitCode::from(2);
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    match runtime.block_on(scenario(&tool, &store, n, c)) {
+        Ok(line) => {
+            println!("{line}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("flotilla-bench: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn fixture() -> Arc<MigrationSet> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-fixture");
+    Arc::new(MigrationSet::load(&dir).expect("the bench fixture is valid"))
+}
+
+/// Kibibytes of a `/proc/self/status` field (Linux); 0 elsewhere.
+fn proc_status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+struct Setup {
+    urls: Vec<String>,
+    credentials: bool,
+    _server: Option<TestServer>,
+    _dirs: Option<tempfile::TempDir>,
+}
+
+fn setup(store: &str, n: usize) -> Result<Setup, String> {
+    Ok(match store {
+        "mem" => Setup {
+            urls: vec!["mem://".to_owned(); n],
+            credentials: false,
+            _server: None,
+            _dirs: None,
+        },
+        "kv" => {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let urls = (0..n)
+                .map(|i| format!("surrealkv://{}", dir.path().join(format!("t{i}")).display()))
+                .collect();
+            Setup {
+                urls,
+                credentials: false,
+                _server: None,
+                _dirs: Some(dir),
+            }
+        }
+        "server" => {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let binary: PathBuf = exe.with_file_name(format!(
+                "flotilla-test-server{}",
+                std::env::consts::EXE_SUFFIX
+            ));
+            let server = TestServer::start(&binary);
+            Setup {
+                urls: vec![server.ws_url(); n],
+                credentials: true,
+                _server: Some(server),
+                _dirs: None,
+            }
+        }
+        other => return Err(format!("unknown store `{other}` (mem, kv or server)")),
+    })
+}
+
+fn connection(setup: &Setup, index: usize) -> Connection {
+    let connection = Connection::new(setup.urls[index].clone(), format!("bench{index}"), "app");
+    if setup.credentials {
+        connection.with_credentials(ROOT_USER, ROOT_PASS, AuthLevel::Root)
+    } else {
+        connection
+    }
+}
+
+async fn scenario(tool: &str, store: &str, n: usize, c: usize) -> Result<String, String> {
+    let migrations = fixture();
+    let setup = setup(store, n)?;
+    let rss_before = proc_status_kib("VmRSS:");
+    let elapsed = match tool {
+        "flotilla" => flotilla(&setup, n, c, &migrations).await?,
+        "raw" => raw(&setup, n, c, &migrations).await?,
+        other => return Err(format!("unknown tool `{other}` (flotilla or raw)")),
+    };
+    let peak = proc_status_kib("VmHWM:");
+    Ok(serde_json::json!({
+        "tool": tool,
+        "store": store,
+        "targets": n,
+        "max_concurrent": c,
+        "migrations": migrations.len(),
+        "wall_ms": elapsed.as_secs_f64() * 1000.0,
+        "per_target_ms": elapsed.as_secs_f64() * 1000.0 / n as f64,
+        "rss_before_kib": rss_before,
+        "peak_rss_kib": peak,
+    })
+    .to_string())
+}
+
+async fn flotilla(
+    setup: &Setup,
+    n: usize,
+    c: usize,
+    migrations: &Arc<MigrationSet>,
+) -> Result<Duration, String> {
+    let registry = EnvironmentRegistry::new();
+    for index in 0..n {
+        let environment = EnvironmentConfig::new(format!("t{index}"), connection(setup, index))
+            .map_err(|e| e.to_string())?;
+        registry.register(environment).map_err(|e| e.to_string())?;
+    }
+    let plan = DeploymentPlan::builder(&registry)
+        .all()
+        .migrations(Arc::clone(migrations))
+        .kind(StrategyKind::Parallel)
+        .max_concurrent(c)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut backends = Backends::new();
+    SurrealRunner::new().register(&mut backends);
+    let coordinator = DeploymentCoordinator::new(backends);
+    let started = Instant::now();
+    let report = coordinator.deploy(&plan).await.map_err(|e| e.to_string())?;
+    let elapsed = started.elapsed();
+    if report.outcome != Outcome::Succeeded {
+        return Err(format!(
+            "deploy did not succeed: {:?} {:?}",
+            report.outcome,
+            report.environments.iter().find_map(|e| e.error.as_ref())
+        ));
+    }
+    Ok(elapsed)
+}
+
+async fn raw(
+    setup: &Setup,
+    n: usize,
+    c: usize,
+    migrations: &Arc<MigrationSet>,
+) -> Result<Duration, String> {
+    let requests: Vec<String> = migrations
+        .as_slice()
+        .iter()
+        .map(|m| {
+            let statements: Vec<&str> = m.up.iter().map(|s| s.text.as_str()).collect();
+            format!(
+                "BEGIN TRANSACTION;\n{};\nCOMMIT TRANSACTION;",
+                statements.join(";\n")
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    // One connection per distinct URL, shared by its tenants — as flotilla does.
+    let mut clients: std::collections::HashMap<
+        String,
+        surrealdb::Surreal<surrealdb::engine::any::Any>,
+    > = std::collections::HashMap::new();
+    for url in &setup.urls {
+        if !clients.contains_key(url) {
+            let client = surrealdb::engine::any::connect(url.as_str())
+                .await
+                .map_err(|e| e.to_string())?;
+            if setup.credentials {
+                client
+                    .signin(surrealdb::opt::auth::Root {
+                        username: ROOT_USER.to_owned(),
+                        password: ROOT_PASS.to_owned(),
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            clients.insert(url.clone(), client);
+        }
+    }
+    let results: Vec<Result<(), String>> = futures::stream::iter(0..n)
+        .map(|index| {
+            let session = clients[&setup.urls[index]].clone();
+            let requests = &requests;
+            async move {
+                session
+                    .use_ns(format!("bench{index}"))
+                    .use_db("app")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for request in requests {
+                    session
+                        .query(request.as_str())
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .check()
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(c.max(1))
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    results.into_iter().collect::<Result<Vec<()>, String>>()?;
+    Ok(elapsed)
+}

@@ -233,7 +233,10 @@ fn target_dir() -> PathBuf {
 /// Runs every scenario in its own process (so peak RSS is that scenario's), prints a table
 /// with the flotilla/raw ratio and writes all results as JSON.
 fn bench(quick: bool) -> Result<(), String> {
-    run(&cargo(), &["build", "--workspace", "--all-targets", "--all-features"])?;
+    run(
+        &cargo(),
+        &["build", "--workspace", "--all-targets", "--all-features"],
+    )?;
     let binary = target_dir()
         .join("debug")
         .join(format!("flotilla-bench{}", std::env::consts::EXE_SUFFIX));

@@ -138,7 +138,9 @@ impl DeploymentCoordinator {
             }
         }
 
-        // Health, concurrently.
+        // Health, concurrently. A probe may bring the history along (one round trip saved).
+        let mut probed_history: Vec<Option<Vec<flotilla_core::AppliedMigration>>> =
+            vec![None; targets.len()];
         if plan.verify_health {
             let probes = futures::stream::iter(targets.iter().enumerate())
                 .map(|(index, target)| async move {
@@ -147,12 +149,15 @@ impl DeploymentCoordinator {
                 .buffered(PREFLIGHT_CONCURRENCY)
                 .collect::<Vec<_>>()
                 .await;
-            let unhealthy: BTreeMap<usize, String> = probes
-                .into_iter()
-                .filter_map(|(index, probe)| {
-                    probe.err().map(|e| (index, format!("unhealthy: {e}")))
-                })
-                .collect();
+            let mut unhealthy = BTreeMap::new();
+            for (index, probe) in probes {
+                match probe {
+                    Ok(health) => probed_history[index] = health.history,
+                    Err(error) => {
+                        unhealthy.insert(index, format!("unhealthy: {error}"));
+                    }
+                }
+            }
             if !unhealthy.is_empty() {
                 let refusal = refuse(&mut reports, &progress, Gate::Health, unhealthy);
                 return Ok(finish(reports, Outcome::Refused, Some(refusal), None));
@@ -163,11 +168,14 @@ impl DeploymentCoordinator {
         let up = MigrationPlan::up(Arc::clone(&plan.migrations))
             .with_deployment_id(plan.deployment_id.clone())
             .with_policy(plan.drift_policy);
-        let reads = futures::stream::iter(targets.iter())
-            .map(|target| {
+        let reads = futures::stream::iter(targets.iter().zip(probed_history))
+            .map(|(target, probed)| {
                 let up = &up;
                 async move {
-                    let history = target.runner.history(&target.tenant).await?;
+                    let history = match probed {
+                        Some(history) => history,
+                        None => target.runner.history(&target.tenant).await?,
+                    };
                     let pending = steps(&target.tenant, up, &history)?
                         .into_iter()
                         .map(|m| m.version.clone())

@@ -216,6 +216,7 @@ impl State {
 impl MigrationRunner for MemoryRunner {
     async fn health(&self, tenant: &TenantContext) -> Result<HealthStatus> {
         self.reachable(tenant)?;
+        let history = self.history(tenant).await?;
         let mut state = self.state();
         let target = state.target(tenant);
         Ok(HealthStatus {
@@ -227,6 +228,7 @@ impl MigrationRunner for MemoryRunner {
                 .filter(|l| l.live())
                 .map(|l| l.info.clone()),
             server_version: Some("memory".to_owned()),
+            history: Some(history),
         })
     }
 

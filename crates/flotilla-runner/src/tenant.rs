@@ -178,6 +178,10 @@ pub struct HealthStatus {
     pub lock: Option<LockInfo>,
     /// The server's version, when it reports one.
     pub server_version: Option<String>,
+    /// The target's history, when the probe read it in the same round trip (`None`: ask
+    /// [`crate::MigrationRunner::history`]). Lets a pre-flight skip a second request.
+    #[serde(skip)]
+    pub history: Option<Vec<flotilla_core::AppliedMigration>>,
 }
 
 pub(crate) mod millis {

@@ -528,6 +528,7 @@ mod tests {
                     initialised: true,
                     lock: None,
                     server_version: None,
+                    history: None,
                 })
             }
         });

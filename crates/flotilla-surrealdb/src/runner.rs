@@ -64,10 +64,11 @@ struct Inner {
     config: SurrealConfig,
     /// One connection per URL.
     endpoints: Mutex<HashMap<String, Arc<OnceCell<Surreal<Any>>>>>,
-    /// One signed-in session per target and user, cloned from its endpoint's connection.
-    sessions: Mutex<HashMap<SessionKey, Arc<OnceCell<Session>>>>,
-    /// Lease tokens of the locks this runner holds.
-    held: Mutex<HashMap<DatabaseKey, String>>,
+    /// Signed-in sessions per target and user, cloned from their endpoint's connection; the
+    /// most recent [`SESSION_CACHE`] are kept for reuse.
+    sessions: Mutex<SessionCache>,
+    /// Locks this runner holds.
+    held: Mutex<HashMap<DatabaseKey, Held>>,
     /// Targets whose history table this runner has already defined.
     history_ready: Mutex<HashSet<DatabaseKey>>,
     /// Server version per URL, asked once.
@@ -79,7 +80,7 @@ impl fmt::Debug for Inner {
         f.debug_struct("SurrealRunner")
             .field("config", &self.config)
             .field("connections", &lock(&self.endpoints).len())
-            .field("sessions", &lock(&self.sessions).len())
+            .field("sessions", &lock(&self.sessions).cells.len())
             .finish()
     }
 }
@@ -89,6 +90,43 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sessions kept for reuse. A deploy touches each target a handful of times in a row, so a
+/// bounded cache keeps the reuse and lets a thousand-tenant fleet's sessions go: memory stays
+/// flat in the number of targets.
+const SESSION_CACHE: usize = 256;
+
+#[derive(Default)]
+struct SessionCache {
+    cells: HashMap<SessionKey, Arc<OnceCell<Session>>>,
+    order: std::collections::VecDeque<SessionKey>,
+}
+
+impl SessionCache {
+    fn cell(&mut self, key: SessionKey) -> Arc<OnceCell<Session>> {
+        if let Some(cell) = self.cells.get(&key) {
+            return Arc::clone(cell);
+        }
+        if self.order.len() >= SESSION_CACHE
+            && let Some(oldest) = self.order.pop_front()
+        {
+            // Callers still using it keep their own handle; only the cache lets go.
+            self.cells.remove(&oldest);
+        }
+        let cell = Arc::new(OnceCell::new());
+        self.cells.insert(key.clone(), Arc::clone(&cell));
+        self.order.push_back(key);
+        cell
+    }
+}
+
+/// A lock this runner holds: its lease token, and the history read when it was taken
+/// (consumed by the first execution under it).
+#[derive(Debug)]
+struct Held {
+    token: String,
+    history: Option<Vec<AppliedMigration>>,
 }
 
 /// A query failure: worth retrying (write conflict) or final.
@@ -136,7 +174,7 @@ impl SurrealRunner {
                 .as_ref()
                 .map(|c| (c.username.clone(), c.level)),
         };
-        let cell = Arc::clone(lock(&self.inner.sessions).entry(key).or_default());
+        let cell = lock(&self.inner.sessions).cell(key);
         cell.get_or_try_init(|| self.open_session(tenant))
             .await
             .cloned()
@@ -307,8 +345,11 @@ impl SurrealRunner {
         .await
     }
 
-    fn held_token(&self, key: &DatabaseKey) -> Option<String> {
-        lock(&self.inner.held).get(key).cloned()
+    /// The token of the lock held on `key`, and the history read when it was taken.
+    fn take_held(&self, key: &DatabaseKey) -> Option<(String, Option<Vec<AppliedMigration>>)> {
+        lock(&self.inner.held)
+            .get_mut(key)
+            .map(|held| (held.token.clone(), held.history.take()))
     }
 
     async fn apply_one(
@@ -396,18 +437,28 @@ impl SurrealRunner {
         session: &Surreal<Any>,
         text: &str,
         vars: &Map<String, Value>,
-    ) -> Result<Attempt<LockInfo>> {
-        // Body: DEFINE, LET, LET, IF, RETURN.
-        let mut response = self.request(tenant, session, text, Some(vars), 5).await?;
+    ) -> Result<Attempt<(LockInfo, Vec<AppliedMigration>)>> {
+        let mut response = self
+            .request(tenant, session, text, Some(vars), sql::ACQUIRE_STATEMENTS)
+            .await?;
         if let Some((_, error)) = response.failure() {
             return Err(classify(tenant, error));
         }
-        let value = response.take(4).map_err(|e| classify(tenant, e))?;
+        let mut value = response
+            .take(sql::ACQUIRE_STATEMENTS - 1)
+            .map_err(|e| classify(tenant, e))?;
         let acquired = value.get("acquired").and_then(Value::as_bool) == Some(true);
         let previous = lease_info(value.get("previous"));
         let current = lease_info(value.get("current"));
         match (acquired, current, previous) {
-            (true, Some(current), previous) => Ok(Attempt::Acquired(current, previous)),
+            (true, Some(current), previous) => {
+                let rows = value
+                    .get_mut("history")
+                    .map(Value::take)
+                    .unwrap_or(Value::Array(Vec::new()));
+                let history = history_from_rows(tenant, rows)?;
+                Ok(Attempt::Acquired((current, history), previous))
+            }
             (false, _, Some(holder)) => Ok(Attempt::Held(holder)),
             _ => Err(RunnerError::Backend {
                 environment: tenant.environment.clone(),
@@ -415,6 +466,37 @@ impl SurrealRunner {
             }),
         }
     }
+}
+
+/// History rows as the database returned them, as applied migrations, oldest first.
+fn history_from_rows(tenant: &TenantContext, rows: Value) -> Result<Vec<AppliedMigration>> {
+    let rows: Vec<HistoryRow> = serde_json::from_value(rows).map_err(|e| RunnerError::Backend {
+        environment: tenant.environment.clone(),
+        source: format!("unreadable {} row: {e}", sql::HISTORY_TABLE).into(),
+    })?;
+    let mut history = Vec::with_capacity(rows.len());
+    for row in rows {
+        let version = Version::parse(&row.version).ok_or_else(|| RunnerError::Backend {
+            environment: tenant.environment.clone(),
+            source: format!(
+                "{} has a row with version `{}`, which is not a migration version",
+                sql::HISTORY_TABLE,
+                row.version
+            )
+            .into(),
+        })?;
+        history.push(AppliedMigration {
+            version,
+            description: row.description.unwrap_or_default(),
+            checksum: row.checksum.unwrap_or_default(),
+            applied_at: row.applied_at,
+            execution_time_ms: row.execution_time_ms,
+            applied_by: row.applied_by,
+            deployment_id: row.deployment_id,
+        });
+    }
+    history.sort_by(|a, b| a.version.cmp(&b.version));
+    Ok(history)
 }
 
 /// A query's per-statement results, with transaction markers accounted for.
@@ -544,7 +626,7 @@ impl MigrationRunner for SurrealRunner {
         let session = self.session(tenant).await?;
         let started = Instant::now();
         let mut response = self
-            .request(tenant, &session, &sql::health(), None, 2)
+            .request(tenant, &session, &sql::health(), None, 3)
             .await?;
         let latency = started.elapsed();
         let info: Value = response.take(0).map_err(|e| classify(tenant, e))?;
@@ -571,11 +653,18 @@ impl MigrationRunner for SurrealRunner {
                 asked
             }
         };
+        let history = match response.take(2) {
+            // An unreadable row is reported by `history`, not by the health probe.
+            Ok(rows) => history_from_rows(tenant, rows).ok(),
+            Err(error) if is_missing_table(&error) => Some(Vec::new()),
+            Err(_) => None,
+        };
         Ok(HealthStatus {
             latency,
             initialised,
             lock: holder,
             server_version,
+            history,
         })
     }
 
@@ -589,34 +678,7 @@ impl MigrationRunner for SurrealRunner {
             Err(error) if is_missing_table(&error) => return Ok(Vec::new()),
             Err(error) => return Err(classify(tenant, error)),
         };
-        let rows: Vec<HistoryRow> =
-            serde_json::from_value(rows).map_err(|e| RunnerError::Backend {
-                environment: tenant.environment.clone(),
-                source: format!("unreadable {} row: {e}", sql::HISTORY_TABLE).into(),
-            })?;
-        let mut history = Vec::with_capacity(rows.len());
-        for row in rows {
-            let version = Version::parse(&row.version).ok_or_else(|| RunnerError::Backend {
-                environment: tenant.environment.clone(),
-                source: format!(
-                    "{} has a row with version `{}`, which is not a migration version",
-                    sql::HISTORY_TABLE,
-                    row.version
-                )
-                .into(),
-            })?;
-            history.push(AppliedMigration {
-                version,
-                description: row.description.unwrap_or_default(),
-                checksum: row.checksum.unwrap_or_default(),
-                applied_at: row.applied_at,
-                execution_time_ms: row.execution_time_ms,
-                applied_by: row.applied_by,
-                deployment_id: row.deployment_id,
-            });
-        }
-        history.sort_by(|a, b| a.version.cmp(&b.version));
-        Ok(history)
+        history_from_rows(tenant, rows)
     }
 
     async fn acquire_lock(
@@ -638,16 +700,25 @@ impl MigrationRunner for SurrealRunner {
             self.try_acquire(tenant, &session, &text, &vars)
         })
         .await?;
-        let (info, took_over) = outcome.map_err(|(holder, waited)| RunnerError::LockHeld {
-            environment: tenant.environment.clone(),
-            holder,
-            waited,
-        })?;
+        let ((info, history), took_over) =
+            outcome.map_err(|(holder, waited)| RunnerError::LockHeld {
+                environment: tenant.environment.clone(),
+                holder,
+                waited,
+            })?;
         if let Some(previous) = &took_over {
             tracing::warn!(environment = %tenant.environment, previous_owner = %previous.owner, "took over an expired migration lock");
         }
         let key = tenant.database_key();
-        lock(&self.inner.held).insert(key.clone(), token.clone());
+        lock(&self.inner.held).insert(
+            key.clone(),
+            Held {
+                token: token.clone(),
+                history: Some(history),
+            },
+        );
+        // The acquiring transaction defined the history table.
+        lock(&self.inner.history_ready).insert(key.clone());
 
         let renew_session = Arc::clone(&session);
         let renew_text = sql::renew(request.lease);
@@ -704,13 +775,18 @@ impl MigrationRunner for SurrealRunner {
         tenant: &TenantContext,
         plan: &MigrationPlan,
     ) -> Result<MigrationResult> {
-        let Some(token) = self.held_token(&tenant.database_key()) else {
+        let Some((token, read_with_lock)) = self.take_held(&tenant.database_key()) else {
             return Err(RunnerError::NotLocked {
                 environment: tenant.environment.clone(),
             });
         };
         let session = self.session(tenant).await?;
-        let history = self.history(tenant).await?;
+        // History read in the transaction that took the lease is current: every write since
+        // is fenced by that lease. A second execution under the same lease reads again.
+        let history = match read_with_lock {
+            Some(history) => history,
+            None => self.history(tenant).await?,
+        };
         run_steps(tenant, plan, &history, |migration| {
             self.apply_one(tenant, &session, plan, migration, &token)
         })
@@ -734,7 +810,7 @@ struct SurrealLockGuard {
 impl SurrealLockGuard {
     fn forget(&self) {
         let mut held = lock(&self.runner.inner.held);
-        if held.get(&self.key) == Some(&self.token) {
+        if held.get(&self.key).is_some_and(|h| h.token == self.token) {
             held.remove(&self.key);
         }
     }

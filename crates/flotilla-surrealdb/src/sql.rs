@@ -34,17 +34,21 @@ const SELECT_LEASE: &str = "(SELECT host, pid, deployment_id, token, \
      <string> acquired_at AS acquired_at, <string> expires_at AS expires_at, \
      expires_at <= time::now() AS expired FROM ONLY _migration_lock:lock)";
 
-/// Health: the database's definitions and the current lease, in one request.
+/// Health: the database's definitions, the current lease and the history, in one request.
 pub(crate) fn health() -> String {
-    format!("INFO FOR DB; {SELECT_LEASE};")
+    format!("INFO FOR DB; {SELECT_LEASE}; {SELECT_HISTORY};")
 }
 
-/// Takes the lease if it is free or expired, in one transaction; returns
-/// `{ acquired, previous, current }`: the lease found (or NONE) and the lease now.
+/// Takes the lease if it is free or expired, in one transaction, and — when taken — reads
+/// the history in that same transaction, so the caller need not ask again. The history table
+/// is defined here too (`IF NOT EXISTS`): a target being locked for migrating is one being
+/// initialised. The request's body has [`ACQUIRE_STATEMENTS`] statements; the last returns
+/// `{ acquired, previous, current, history }`.
 pub(crate) fn acquire(lease: Duration) -> String {
     format!(
         "BEGIN TRANSACTION;
 DEFINE TABLE IF NOT EXISTS _migration_lock SCHEMALESS;
+{defines};
 LET $fl_cur = {SELECT_LEASE};
 LET $fl_free = $fl_cur = NONE OR $fl_cur.expired = true;
 IF $fl_free {{
@@ -53,11 +57,17 @@ IF $fl_free {{
         acquired_at: time::now(), expires_at: time::now() + {ms}ms
     }} RETURN NONE;
 }};
-RETURN {{ acquired: $fl_free, previous: $fl_cur, current: {SELECT_LEASE} }};
+LET $fl_history = IF $fl_free {{ {SELECT_HISTORY} }} ELSE {{ NONE }};
+RETURN {{ acquired: $fl_free, previous: $fl_cur, current: {SELECT_LEASE}, history: $fl_history }};
 COMMIT TRANSACTION;",
+        defines = DEFINE_HISTORY.join(";\n"),
         ms = lease.as_millis()
     )
 }
+
+/// Statements in [`acquire`]'s body: the lock table, the history definitions, two LETs, the
+/// IF, the history LET and the RETURN.
+pub(crate) const ACQUIRE_STATEMENTS: usize = 1 + DEFINE_HISTORY.len() + 5;
 
 /// Extends our lease; returns the token when it is still ours.
 pub(crate) fn renew(lease: Duration) -> String {

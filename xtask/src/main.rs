@@ -105,6 +105,9 @@ fn test() -> Result<(), String> {
         .output()
         .is_ok_and(|o| o.status.success());
     if nextest {
+        // nextest does not run doctests; run them first so the log ends with the summary
+        // of the real suite.
+        run(&cargo, &["test", "--workspace", "--all-features", "--doc"])?;
         run(
             &cargo,
             &[
@@ -114,9 +117,7 @@ fn test() -> Result<(), String> {
                 "--all-features",
                 "--no-fail-fast",
             ],
-        )?;
-        // nextest does not run doctests.
-        run(&cargo, &["test", "--workspace", "--all-features", "--doc"])
+        )
     } else {
         run(
             &cargo,

@@ -76,20 +76,93 @@ where
     F: FnMut(&'p Migration) -> Fut,
     Fut: Future<Output = Result<()>>,
 {
+    run_batched(tenant, plan, history, 1, |batch| {
+        let applying = step(batch[0]);
+        async move {
+            match applying.await {
+                Ok(()) => Batch::committed(1),
+                Err(error) => Batch::failed(0, error),
+            }
+        }
+    })
+    .await
+}
+
+/// What became of a batch of consecutive migrations sent together: each one still commits
+/// in its own transaction, in order, and none runs after one that did not commit.
+#[derive(Debug)]
+pub struct Batch {
+    /// How many of the batch's migrations committed, from its start.
+    pub committed: usize,
+    /// Why the one after them did not; `None` when all committed.
+    pub error: Option<RunnerError>,
+}
+
+impl Batch {
+    /// The first `committed` migrations committed and nothing failed.
+    pub fn committed(committed: usize) -> Self {
+        Self {
+            committed,
+            error: None,
+        }
+    }
+
+    /// The first `committed` migrations committed, then the next failed with `error`.
+    pub fn failed(committed: usize, error: RunnerError) -> Self {
+        Self {
+            committed,
+            error: Some(error),
+        }
+    }
+}
+
+/// Like [`run_steps`], but hands `apply` up to `max_batch` consecutive migrations at a time,
+/// so a backend can send them in one request (each still its own transaction). Observers see
+/// `started` for every migration of a batch as it is handed over, and `committed` for each
+/// one that committed.
+pub async fn run_batched<'p, F, Fut>(
+    tenant: &TenantContext,
+    plan: &'p MigrationPlan,
+    history: &[AppliedMigration],
+    max_batch: usize,
+    mut apply: F,
+) -> Result<MigrationResult>
+where
+    F: FnMut(Vec<&'p Migration>) -> Fut,
+    Fut: Future<Output = Batch>,
+{
     let started = Instant::now();
     let todo = steps(tenant, plan, history)?;
     let mut done: Vec<Version> = Vec::with_capacity(todo.len());
-    for migration in todo {
+    for batch in todo.chunks(max_batch.max(1)) {
         if let Some(observer) = &plan.observer {
-            observer.started(tenant, plan.direction, &migration.version);
+            for migration in batch {
+                observer.started(tenant, plan.direction, &migration.version);
+            }
         }
-        if let Err(error) = step(migration).await {
-            return Err(error.after(done));
+        let outcome = apply(batch.to_vec()).await;
+        for migration in batch.iter().take(outcome.committed) {
+            if let Some(observer) = &plan.observer {
+                observer.committed(tenant, plan.direction, &migration.version);
+            }
+            done.push(migration.version.clone());
         }
-        if let Some(observer) = &plan.observer {
-            observer.committed(tenant, plan.direction, &migration.version);
+        match outcome.error {
+            Some(error) => return Err(error.after(done)),
+            None if outcome.committed < batch.len() => {
+                return Err(RunnerError::Backend {
+                    environment: tenant.environment.clone(),
+                    source: format!(
+                        "{} of {} migrations committed and no error was reported",
+                        outcome.committed,
+                        batch.len()
+                    )
+                    .into(),
+                }
+                .after(done));
+            }
+            None => {}
         }
-        done.push(migration.version.clone());
     }
     let version_before = current_version(history).cloned();
     let version_after = match plan.direction {

@@ -44,6 +44,7 @@ macro_rules! conformance_tests {
             heartbeat_keeps_the_lease_alive,
             execute_requires_the_lock,
             revert_is_atomic_and_exact,
+            a_failed_revert_stops_there,
             health_is_truthful,
             validation_changes_nothing,
             lock_is_released_when_a_migration_fails,
@@ -103,6 +104,14 @@ DEFINE FIELD note ON audit TYPE string;
 CREATE audit:1 SET note = 'written before the failure';
 -- @down
 REMOVE TABLE audit;
+";
+
+/// Runs after [`FAILING`] in the same deploy: it must not run at all.
+const AFTER_FAILING: &str = "-- @up
+DEFINE TABLE later SCHEMALESS;
+CREATE later:1 SET note = 'must not exist after 0004 failed';
+-- @down
+REMOVE TABLE later;
 ";
 
 /// A migration set from `(file name, contents)`.
@@ -206,7 +215,8 @@ pub async fn applies_pending_once_and_is_idempotent(h: &impl Harness) {
 }
 
 /// A migration failing at its 4th statement leaves no table, field, record or history row;
-/// the migrations before it stay applied.
+/// the migrations before it stay applied and the one after it never runs (backends that send
+/// several migrations in one request must stop at the failure too).
 pub async fn failing_migration_leaves_nothing_behind(h: &impl Harness) {
     let runner = h.runner().await;
     let tenant = h.tenant("atomic");
@@ -221,6 +231,7 @@ pub async fn failing_migration_leaves_nothing_behind(h: &impl Harness) {
 
     let mut files = base();
     files.push(("0004_audit.surql", FAILING));
+    files.push(("0005_later.surql", AFTER_FAILING));
     let err = apply(&runner, &tenant, &MigrationPlan::up(migrations(&files)))
         .await
         .expect_err("0004 fails");
@@ -261,10 +272,11 @@ pub async fn failing_migration_leaves_nothing_behind(h: &impl Harness) {
     // Fixed, the same migration applies cleanly: nothing of the failed attempt was in the way.
     let mut fixed = base();
     fixed.push(("0004_audit.surql", FIXED));
+    fixed.push(("0005_later.surql", AFTER_FAILING));
     let result = apply(&runner, &tenant, &MigrationPlan::up(migrations(&fixed)))
         .await
         .expect("fixed migration applies");
-    assert_eq!(versions(&result.applied), ["0003", "0004"]);
+    assert_eq!(versions(&result.applied), ["0003", "0004", "0005"]);
 }
 
 /// An applied migration whose file changed fails the target before anything runs, naming
@@ -593,6 +605,47 @@ pub async fn revert_is_atomic_and_exact(h: &impl Harness) {
     .await
     .expect("idempotent revert");
     assert!(again.applied.is_empty());
+}
+
+/// A revert whose first down section fails reverts nothing: not that migration, and not the
+/// ones after it in the same revert.
+pub async fn a_failed_revert_stops_there(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("failed-revert");
+    let failing_down = GREET.replace(
+        "REMOVE FUNCTION fn::greet;",
+        "REMOVE FUNCTION fn::greet;\nTHROW 'down fails';",
+    );
+    let mut files = base();
+    files[2] = ("0003_greet.surql", failing_down.as_str());
+    let set = migrations(&files);
+    apply(&runner, &tenant, &MigrationPlan::up(Arc::clone(&set)))
+        .await
+        .expect("deploy");
+    let before = h.snapshot(&tenant).await;
+    let v = |s: &str| Version::parse(s).expect("version");
+    let err = apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::down(set, vec![v("0003"), v("0002")]),
+    )
+    .await
+    .expect_err("0003's down fails");
+    assert!(err.applied_before_failure().is_empty(), "{err:?}");
+    match err.cause() {
+        RunnerError::StatementFailed {
+            version, statement, ..
+        } => {
+            assert_eq!(version.as_str(), "0003");
+            assert_eq!(*statement, 2);
+        }
+        other => panic!("expected StatementFailed, got {other:?}"),
+    }
+    assert_eq!(
+        history_versions(&runner, &tenant).await,
+        ["0001", "0002", "0003"]
+    );
+    assert_eq!(h.snapshot(&tenant).await, before, "0002's down ran");
 }
 
 /// Health reports a new target as healthy but uninitialised, then initialised, and names

@@ -3,13 +3,14 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::{Future, IntoFuture};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use flotilla_core::{AppliedMigration, AuthLevel, Migration, Version};
-use flotilla_runner::execute::run_steps;
+use flotilla_core::{AppliedMigration, AuthLevel, Migration, Statement, Version};
+use flotilla_runner::execute::{Batch, run_batched};
 use flotilla_runner::{
     Attempt, Backends, DatabaseKey, Direction, HealthStatus, Heartbeat, LockGuard, LockInfo,
     LockOwner, LockRequest, MigrationPlan, MigrationResult, MigrationRunner, Result, RunnerError,
@@ -59,11 +60,32 @@ struct SessionKey {
     user: Option<(String, AuthLevel)>,
 }
 
+/// Whose access token: the endpoint, the user, and the namespace/database a namespace or
+/// database user signs in to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct TokenKey {
+    url: String,
+    username: String,
+    level: AuthLevel,
+    scope: (Option<String>, Option<String>),
+}
+
+/// The access token of a sign-in, shared by every session of that user on that endpoint.
+/// `None` until someone signed in, or after the token stopped working.
+type TokenCell = Arc<tokio::sync::Mutex<Option<auth::AccessToken>>>;
+
 #[derive(Default)]
 struct Inner {
     config: SurrealConfig,
     /// One connection per URL.
     endpoints: Mutex<HashMap<String, Arc<OnceCell<Surreal<Any>>>>>,
+    /// Access tokens per endpoint and user. A session that signs in makes the server verify
+    /// the password (argon2: deliberately slow), and a cloned session replays its parent's
+    /// sign-in; so each user signs in once per endpoint and every further session
+    /// authenticates with the token, which the server checks with a cheap signature test.
+    tokens: Mutex<HashMap<TokenKey, TokenCell>>,
+    /// Password sign-ins made, for [`SurrealRunner::sign_in_count`].
+    sign_ins: AtomicU64,
     /// Signed-in sessions per target and user, cloned from their endpoint's connection; the
     /// most recent [`SESSION_CACHE`] are kept for reuse.
     sessions: Mutex<SessionCache>,
@@ -164,6 +186,13 @@ impl SurrealRunner {
             .count()
     }
 
+    /// How many times this runner signed in with a password. Each user signs in once per
+    /// endpoint, and again only when its access token stops working; every other session
+    /// authenticates with the token.
+    pub fn sign_in_count(&self) -> u64 {
+        self.inner.sign_ins.load(Ordering::Relaxed)
+    }
+
     /// The signed-in session on `tenant`'s database, for inspecting it (tests, tooling).
     pub async fn session(&self, tenant: &TenantContext) -> Result<Arc<Surreal<Any>>> {
         let key = SessionKey {
@@ -234,47 +263,12 @@ impl SurrealRunner {
 
     async fn open_session(&self, tenant: &TenantContext) -> Result<Session> {
         let base = self.connection(tenant).await?;
-        // A clone is a new session on the same connection.
+        // A clone is a new session on the same connection. `base` itself never signs in, so
+        // its clones carry no sign-in to replay.
         let session = base.clone();
         let connection = &tenant.connection;
-        if let Some(credentials) = &connection.credentials {
-            let username = credentials.username.clone();
-            let password = credentials.password.expose().to_owned();
-            let signed_in = match credentials.level {
-                AuthLevel::Root => session.signin(auth::Root { username, password }).await,
-                AuthLevel::Namespace => {
-                    session
-                        .signin(auth::Namespace {
-                            namespace: connection.namespace.clone(),
-                            username,
-                            password,
-                        })
-                        .await
-                }
-                AuthLevel::Database => {
-                    session
-                        .signin(auth::Database {
-                            namespace: connection.namespace.clone(),
-                            database: connection.database.clone(),
-                            username,
-                            password,
-                        })
-                        .await
-                }
-            };
-            if let Err(error) = signed_in {
-                return Err(if error.is_connection() {
-                    classify(tenant, error)
-                } else {
-                    RunnerError::Authentication {
-                        environment: tenant.environment.clone(),
-                        endpoint: connection.redacted_url(),
-                        username: credentials.username.clone(),
-                        scope: auth_scope(tenant),
-                        source: Box::new(error),
-                    }
-                });
-            }
+        if connection.credentials.is_some() {
+            self.authenticate(tenant, &session).await?;
         }
         session
             .use_ns(connection.namespace.clone())
@@ -282,6 +276,95 @@ impl SurrealRunner {
             .await
             .map_err(|e| classify(tenant, e))?;
         Ok(Arc::new(session))
+    }
+
+    /// Authenticates `session` as `tenant`'s user: with the token of an earlier sign-in on
+    /// the same endpoint when there is one, else by signing in (once, however many sessions
+    /// ask at the same moment).
+    async fn authenticate(&self, tenant: &TenantContext, session: &Surreal<Any>) -> Result<()> {
+        let connection = &tenant.connection;
+        let Some(credentials) = &connection.credentials else {
+            return Ok(());
+        };
+        let key = TokenKey {
+            url: connection.url.clone(),
+            username: credentials.username.clone(),
+            level: credentials.level,
+            scope: match credentials.level {
+                AuthLevel::Root => (None, None),
+                AuthLevel::Namespace => (Some(connection.namespace.clone()), None),
+                AuthLevel::Database => (
+                    Some(connection.namespace.clone()),
+                    Some(connection.database.clone()),
+                ),
+            },
+        };
+        let cell = Arc::clone(lock(&self.inner.tokens).entry(key).or_default());
+        let mut token = cell.lock().await;
+        if let Some(access) = token.clone() {
+            drop(token);
+            match session.authenticate(auth::Token::from(access)).await {
+                Ok(_) => return Ok(()),
+                Err(error) if error.is_connection() => return Err(classify(tenant, error)),
+                // Expired or revoked: sign in again below.
+                Err(error) => {
+                    tracing::debug!(environment = %tenant.environment, %error, "cached access token refused; signing in again");
+                }
+            }
+            token = cell.lock().await;
+        }
+        let signed_in = self.sign_in(tenant, session).await?;
+        *token = Some(signed_in.access);
+        Ok(())
+    }
+
+    /// Signs `session` in with `tenant`'s credentials (the server checks the password).
+    async fn sign_in(&self, tenant: &TenantContext, session: &Surreal<Any>) -> Result<auth::Token> {
+        let connection = &tenant.connection;
+        let Some(credentials) = &connection.credentials else {
+            return Err(RunnerError::Backend {
+                environment: tenant.environment.clone(),
+                source: "signing in without credentials".into(),
+            });
+        };
+        let username = credentials.username.clone();
+        let password = credentials.password.expose().to_owned();
+        self.inner.sign_ins.fetch_add(1, Ordering::Relaxed);
+        let signed_in = match credentials.level {
+            AuthLevel::Root => session.signin(auth::Root { username, password }).await,
+            AuthLevel::Namespace => {
+                session
+                    .signin(auth::Namespace {
+                        namespace: connection.namespace.clone(),
+                        username,
+                        password,
+                    })
+                    .await
+            }
+            AuthLevel::Database => {
+                session
+                    .signin(auth::Database {
+                        namespace: connection.namespace.clone(),
+                        database: connection.database.clone(),
+                        username,
+                        password,
+                    })
+                    .await
+            }
+        };
+        signed_in.map_err(|error| {
+            if error.is_connection() {
+                classify(tenant, error)
+            } else {
+                RunnerError::Authentication {
+                    environment: tenant.environment.clone(),
+                    endpoint: connection.redacted_url(),
+                    username: credentials.username.clone(),
+                    scope: auth_scope(tenant),
+                    source: Box::new(error),
+                }
+            }
+        })
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or conflicts too often.
@@ -352,101 +435,148 @@ impl SurrealRunner {
             .map(|held| (held.token.clone(), held.history.take()))
     }
 
-    async fn apply_one(
+    /// Applies (or reverts) `batch` in one request, each migration its own transaction, and
+    /// on write conflicts sends again from the first one that did not commit.
+    async fn apply_batch(
         &self,
         tenant: &TenantContext,
         session: &Surreal<Any>,
         plan: &MigrationPlan,
-        migration: &Migration,
+        batch: Vec<&Migration>,
         token: &str,
-    ) -> Result<()> {
+    ) -> Batch {
         let key = tenant.database_key();
-        let (statements, file, change) = match plan.direction {
-            Direction::Up => (
-                &migration.up,
-                migration.path.as_path(),
-                HistoryChange::Record,
-            ),
-            Direction::Down => (
-                migration.down.as_ref().unwrap_or(&migration.up),
-                migration.down_file(),
-                HistoryChange::Remove,
-            ),
+        let change = match plan.direction {
+            Direction::Up => HistoryChange::Record,
+            Direction::Down => HistoryChange::Remove,
         };
-        let define_history = !lock(&self.inner.history_ready).contains(&key);
-        let transaction = sql::migration(statements, change, define_history);
-        let mut vars = Map::new();
-        vars.insert("fl_token".into(), json!(token));
-        vars.insert(
-            "fl_id".into(),
-            json!(sql::record_id(migration.version.as_str())),
-        );
-        vars.insert("fl_version".into(), json!(migration.version.as_str()));
-        vars.insert("fl_description".into(), json!(migration.description));
-        vars.insert("fl_checksum".into(), json!(migration.checksum));
-        vars.insert("fl_applied_by".into(), json!(plan.applied_by));
-        if let Some(id) = &plan.deployment_id {
-            vars.insert("fl_deployment".into(), json!(id));
-        }
-        let body = transaction.prelude + transaction.statements + transaction.postlude;
-        let mut response = self
-            .request(tenant, session, &transaction.text, Some(&vars), body)
-            .await?;
-        if let Some((position, error)) = response.failure() {
-            let statements_end = transaction.prelude + transaction.statements;
-            return Err(if position < transaction.prelude {
-                if error.message().contains(LOCK_LOST) {
-                    RunnerError::LockLost {
-                        environment: tenant.environment.clone(),
+        let attempts = self.inner.config.conflict_attempts.max(1);
+        let mut pause = Duration::from_millis(5);
+        let mut conflicts = 0;
+        let mut next = 0;
+        while next < batch.len() {
+            let pending = &batch[next..];
+            let define_history = !lock(&self.inner.history_ready).contains(&key);
+            let bodies: Vec<&[Statement]> = pending
+                .iter()
+                .map(|m| statements_of(m, plan.direction).0)
+                .collect();
+            let request = sql::batch(&bodies, change, define_history);
+            let vars = batch_vars(plan, pending, token);
+            let outcomes = match session
+                .query(request.text.as_str())
+                .bind(Value::Object(vars))
+                .await
+            {
+                Ok(raw) => block_outcomes(raw, &request.layouts),
+                Err(error) => Err(error),
+            };
+            let outcomes = match outcomes {
+                Ok(outcomes) => outcomes,
+                Err(error) => {
+                    // What the request did is unknown (a lost connection, a reply we cannot
+                    // read): history says which of its migrations committed.
+                    let Some(committed) = self.committed_of(tenant, plan, pending).await else {
+                        return Batch::failed(next, classify(tenant, error));
+                    };
+                    next += committed;
+                    if is_conflict(&error) && conflicts + 1 < attempts {
+                        conflicts += 1;
+                        tokio::time::sleep(jitter(pause)).await;
+                        pause = (pause * 2).min(Duration::from_millis(200));
+                        continue;
                     }
-                } else {
-                    classify(tenant, error)
+                    return Batch::failed(next, classify(tenant, error));
                 }
-            } else if position < statements_end {
-                let index = position - transaction.prelude;
-                RunnerError::StatementFailed {
-                    environment: tenant.environment.clone(),
-                    version: migration.version.clone(),
-                    file: file.to_path_buf(),
-                    statement: index + 1,
-                    line: statements[index].line,
-                    message: error.message().to_owned(),
+            };
+            if define_history && matches!(outcomes.first(), Some(BlockOutcome::Committed)) {
+                lock(&self.inner.history_ready).insert(key.clone());
+            }
+            let mut outcomes = outcomes
+                .into_iter()
+                .zip(pending.iter().zip(&request.layouts));
+            for (outcome, (migration, layout)) in outcomes.by_ref() {
+                match outcome {
+                    BlockOutcome::Committed => next += 1,
+                    BlockOutcome::Conflict(error) => {
+                        conflicts += 1;
+                        if conflicts >= attempts {
+                            return Batch::failed(
+                                next,
+                                RunnerError::Conflict {
+                                    environment: tenant.environment.clone(),
+                                    attempts,
+                                    source: Box::new(error),
+                                },
+                            );
+                        }
+                        tracing::debug!(environment = %tenant.environment, %error, conflicts, "write conflict; sending the rest again");
+                        tokio::time::sleep(jitter(pause)).await;
+                        pause = (pause * 2).min(Duration::from_millis(200));
+                        break;
+                    }
+                    BlockOutcome::Failed(position, error) => {
+                        let error = block_error(
+                            tenant,
+                            plan.direction,
+                            migration,
+                            *layout,
+                            position,
+                            error,
+                        );
+                        return Batch::failed(next, error);
+                    }
                 }
-            } else {
-                RunnerError::Backend {
-                    environment: tenant.environment.clone(),
-                    source: format!(
-                        "recording migration {} in {}: {}",
-                        migration.version,
-                        sql::HISTORY_TABLE,
-                        error.message()
-                    )
-                    .into(),
-                }
-            });
+            }
         }
-        if define_history {
-            lock(&self.inner.history_ready).insert(key);
-        }
-        Ok(())
+        Batch::committed(batch.len())
+    }
+
+    /// How many of `pending`, from the first, history shows done in `plan`'s direction;
+    /// `None` when history cannot be read.
+    async fn committed_of(
+        &self,
+        tenant: &TenantContext,
+        plan: &MigrationPlan,
+        pending: &[&Migration],
+    ) -> Option<usize> {
+        let history = self.history(tenant).await.ok()?;
+        let applied: HashSet<&Version> = history.iter().map(|row| &row.version).collect();
+        Some(
+            pending
+                .iter()
+                .take_while(|m| applied.contains(&m.version) == (plan.direction == Direction::Up))
+                .count(),
+        )
     }
 
     async fn try_acquire(
         &self,
         tenant: &TenantContext,
         session: &Surreal<Any>,
-        text: &str,
+        lease: Duration,
         vars: &Map<String, Value>,
     ) -> Result<Attempt<(LockInfo, Vec<AppliedMigration>)>> {
-        let mut response = self
-            .request(tenant, session, text, Some(vars), sql::ACQUIRE_STATEMENTS)
-            .await?;
-        if let Some((_, error)) = response.failure() {
-            return Err(classify(tenant, error));
-        }
-        let mut value = response
-            .take(sql::ACQUIRE_STATEMENTS - 1)
-            .map_err(|e| classify(tenant, e))?;
+        let key = tenant.database_key();
+        let mut value = loop {
+            let define = !lock(&self.inner.history_ready).contains(&key);
+            let statements = sql::acquire_statements(define);
+            let text = sql::acquire(lease, define);
+            let mut response = self
+                .request(tenant, session, &text, Some(vars), statements)
+                .await?;
+            if let Some((_, error)) = response.failure() {
+                if !define && is_missing_table(&error) {
+                    // Removed since we saw it: define it this time.
+                    lock(&self.inner.history_ready).remove(&key);
+                    continue;
+                }
+                return Err(classify(tenant, error));
+            }
+            break response
+                .take(statements - 1)
+                .map_err(|e| classify(tenant, e))?;
+        };
         let acquired = value.get("acquired").and_then(Value::as_bool) == Some(true);
         let previous = lease_info(value.get("previous"));
         let current = lease_info(value.get("current"));
@@ -497,6 +627,143 @@ fn history_from_rows(tenant: &TenantContext, rows: Value) -> Result<Vec<AppliedM
     }
     history.sort_by(|a, b| a.version.cmp(&b.version));
     Ok(history)
+}
+
+/// Migrations sent in one request: enough to make a fleet's usual handful one round trip,
+/// few enough to keep a request and its reply small.
+const BATCH: usize = 32;
+
+/// The statements a migration runs in `direction`, and the file they come from.
+fn statements_of(migration: &Migration, direction: Direction) -> (&[Statement], &Path) {
+    match direction {
+        Direction::Up => (&migration.up, migration.path.as_path()),
+        Direction::Down => (
+            migration.down.as_ref().unwrap_or(&migration.up),
+            migration.down_file(),
+        ),
+    }
+}
+
+/// The variables of a [`sql::batch`] of `pending`.
+fn batch_vars(plan: &MigrationPlan, pending: &[&Migration], token: &str) -> Map<String, Value> {
+    let mut vars = Map::new();
+    vars.insert("fl_token".into(), json!(token));
+    vars.insert("fl_applied_by".into(), json!(plan.applied_by));
+    if let Some(id) = &plan.deployment_id {
+        // Unbound means NONE; a bound null would not fit `option<string>`.
+        vars.insert("fl_deployment".into(), json!(id));
+    }
+    for (k, migration) in pending.iter().enumerate() {
+        let version = migration.version.as_str();
+        vars.insert(format!("fl_id_{k}"), json!(sql::record_id(version)));
+        vars.insert(format!("fl_version_{k}"), json!(version));
+        vars.insert(format!("fl_description_{k}"), json!(migration.description));
+        vars.insert(format!("fl_checksum_{k}"), json!(migration.checksum));
+    }
+    vars
+}
+
+/// What became of one transaction of a batch.
+#[derive(Debug)]
+enum BlockOutcome {
+    Committed,
+    /// A write conflict: worth sending again.
+    Conflict(surrealdb::Error),
+    /// Failed at this body position (the body's length when `COMMIT` itself failed).
+    Failed(usize, surrealdb::Error),
+}
+
+/// Splits a batch's results into one outcome per transaction. Every transaction contributes
+/// `BEGIN`, its body and `COMMIT`; a reply of another shape is an error (its effect is then
+/// read from history).
+fn block_outcomes(
+    mut raw: surrealdb::IndexedResults,
+    layouts: &[sql::Layout],
+) -> std::result::Result<Vec<BlockOutcome>, surrealdb::Error> {
+    let expected: usize = layouts.iter().map(|l| l.body() + 2).sum();
+    if raw.num_statements() != expected {
+        return Err(surrealdb::Error::internal(format!(
+            "expected {expected} results from the migration request, got {}",
+            raw.num_statements()
+        )));
+    }
+    let mut errors: Vec<(usize, surrealdb::Error)> = raw.take_errors().into_iter().collect();
+    errors.sort_by_key(|(index, _)| *index);
+    let mut errors = errors.into_iter().peekable();
+    let mut outcomes = Vec::with_capacity(layouts.len());
+    let mut base = 0;
+    for layout in layouts {
+        let end = base + layout.body() + 2;
+        let mut mine = Vec::new();
+        while let Some((index, _)) = errors.peek()
+            && *index < end
+        {
+            mine.extend(errors.next());
+        }
+        outcomes.push(if mine.is_empty() {
+            BlockOutcome::Committed
+        } else if let Some(at) = mine.iter().position(|(_, e)| is_conflict(e)) {
+            BlockOutcome::Conflict(mine.swap_remove(at).1)
+        } else {
+            let at = mine
+                .iter()
+                .position(|(_, e)| !is_not_executed(e))
+                .unwrap_or(0);
+            let (index, error) = mine.swap_remove(at);
+            // Body positions start after `BEGIN`.
+            BlockOutcome::Failed(index.saturating_sub(base + 1), error)
+        });
+        base = end;
+    }
+    Ok(outcomes)
+}
+
+/// The error for a batch transaction that failed at body `position`.
+fn block_error(
+    tenant: &TenantContext,
+    direction: Direction,
+    migration: &Migration,
+    layout: sql::Layout,
+    position: usize,
+    error: surrealdb::Error,
+) -> RunnerError {
+    let (statements, file) = statements_of(migration, direction);
+    let statements_end = layout.prelude + layout.statements;
+    if position < layout.prelude {
+        if error.message().contains(LOCK_LOST) {
+            RunnerError::LockLost {
+                environment: tenant.environment.clone(),
+            }
+        } else {
+            classify(tenant, error)
+        }
+    } else if position < statements_end {
+        let index = position - layout.prelude;
+        RunnerError::StatementFailed {
+            environment: tenant.environment.clone(),
+            version: migration.version.clone(),
+            file: file.to_path_buf(),
+            statement: index + 1,
+            line: statements[index].line,
+            message: error.message().to_owned(),
+        }
+    } else {
+        let doing = if position == statements_end {
+            "recording"
+        } else {
+            "committing"
+        };
+        RunnerError::Backend {
+            environment: tenant.environment.clone(),
+            source: format!(
+                "{doing} migration {} in {}: {}",
+                migration.version,
+                sql::HISTORY_TABLE,
+                error.message()
+            )
+            .into(),
+        }
+    }
 }
 
 /// A query's per-statement results, with transaction markers accounted for.
@@ -626,20 +893,24 @@ impl MigrationRunner for SurrealRunner {
         let session = self.session(tenant).await?;
         let started = Instant::now();
         let mut response = self
-            .request(tenant, &session, &sql::health(), None, 3)
+            .request(tenant, &session, &sql::health(), None, 2)
             .await?;
         let latency = started.elapsed();
-        let info: Value = response.take(0).map_err(|e| classify(tenant, e))?;
-        let initialised = info
-            .get("tables")
-            .and_then(|tables| tables.get(sql::HISTORY_TABLE))
-            .is_some();
-        let holder = match response.take(1) {
+        let holder = match response.take(0) {
             Ok(value) => lease_row(Some(&value))
                 .filter(|row| !row.expired)
                 .and_then(|_| lease_info(Some(&value))),
             Err(error) if is_missing_table(&error) => None,
             Err(error) => return Err(classify(tenant, error)),
+        };
+        // An unreadable history is reported by `history`, not by the health probe.
+        let (initialised, history) = match response.take(1) {
+            Ok(rows) => {
+                lock(&self.inner.history_ready).insert(tenant.database_key());
+                (true, history_from_rows(tenant, rows).ok())
+            }
+            Err(error) if is_missing_table(&error) => (false, Some(Vec::new())),
+            Err(_) => (true, None),
         };
         let url = &tenant.connection.url;
         let cached = lock(&self.inner.server_versions).get(url).cloned();
@@ -652,12 +923,6 @@ impl MigrationRunner for SurrealRunner {
                 }
                 asked
             }
-        };
-        let history = match response.take(2) {
-            // An unreadable row is reported by `history`, not by the health probe.
-            Ok(rows) => history_from_rows(tenant, rows).ok(),
-            Err(error) if is_missing_table(&error) => Some(Vec::new()),
-            Err(_) => None,
         };
         Ok(HealthStatus {
             latency,
@@ -695,9 +960,8 @@ impl MigrationRunner for SurrealRunner {
         if let Some(id) = &request.owner.deployment_id {
             vars.insert("fl_deployment".into(), json!(id));
         }
-        let text = sql::acquire(request.lease);
         let outcome = wait_for_lock(request.wait, || {
-            self.try_acquire(tenant, &session, &text, &vars)
+            self.try_acquire(tenant, &session, request.lease, &vars)
         })
         .await?;
         let ((info, history), took_over) =
@@ -787,8 +1051,8 @@ impl MigrationRunner for SurrealRunner {
             Some(history) => history,
             None => self.history(tenant).await?,
         };
-        run_steps(tenant, plan, &history, |migration| {
-            self.apply_one(tenant, &session, plan, migration, &token)
+        run_batched(tenant, plan, &history, BATCH, |batch| {
+            self.apply_batch(tenant, &session, plan, batch, &token)
         })
         .await
     }

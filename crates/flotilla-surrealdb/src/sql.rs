@@ -34,22 +34,29 @@ const SELECT_LEASE: &str = "(SELECT host, pid, deployment_id, token, \
      <string> acquired_at AS acquired_at, <string> expires_at AS expires_at, \
      expires_at <= time::now() AS expired FROM ONLY _migration_lock:lock)";
 
-/// Health: the database's definitions, the current lease and the history, in one request.
+/// Health: the current lease and the history, in one request. A missing history table
+/// (an error for the second statement) means the target is not initialised.
 pub(crate) fn health() -> String {
-    format!("INFO FOR DB; {SELECT_LEASE}; {SELECT_HISTORY};")
+    format!("{SELECT_LEASE}; {SELECT_HISTORY};")
 }
 
 /// Takes the lease if it is free or expired, in one transaction, and — when taken — reads
-/// the history in that same transaction, so the caller need not ask again. The history table
-/// is defined here too (`IF NOT EXISTS`): a target being locked for migrating is one being
-/// initialised. The request's body has [`ACQUIRE_STATEMENTS`] statements; the last returns
+/// the history in that same transaction, so the caller need not ask again. With
+/// `define_history` the history table is defined too (`IF NOT EXISTS`): a target being locked
+/// for migrating is one being initialised; without it, the caller knows the table exists (a
+/// missing table then fails the request, and the caller asks again with it). The request's
+/// body has [`acquire_statements`] statements; the last returns
 /// `{ acquired, previous, current, history }`.
-pub(crate) fn acquire(lease: Duration) -> String {
+pub(crate) fn acquire(lease: Duration, define_history: bool) -> String {
+    let defines = if define_history {
+        DEFINE_HISTORY.join(";\n") + ";\n"
+    } else {
+        String::new()
+    };
     format!(
         "BEGIN TRANSACTION;
 DEFINE TABLE IF NOT EXISTS _migration_lock SCHEMALESS;
-{defines};
-LET $fl_cur = {SELECT_LEASE};
+{defines}LET $fl_cur = {SELECT_LEASE};
 LET $fl_free = $fl_cur = NONE OR $fl_cur.expired = true;
 IF $fl_free {{
     UPSERT _migration_lock:lock CONTENT {{
@@ -60,14 +67,19 @@ IF $fl_free {{
 LET $fl_history = IF $fl_free {{ {SELECT_HISTORY} }} ELSE {{ NONE }};
 RETURN {{ acquired: $fl_free, previous: $fl_cur, current: {SELECT_LEASE}, history: $fl_history }};
 COMMIT TRANSACTION;",
-        defines = DEFINE_HISTORY.join(";\n"),
         ms = lease.as_millis()
     )
 }
 
-/// Statements in [`acquire`]'s body: the lock table, the history definitions, two LETs, the
-/// IF, the history LET and the RETURN.
-pub(crate) const ACQUIRE_STATEMENTS: usize = 1 + DEFINE_HISTORY.len() + 5;
+/// Statements in [`acquire`]'s body: the lock table, the history definitions (when asked
+/// for), two LETs, the IF, the history LET and the RETURN.
+pub(crate) fn acquire_statements(define_history: bool) -> usize {
+    1 + if define_history {
+        DEFINE_HISTORY.len()
+    } else {
+        0
+    } + 5
+}
 
 /// Extends our lease; returns the token when it is still ours.
 pub(crate) fn renew(lease: Duration) -> String {
@@ -89,16 +101,33 @@ pub(crate) fn break_lock() -> String {
 pub(crate) const RELEASE: &str =
     "DELETE _migration_lock:lock WHERE token = $fl_token RETURN BEFORE;";
 
-/// One migration as a single transaction, laid out so results map back to statements.
-#[derive(Debug)]
-pub(crate) struct Transaction {
-    pub(crate) text: String,
+/// Thrown by a batch's later transactions when the one before did not commit, so nothing
+/// runs after a failure.
+pub(crate) const PREDECESSOR_MISSING: &str = "flotilla: the previous migration did not commit";
+
+/// Where a transaction's results sit in its body (the statements between `BEGIN` and
+/// `COMMIT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
     /// Statements before the migration's own (fence, timer, history definitions).
     pub(crate) prelude: usize,
     /// The migration's statement count.
     pub(crate) statements: usize,
-    /// Statements after them (history write).
-    pub(crate) postlude: usize,
+}
+
+impl Layout {
+    /// Body statements: the prelude, the migration's, and the history write.
+    pub(crate) fn body(self) -> usize {
+        self.prelude + self.statements + 1
+    }
+}
+
+/// Consecutive migrations in one request, each its own `BEGIN … COMMIT` transaction.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) text: String,
+    /// Per transaction, in order.
+    pub(crate) layouts: Vec<Layout>,
 }
 
 /// Which way a transaction moves history.
@@ -110,51 +139,65 @@ pub(crate) enum HistoryChange {
     Remove,
 }
 
-/// `statements` plus the history change, fenced by our lease token, in one transaction.
-/// Variables: `$fl_token`, `$fl_id`, `$fl_version`, `$fl_description`, `$fl_checksum`,
-/// `$fl_applied_by`, `$fl_deployment`.
-pub(crate) fn migration(
-    statements: &[Statement],
+/// Each of `migrations` (statement lists) plus its history change, fenced by our lease token,
+/// as one transaction each, in one request. Every transaction after the first is also fenced
+/// on its predecessor's history change, so a failed (or conflicting) transaction stops the
+/// rest of the request. Variables: `$fl_token`, `$fl_applied_by`, `$fl_deployment`, and per
+/// transaction `k`: `$fl_id_k`, `$fl_version_k`, `$fl_description_k`, `$fl_checksum_k`.
+pub(crate) fn batch(
+    migrations: &[&[Statement]],
     change: HistoryChange,
     define_history: bool,
-) -> Transaction {
-    let mut prelude = vec![
-        format!(
+) -> Batch {
+    let mut text = String::new();
+    let mut layouts = Vec::with_capacity(migrations.len());
+    for (k, statements) in migrations.iter().enumerate() {
+        let mut fence = format!(
             "IF $fl_token = NONE OR _migration_lock:lock.token != $fl_token {{ THROW \"{LOCK_LOST}\" }}"
-        ),
-        "LET $fl_started = time::now()".to_owned(),
-    ];
-    if define_history {
-        prelude.extend(DEFINE_HISTORY.iter().map(|s| (*s).to_owned()));
-    }
-    let postlude = match change {
-        HistoryChange::Record => "CREATE type::record('_migration_history', $fl_id) SET \
-             version = $fl_version, description = $fl_description, checksum = $fl_checksum, \
-             applied_at = time::now(), \
-             execution_time_ms = duration::millis(time::now() - $fl_started), \
-             applied_by = $fl_applied_by, deployment_id = $fl_deployment RETURN NONE"
-            .to_owned(),
-        HistoryChange::Remove => {
-            "DELETE _migration_history WHERE version = $fl_version RETURN NONE".to_owned()
+        );
+        if k > 0 {
+            let unmet = match change {
+                HistoryChange::Record => "=",
+                HistoryChange::Remove => "!=",
+            };
+            fence.push_str(&format!(
+                " ELSE IF (SELECT VALUE version FROM _migration_history WHERE version = $fl_version_{prev}) {unmet} [] {{ THROW \"{PREDECESSOR_MISSING}\" }}",
+                prev = k - 1
+            ));
         }
-    };
-    let mut text = String::from("BEGIN TRANSACTION;\n");
-    for statement in &prelude {
-        text.push_str(statement);
-        text.push_str(";\n");
+        let mut prelude = vec![fence, "LET $fl_started = time::now()".to_owned()];
+        if define_history && k == 0 {
+            prelude.extend(DEFINE_HISTORY.iter().map(|s| (*s).to_owned()));
+        }
+        let postlude = match change {
+            HistoryChange::Record => format!(
+                "CREATE type::record('_migration_history', $fl_id_{k}) SET \
+                 version = $fl_version_{k}, description = $fl_description_{k}, \
+                 checksum = $fl_checksum_{k}, applied_at = time::now(), \
+                 execution_time_ms = duration::millis(time::now() - $fl_started), \
+                 applied_by = $fl_applied_by, deployment_id = $fl_deployment RETURN NONE"
+            ),
+            HistoryChange::Remove => {
+                format!("DELETE _migration_history WHERE version = $fl_version_{k} RETURN NONE")
+            }
+        };
+        text.push_str("BEGIN TRANSACTION;\n");
+        for statement in &prelude {
+            text.push_str(statement);
+            text.push_str(";\n");
+        }
+        for statement in *statements {
+            text.push_str(&statement.text);
+            text.push_str(";\n");
+        }
+        text.push_str(&postlude);
+        text.push_str(";\nCOMMIT TRANSACTION;\n");
+        layouts.push(Layout {
+            prelude: prelude.len(),
+            statements: statements.len(),
+        });
     }
-    for statement in statements {
-        text.push_str(&statement.text);
-        text.push_str(";\n");
-    }
-    text.push_str(&postlude);
-    text.push_str(";\nCOMMIT TRANSACTION;");
-    Transaction {
-        text,
-        prelude: prelude.len(),
-        statements: statements.len(),
-        postlude: 1,
-    }
+    Batch { text, layouts }
 }
 
 /// The history record id for a version, as the surql toolkit derives it.

@@ -58,3 +58,41 @@ mod mem {
 mod surrealkv {
     flotilla_runner::conformance_tests!(super::Embedded::surrealkv());
 }
+
+/// The runner remembers which targets have a history table, to leave its definitions out of
+/// the lock request. A table removed behind its back is defined again, not an error.
+#[tokio::test]
+async fn a_history_table_removed_after_the_health_probe_is_defined_again() {
+    use flotilla_runner::testkit::migrations;
+    use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner, MigrationRunnerExt};
+
+    let runner = SurrealRunner::new();
+    let tenant = TenantContext::new("t", Connection::new("mem://", "removed", "app"));
+    let first = MigrationPlan::up(migrations(&[(
+        "0001_a.surql",
+        "DEFINE TABLE IF NOT EXISTS a;",
+    )]));
+    let lock = LockRequest::new(Some("test".into()), std::time::Duration::from_secs(10));
+    runner
+        .apply_locked(&tenant, &first, &lock)
+        .await
+        .expect("first deploy");
+    let health = runner.health(&tenant).await.expect("health");
+    assert!(health.initialised);
+    runner
+        .session(&tenant)
+        .await
+        .expect("session")
+        .query("REMOVE TABLE _migration_history")
+        .await
+        .expect("remove")
+        .check()
+        .expect("removed");
+    let result = runner
+        .apply_locked(&tenant, &first, &lock)
+        .await
+        .expect("deploy after the history table was removed");
+    // Without its history the target looks new: 0001 is pending again.
+    assert_eq!(result.applied.len(), 1);
+    assert_eq!(runner.history(&tenant).await.expect("history").len(), 1);
+}

@@ -270,11 +270,22 @@ impl SurrealRunner {
         if connection.credentials.is_some() {
             self.authenticate(tenant, &session).await?;
         }
-        session
-            .use_ns(connection.namespace.clone())
-            .use_db(connection.database.clone())
-            .await
-            .map_err(|e| classify(tenant, e))?;
+        // `USE` creates a missing namespace and database; sessions racing to create the same
+        // ones conflict, and the loser simply asks again.
+        self.retrying(tenant, || async {
+            session
+                .use_ns(connection.namespace.clone())
+                .use_db(connection.database.clone())
+                .await
+                .map_err(|error| {
+                    if is_conflict(&error) {
+                        Failure::Conflict(error)
+                    } else {
+                        Failure::Fatal(classify(tenant, error))
+                    }
+                })
+        })
+        .await?;
         Ok(Arc::new(session))
     }
 

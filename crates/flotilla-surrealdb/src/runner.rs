@@ -52,12 +52,58 @@ pub struct SurrealRunner {
     inner: Arc<Inner>,
 }
 
-type Session = Arc<Surreal<Any>>;
+/// Sessions per endpoint and user: enough for every request of a deploy's concurrency to
+/// have its own, few enough to stay far below a server's limit on sessions per WebSocket
+/// connection (SurrealDB's default is 256).
+const POOL_SIZE: usize = 32;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct SessionKey {
-    database: DatabaseKey,
-    user: Option<(String, AuthLevel)>,
+/// Signed-in sessions of one user on one endpoint, shared by all of that user's targets
+/// there. A request borrows one, names its target with a leading `USE`, and gives it back: no
+/// session, sign-in or `USE` round trip per target.
+struct Pool {
+    permits: Arc<tokio::sync::Semaphore>,
+    idle: Mutex<Vec<Surreal<Any>>>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(POOL_SIZE)),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// A borrowed session, returned to its pool when dropped.
+struct Borrowed {
+    session: Option<Surreal<Any>>,
+    pool: Arc<Pool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for Borrowed {
+    type Target = Surreal<Any>;
+
+    fn deref(&self) -> &Surreal<Any> {
+        self.session.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Borrowed {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            lock(&self.pool.idle).push(session);
+        }
+    }
+}
+
+/// `USE NS … DB …;` for `tenant`, with both names quoted, ahead of every request.
+fn use_prefix(tenant: &TenantContext) -> String {
+    format!(
+        "USE NS {} DB {};\n",
+        sql::ident(&tenant.connection.namespace),
+        sql::ident(&tenant.connection.database)
+    )
 }
 
 /// Whose access token: the endpoint, the user, and the namespace/database a namespace or
@@ -86,9 +132,8 @@ struct Inner {
     tokens: Mutex<HashMap<TokenKey, TokenCell>>,
     /// Password sign-ins made, for [`SurrealRunner::sign_in_count`].
     sign_ins: AtomicU64,
-    /// Signed-in sessions per target and user, cloned from their endpoint's connection; the
-    /// most recent [`SESSION_CACHE`] are kept for reuse.
-    sessions: Mutex<SessionCache>,
+    /// Session pools per endpoint and user.
+    pools: Mutex<HashMap<TokenKey, Arc<Pool>>>,
     /// Locks this runner holds.
     held: Mutex<HashMap<DatabaseKey, Held>>,
     /// Targets whose history table this runner has already defined.
@@ -102,7 +147,7 @@ impl fmt::Debug for Inner {
         f.debug_struct("SurrealRunner")
             .field("config", &self.config)
             .field("connections", &lock(&self.endpoints).len())
-            .field("sessions", &lock(&self.sessions).cells.len())
+            .field("pools", &lock(&self.pools).len())
             .finish()
     }
 }
@@ -112,35 +157,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Sessions kept for reuse. A deploy touches each target a handful of times in a row, so a
-/// bounded cache keeps the reuse and lets a thousand-tenant fleet's sessions go: memory stays
-/// flat in the number of targets.
-const SESSION_CACHE: usize = 256;
-
-#[derive(Default)]
-struct SessionCache {
-    cells: HashMap<SessionKey, Arc<OnceCell<Session>>>,
-    order: std::collections::VecDeque<SessionKey>,
-}
-
-impl SessionCache {
-    fn cell(&mut self, key: SessionKey) -> Arc<OnceCell<Session>> {
-        if let Some(cell) = self.cells.get(&key) {
-            return Arc::clone(cell);
-        }
-        if self.order.len() >= SESSION_CACHE
-            && let Some(oldest) = self.order.pop_front()
-        {
-            // Callers still using it keep their own handle; only the cache lets go.
-            self.cells.remove(&oldest);
-        }
-        let cell = Arc::new(OnceCell::new());
-        self.cells.insert(key.clone(), Arc::clone(&cell));
-        self.order.push_back(key);
-        cell
-    }
 }
 
 /// A lock this runner holds: its lease token, and the history read when it was taken
@@ -193,20 +209,10 @@ impl SurrealRunner {
         self.inner.sign_ins.load(Ordering::Relaxed)
     }
 
-    /// The signed-in session on `tenant`'s database, for inspecting it (tests, tooling).
+    /// A new signed-in session on `tenant`'s database, for inspecting it (tests, tooling).
+    /// Deploys do not use it: they borrow pooled sessions.
     pub async fn session(&self, tenant: &TenantContext) -> Result<Arc<Surreal<Any>>> {
-        let key = SessionKey {
-            database: tenant.database_key(),
-            user: tenant
-                .connection
-                .credentials
-                .as_ref()
-                .map(|c| (c.username.clone(), c.level)),
-        };
-        let cell = lock(&self.inner.sessions).cell(key);
-        cell.get_or_try_init(|| self.open_session(tenant))
-            .await
-            .cloned()
+        self.open_session(tenant).await.map(Arc::new)
     }
 
     /// The target's definitions (`INFO FOR DB`) and every record of every table, rendered
@@ -261,7 +267,7 @@ impl SurrealRunner {
         .cloned()
     }
 
-    async fn open_session(&self, tenant: &TenantContext) -> Result<Session> {
+    async fn open_session(&self, tenant: &TenantContext) -> Result<Surreal<Any>> {
         let base = self.connection(tenant).await?;
         // A clone is a new session on the same connection. `base` itself never signs in, so
         // its clones carry no sign-in to replay.
@@ -286,30 +292,87 @@ impl SurrealRunner {
                 })
         })
         .await?;
-        Ok(Arc::new(session))
+        Ok(session)
+    }
+
+    /// Who `tenant` signs in as on which endpoint: the key of its token and session pool.
+    fn user_key(tenant: &TenantContext) -> TokenKey {
+        let connection = &tenant.connection;
+        match &connection.credentials {
+            None => TokenKey {
+                url: connection.url.clone(),
+                username: String::new(),
+                level: AuthLevel::Root,
+                scope: (None, None),
+            },
+            Some(credentials) => TokenKey {
+                url: connection.url.clone(),
+                username: credentials.username.clone(),
+                level: credentials.level,
+                scope: match credentials.level {
+                    AuthLevel::Root => (None, None),
+                    AuthLevel::Namespace => (Some(connection.namespace.clone()), None),
+                    AuthLevel::Database => (
+                        Some(connection.namespace.clone()),
+                        Some(connection.database.clone()),
+                    ),
+                },
+            },
+        }
+    }
+
+    /// A session of `tenant`'s user on its endpoint, from the pool (waiting while all are in
+    /// use). Requests sent on it must begin with [`use_prefix`].
+    async fn borrow(&self, tenant: &TenantContext) -> Result<Borrowed> {
+        let pool = Arc::clone(
+            lock(&self.inner.pools)
+                .entry(Self::user_key(tenant))
+                .or_default(),
+        );
+        let permit = Arc::clone(&pool.permits)
+            .acquire_owned()
+            .await
+            .expect("pool semaphores are never closed");
+        let idle = lock(&pool.idle).pop();
+        let session = match idle {
+            Some(session) => session,
+            None => {
+                let session = self.connection(tenant).await?.clone();
+                self.authenticate(tenant, &session).await?;
+                session
+            }
+        };
+        Ok(Borrowed {
+            session: Some(session),
+            pool,
+            _permit: permit,
+        })
+    }
+
+    /// Sends `USE` for `tenant` followed by `text`, on a pooled session. The reply's first
+    /// result is the `USE`'s.
+    async fn send(
+        &self,
+        tenant: &TenantContext,
+        text: &str,
+        vars: Option<&Map<String, Value>>,
+    ) -> Result<std::result::Result<surrealdb::IndexedResults, surrealdb::Error>> {
+        let session = self.borrow(tenant).await?;
+        let mut query = session.query(use_prefix(tenant) + text);
+        if let Some(vars) = vars {
+            query = query.bind(Value::Object(vars.clone()));
+        }
+        Ok(query.await)
     }
 
     /// Authenticates `session` as `tenant`'s user: with the token of an earlier sign-in on
     /// the same endpoint when there is one, else by signing in (once, however many sessions
     /// ask at the same moment).
     async fn authenticate(&self, tenant: &TenantContext, session: &Surreal<Any>) -> Result<()> {
-        let connection = &tenant.connection;
-        let Some(credentials) = &connection.credentials else {
+        if tenant.connection.credentials.is_none() {
             return Ok(());
-        };
-        let key = TokenKey {
-            url: connection.url.clone(),
-            username: credentials.username.clone(),
-            level: credentials.level,
-            scope: match credentials.level {
-                AuthLevel::Root => (None, None),
-                AuthLevel::Namespace => (Some(connection.namespace.clone()), None),
-                AuthLevel::Database => (
-                    Some(connection.namespace.clone()),
-                    Some(connection.database.clone()),
-                ),
-            },
-        };
+        }
+        let key = Self::user_key(tenant);
         let cell = Arc::clone(lock(&self.inner.tokens).entry(key).or_default());
         let mut token = cell.lock().await;
         if let Some(access) = token.clone() {
@@ -413,17 +476,16 @@ impl SurrealRunner {
     async fn request(
         &self,
         tenant: &TenantContext,
-        session: &Surreal<Any>,
         text: &str,
         vars: Option<&Map<String, Value>>,
         body_statements: usize,
     ) -> Result<Response> {
         self.retrying(tenant, || async {
-            let mut query = session.query(text);
-            if let Some(vars) = vars {
-                query = query.bind(Value::Object(vars.clone()));
-            }
-            let raw = query.await.map_err(|error| {
+            let raw = self
+                .send(tenant, text, vars)
+                .await
+                .map_err(Failure::Fatal)?;
+            let raw = raw.map_err(|error| {
                 if is_conflict(&error) {
                     Failure::Conflict(error)
                 } else {
@@ -431,6 +493,13 @@ impl SurrealRunner {
                 }
             })?;
             let mut response = Response::new(raw, body_statements);
+            if let Some(error) = response.prefix_error.take() {
+                return Err(if is_conflict(&error) {
+                    Failure::Conflict(error)
+                } else {
+                    Failure::Fatal(classify(tenant, error))
+                });
+            }
             match response.take_conflict() {
                 Some(conflict) => Err(Failure::Conflict(conflict)),
                 None => Ok(response),
@@ -451,7 +520,6 @@ impl SurrealRunner {
     async fn apply_batch(
         &self,
         tenant: &TenantContext,
-        session: &Surreal<Any>,
         plan: &MigrationPlan,
         batch: Vec<&Migration>,
         token: &str,
@@ -474,13 +542,10 @@ impl SurrealRunner {
                 .collect();
             let request = sql::batch(&bodies, change, define_history);
             let vars = batch_vars(plan, pending, token);
-            let outcomes = match session
-                .query(request.text.as_str())
-                .bind(Value::Object(vars))
-                .await
-            {
-                Ok(raw) => block_outcomes(raw, &request.layouts),
-                Err(error) => Err(error),
+            let outcomes = match self.send(tenant, &request.text, Some(&vars)).await {
+                Ok(Ok(raw)) => block_outcomes(raw, &request.layouts),
+                Ok(Err(error)) => Err(error),
+                Err(error) => return Batch::failed(next, error),
             };
             let outcomes = match outcomes {
                 Ok(outcomes) => outcomes,
@@ -564,7 +629,6 @@ impl SurrealRunner {
     async fn try_acquire(
         &self,
         tenant: &TenantContext,
-        session: &Surreal<Any>,
         lease: Duration,
         vars: &Map<String, Value>,
     ) -> Result<Attempt<(LockInfo, Vec<AppliedMigration>)>> {
@@ -573,9 +637,7 @@ impl SurrealRunner {
             let define = !lock(&self.inner.history_ready).contains(&key);
             let statements = sql::acquire_statements(define);
             let text = sql::acquire(lease, define);
-            let mut response = self
-                .request(tenant, session, &text, Some(vars), statements)
-                .await?;
+            let mut response = self.request(tenant, &text, Some(vars), statements).await?;
             if let Some((_, error)) = response.failure() {
                 if !define && is_missing_table(&error) {
                     // Removed since we saw it: define it this time.
@@ -691,7 +753,8 @@ fn block_outcomes(
     mut raw: surrealdb::IndexedResults,
     layouts: &[sql::Layout],
 ) -> std::result::Result<Vec<BlockOutcome>, surrealdb::Error> {
-    let expected: usize = layouts.iter().map(|l| l.body() + 2).sum();
+    // The leading `USE`, then each transaction.
+    let expected: usize = 1 + layouts.iter().map(|l| l.body() + 2).sum::<usize>();
     if raw.num_statements() != expected {
         return Err(surrealdb::Error::internal(format!(
             "expected {expected} results from the migration request, got {}",
@@ -700,9 +763,13 @@ fn block_outcomes(
     }
     let mut errors: Vec<(usize, surrealdb::Error)> = raw.take_errors().into_iter().collect();
     errors.sort_by_key(|(index, _)| *index);
+    if errors.first().is_some_and(|(index, _)| *index == 0) {
+        // `USE` failed: nothing ran.
+        return Err(errors.swap_remove(0).1);
+    }
     let mut errors = errors.into_iter().peekable();
     let mut outcomes = Vec::with_capacity(layouts.len());
-    let mut base = 0;
+    let mut base = 1;
     for layout in layouts {
         let end = base + layout.body() + 2;
         let mut mine = Vec::new();
@@ -780,23 +847,32 @@ fn block_error(
 /// A query's per-statement results, with transaction markers accounted for.
 struct Response {
     inner: surrealdb::IndexedResults,
+    /// The leading `USE`'s error, if it failed.
+    prefix_error: Option<surrealdb::Error>,
     /// Statement errors by body position, in order.
     errors: Vec<(usize, surrealdb::Error)>,
-    /// Results before the body's first statement (the `BEGIN` result, when there is one).
+    /// Results before the body's first statement (the `USE`, and `BEGIN` when there is one).
     offset: usize,
 }
 
 impl Response {
+    /// `inner` answers a [`use_prefix`] and then a body of `body_statements` statements,
+    /// possibly between `BEGIN` and `COMMIT`.
     fn new(mut inner: surrealdb::IndexedResults, body_statements: usize) -> Self {
-        let offset = inner.num_statements().saturating_sub(body_statements) / 2;
-        let mut errors: Vec<(usize, surrealdb::Error)> = inner
-            .take_errors()
-            .into_iter()
-            .map(|(index, error)| (index.saturating_sub(offset), error))
-            .collect();
+        let offset = 1 + inner.num_statements().saturating_sub(1 + body_statements) / 2;
+        let mut prefix_error = None;
+        let mut errors: Vec<(usize, surrealdb::Error)> = Vec::new();
+        for (index, error) in inner.take_errors() {
+            if index == 0 {
+                prefix_error = Some(error);
+            } else {
+                errors.push((index.saturating_sub(offset), error));
+            }
+        }
         errors.sort_by_key(|(index, _)| *index);
         Self {
             inner,
+            prefix_error,
             errors,
             offset,
         }
@@ -901,11 +977,8 @@ fn new_token(owner: &LockOwner) -> String {
 #[async_trait]
 impl MigrationRunner for SurrealRunner {
     async fn health(&self, tenant: &TenantContext) -> Result<HealthStatus> {
-        let session = self.session(tenant).await?;
         let started = Instant::now();
-        let mut response = self
-            .request(tenant, &session, &sql::health(), None, 2)
-            .await?;
+        let mut response = self.request(tenant, &sql::health(), None, 2).await?;
         let latency = started.elapsed();
         let holder = match response.take(0) {
             Ok(value) => lease_row(Some(&value))
@@ -928,7 +1001,8 @@ impl MigrationRunner for SurrealRunner {
         let server_version = match cached {
             Some(version) => Some(version),
             None => {
-                let asked = session.version().await.ok().map(|v| v.to_string());
+                let base = self.connection(tenant).await?;
+                let asked = base.version().await.ok().map(|v| v.to_string());
                 if let Some(version) = &asked {
                     lock(&self.inner.server_versions).insert(url.clone(), version.clone());
                 }
@@ -945,10 +1019,7 @@ impl MigrationRunner for SurrealRunner {
     }
 
     async fn history(&self, tenant: &TenantContext) -> Result<Vec<AppliedMigration>> {
-        let session = self.session(tenant).await?;
-        let mut response = self
-            .request(tenant, &session, sql::SELECT_HISTORY, None, 1)
-            .await?;
+        let mut response = self.request(tenant, sql::SELECT_HISTORY, None, 1).await?;
         let rows: Value = match response.take(0) {
             Ok(rows) => rows,
             Err(error) if is_missing_table(&error) => return Ok(Vec::new()),
@@ -962,7 +1033,6 @@ impl MigrationRunner for SurrealRunner {
         tenant: &TenantContext,
         request: &LockRequest,
     ) -> Result<Box<dyn LockGuard>> {
-        let session = self.session(tenant).await?;
         let token = new_token(&request.owner);
         let mut vars = Map::new();
         vars.insert("fl_token".into(), json!(token));
@@ -972,7 +1042,7 @@ impl MigrationRunner for SurrealRunner {
             vars.insert("fl_deployment".into(), json!(id));
         }
         let outcome = wait_for_lock(request.wait, || {
-            self.try_acquire(tenant, &session, request.lease, &vars)
+            self.try_acquire(tenant, request.lease, &vars)
         })
         .await?;
         let ((info, history), took_over) =
@@ -995,34 +1065,24 @@ impl MigrationRunner for SurrealRunner {
         // The acquiring transaction defined the history table.
         lock(&self.inner.history_ready).insert(key.clone());
 
-        let renew_session = Arc::clone(&session);
+        let renew_runner = self.clone();
+        let renew_tenant = tenant.clone();
         let renew_text = sql::renew(request.lease);
-        let renew_vars = json!({ "fl_token": token });
+        let mut renew_vars = Map::new();
+        renew_vars.insert("fl_token".into(), json!(token));
         let heartbeat = Heartbeat::spawn(request.lease, move || {
-            let session = Arc::clone(&renew_session);
+            let runner = renew_runner.clone();
+            let tenant = renew_tenant.clone();
             let text = renew_text.clone();
             let vars = renew_vars.clone();
             async move {
-                let mut response =
-                    session
-                        .query(text)
-                        .bind(vars)
-                        .await
-                        .map_err(|e| RunnerError::Backend {
-                            environment: String::new(),
-                            source: Box::new(e),
-                        })?;
-                let tokens: Value =
-                    take_json(&mut response, 0).map_err(|e| RunnerError::Backend {
-                        environment: String::new(),
-                        source: Box::new(e),
-                    })?;
+                let mut response = runner.request(&tenant, &text, Some(&vars), 1).await?;
+                let tokens = response.take(0).map_err(|e| classify(&tenant, e))?;
                 Ok(tokens.as_array().is_some_and(|t| !t.is_empty()))
             }
         });
         Ok(Box::new(SurrealLockGuard {
             runner: self.clone(),
-            session,
             tenant: tenant.clone(),
             key,
             token,
@@ -1034,10 +1094,7 @@ impl MigrationRunner for SurrealRunner {
     }
 
     async fn break_lock(&self, tenant: &TenantContext) -> Result<Option<LockInfo>> {
-        let session = self.session(tenant).await?;
-        let mut response = self
-            .request(tenant, &session, &sql::break_lock(), None, 4)
-            .await?;
+        let mut response = self.request(tenant, &sql::break_lock(), None, 4).await?;
         if let Some((_, error)) = response.failure() {
             return Err(classify(tenant, error));
         }
@@ -1055,7 +1112,6 @@ impl MigrationRunner for SurrealRunner {
                 environment: tenant.environment.clone(),
             });
         };
-        let session = self.session(tenant).await?;
         // History read in the transaction that took the lease is current: every write since
         // is fenced by that lease. A second execution under the same lease reads again.
         let history = match read_with_lock {
@@ -1063,7 +1119,7 @@ impl MigrationRunner for SurrealRunner {
             None => self.history(tenant).await?,
         };
         run_batched(tenant, plan, &history, BATCH, |batch| {
-            self.apply_batch(tenant, &session, plan, batch, &token)
+            self.apply_batch(tenant, plan, batch, &token)
         })
         .await
     }
@@ -1072,7 +1128,6 @@ impl MigrationRunner for SurrealRunner {
 #[derive(Debug)]
 struct SurrealLockGuard {
     runner: SurrealRunner,
-    session: Session,
     tenant: TenantContext,
     key: DatabaseKey,
     token: String,
@@ -1110,7 +1165,7 @@ impl LockGuard for SurrealLockGuard {
         let tenant = &self.tenant;
         let mut response = self
             .runner
-            .request(tenant, &self.session, sql::RELEASE, Some(&vars), 1)
+            .request(tenant, sql::RELEASE, Some(&vars), 1)
             .await?;
         let deleted = response
             .take(0)
@@ -1165,4 +1220,68 @@ fn take_json(
     response
         .take::<surrealdb::types::Value>(index)
         .map(surrealdb::types::Value::into_json_value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_core::Connection;
+
+    fn tenant(namespace: &str) -> TenantContext {
+        TenantContext::new(
+            namespace,
+            Connection::new("mem://", namespace, "app").with_credentials(
+                "deployer",
+                "deployer-pw",
+                AuthLevel::Root,
+            ),
+        )
+    }
+
+    async fn define_user(runner: &SurrealRunner) {
+        // The embedded datastore's own unauthenticated session may define users.
+        let admin = runner.connection(&tenant("setup")).await.expect("connect");
+        admin
+            .query("DEFINE USER OVERWRITE deployer ON ROOT PASSWORD 'deployer-pw' ROLES OWNER")
+            .await
+            .expect("define user")
+            .check()
+            .expect("user defined");
+    }
+
+    /// A new pooled session authenticates with the endpoint's token; when the server refuses
+    /// it (expired, or the user was redefined and its signing key changed), the runner signs
+    /// in once more instead of failing.
+    #[tokio::test]
+    async fn a_refused_access_token_means_signing_in_again() {
+        let runner = SurrealRunner::new();
+        define_user(&runner).await;
+        let first = runner.borrow(&tenant("t1")).await.expect("first session");
+        assert_eq!(runner.sign_in_count(), 1);
+        let second = runner.borrow(&tenant("t2")).await.expect("second session");
+        assert_eq!(runner.sign_in_count(), 1, "the second one used the token");
+        define_user(&runner).await;
+        // Both pooled sessions are busy, so a third is opened: the old token no longer
+        // verifies.
+        let third = runner.borrow(&tenant("t3")).await.expect("third session");
+        assert_eq!(runner.sign_in_count(), 2, "signed in again, once");
+        let mut reply = third
+            .query(use_prefix(&tenant("t3")) + "RETURN 1")
+            .await
+            .expect("query");
+        assert!(reply.take_errors().is_empty());
+        drop((first, second, third));
+    }
+
+    #[tokio::test]
+    async fn a_request_names_its_target_whatever_the_names() {
+        let runner = SurrealRunner::new();
+        let odd = TenantContext::new("odd", Connection::new("mem://", "a-b`c\\d e", "x.y-z"));
+        let mut response = runner
+            .request(&odd, "RETURN [session::ns(), session::db()]", None, 1)
+            .await
+            .expect("request");
+        let names = response.take(0).expect("names");
+        assert_eq!(names, json!(["a-b`c\\d e", "x.y-z"]));
+    }
 }

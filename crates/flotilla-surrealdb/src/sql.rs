@@ -49,36 +49,38 @@ pub(crate) fn health() -> String {
 /// `{ acquired, previous, current, history }`.
 pub(crate) fn acquire(lease: Duration, define_history: bool) -> String {
     let defines = if define_history {
-        DEFINE_HISTORY.join(";\n") + ";\n"
+        format!(
+            "DEFINE TABLE IF NOT EXISTS _migration_lock SCHEMALESS;\n{};\n",
+            DEFINE_HISTORY.join(";\n")
+        )
     } else {
         String::new()
     };
     format!(
         "BEGIN TRANSACTION;
-DEFINE TABLE IF NOT EXISTS _migration_lock SCHEMALESS;
 {defines}LET $fl_cur = {SELECT_LEASE};
-LET $fl_free = $fl_cur = NONE OR $fl_cur.expired = true;
-IF $fl_free {{
+RETURN IF $fl_cur = NONE OR $fl_cur.expired = true {{
     UPSERT _migration_lock:lock CONTENT {{
         token: $fl_token, host: $fl_host, pid: $fl_pid, deployment_id: $fl_deployment,
         acquired_at: time::now(), expires_at: time::now() + {ms}ms
     }} RETURN NONE;
+    RETURN {{ acquired: true, previous: $fl_cur, current: {SELECT_LEASE}, history: ({SELECT_HISTORY}) }};
+}} ELSE {{
+    RETURN {{ acquired: false, previous: $fl_cur }};
 }};
-LET $fl_history = IF $fl_free {{ {SELECT_HISTORY} }} ELSE {{ NONE }};
-RETURN {{ acquired: $fl_free, previous: $fl_cur, current: {SELECT_LEASE}, history: $fl_history }};
 COMMIT TRANSACTION;",
         ms = lease.as_millis()
     )
 }
 
-/// Statements in [`acquire`]'s body: the lock table, the history definitions (when asked
-/// for), two LETs, the IF, the history LET and the RETURN.
+/// Statements in [`acquire`]'s body: the lock and history definitions (when asked for), the
+/// current lease, and the conditional take that returns the answer.
 pub(crate) fn acquire_statements(define_history: bool) -> usize {
-    1 + if define_history {
-        DEFINE_HISTORY.len()
+    if define_history {
+        1 + DEFINE_HISTORY.len() + 2
     } else {
-        0
-    } + 5
+        2
+    }
 }
 
 /// Extends our lease; returns the token when it is still ours.
@@ -109,7 +111,7 @@ pub(crate) const PREDECESSOR_MISSING: &str = "flotilla: the previous migration d
 /// `COMMIT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Layout {
-    /// Statements before the migration's own (fence, timer, history definitions).
+    /// Statements before the migration's own (fence with timer, history definitions).
     pub(crate) prelude: usize,
     /// The migration's statement count.
     pub(crate) statements: usize,
@@ -152,20 +154,25 @@ pub(crate) fn batch(
     let mut text = String::new();
     let mut layouts = Vec::with_capacity(migrations.len());
     for (k, statements) in migrations.iter().enumerate() {
-        let mut fence = format!(
-            "IF $fl_token = NONE OR _migration_lock:lock.token != $fl_token {{ THROW \"{LOCK_LOST}\" }}"
-        );
-        if k > 0 {
+        // The fence and the timer in one statement: it throws when the lease is no longer
+        // ours (or, after the first block, when the block before did not commit), else
+        // starts the clock for `execution_time_ms`.
+        let predecessor = if k == 0 {
+            String::new()
+        } else {
             let unmet = match change {
                 HistoryChange::Record => "=",
                 HistoryChange::Remove => "!=",
             };
-            fence.push_str(&format!(
+            format!(
                 " ELSE IF (SELECT VALUE version FROM _migration_history WHERE version = $fl_version_{prev}) {unmet} [] {{ THROW \"{PREDECESSOR_MISSING}\" }}",
                 prev = k - 1
-            ));
-        }
-        let mut prelude = vec![fence, "LET $fl_started = time::now()".to_owned()];
+            )
+        };
+        let fence = format!(
+            "LET $fl_started = IF $fl_token = NONE OR _migration_lock:lock.token != $fl_token {{ THROW \"{LOCK_LOST}\" }}{predecessor} ELSE {{ time::now() }}"
+        );
+        let mut prelude = vec![fence];
         if define_history && k == 0 {
             prelude.extend(DEFINE_HISTORY.iter().map(|s| (*s).to_owned()));
         }
@@ -198,6 +205,20 @@ pub(crate) fn batch(
         });
     }
     Batch { text, layouts }
+}
+
+/// `name` as a quoted SurrealQL identifier (any characters).
+pub(crate) fn ident(name: &str) -> String {
+    let mut quoted = String::with_capacity(name.len() + 2);
+    quoted.push('`');
+    for c in name.chars() {
+        if c == '`' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('`');
+    quoted
 }
 
 /// The history record id for a version, as the surql toolkit derives it.

@@ -171,8 +171,9 @@ async fn flotilla(
     let elapsed = started.elapsed();
     if report.outcome != Outcome::Succeeded {
         return Err(format!(
-            "deploy did not succeed: {:?} {:?}",
+            "deploy did not succeed: {:?} {:?} {:?}",
             report.outcome,
+            report.refusal,
             report.environments.iter().find_map(|e| e.error.as_ref())
         ));
     }

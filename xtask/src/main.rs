@@ -249,20 +249,21 @@ fn bench(quick: bool) -> Result<(), String> {
             if n <= 100 {
                 matrix.push(("kv", n, c));
             }
-            // A debug-built server spends ~0.5 s creating each namespace; 1000 of them at
-            // concurrency 1 would take over an hour, so the server runs up to 100 unless asked.
-            if n <= 100 || std::env::var_os("FLOTILLA_BENCH_SERVER_1000").is_some() {
-                matrix.push(("server", n, c));
-            }
+            matrix.push(("server", n, c));
         }
     }
     let mut rows = Vec::new();
     let mut json = Vec::new();
+    let mut growth = Vec::new();
     for (store, n, c) in matrix {
         let mut times = Vec::new();
         for tool in ["raw", "flotilla"] {
             let output = Command::new(&binary)
                 .args([tool, store, &n.to_string(), &c.to_string()])
+                // With backtraces on, every error inside SurrealDB captures one (the health
+                // probe of a new target reads two missing tables): not what production pays.
+                .env_remove("RUST_BACKTRACE")
+                .env_remove("RUST_LIB_BACKTRACE")
                 .output()
                 .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
             let line = String::from_utf8_lossy(&output.stdout).trim().to_owned();
@@ -282,6 +283,15 @@ fn bench(quick: bool) -> Result<(), String> {
             json.push(line);
         }
         let ((raw, raw_peak), (flotilla, peak)) = (times[0], times[1]);
+        growth.push((
+            store,
+            n,
+            c,
+            raw / n as f64,
+            flotilla / n as f64,
+            raw_peak,
+            peak,
+        ));
         rows.push(format!(
             "| {store:<6} | {n:>5} | {c:>3} | {raw:>9.0} | {flotilla:>9.0} | {:>8.2} | {:>8.2} | {:>6.2}x | {:>7.1} | {:>7.1} |",
             raw / n as f64,
@@ -297,6 +307,29 @@ fn bench(quick: bool) -> Result<(), String> {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
         println!("{row}");
+    }
+    // How cost and memory grow with N: per-target time at the largest N over the next size
+    // down, and peak RSS added per extra target between them.
+    println!();
+    println!(
+        "| store | c | N | per-target ms raw → fl | vs N/10 (raw, fl) | RSS KiB/extra target (raw, fl) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for &(store, n, c, raw, fl, raw_peak, peak) in &growth {
+        let Some(&(_, small, _, raw0, fl0, raw_peak0, peak0)) = growth
+            .iter()
+            .find(|g| g.0 == store && g.2 == c && g.1 * 10 == n)
+        else {
+            continue;
+        };
+        let extra = (n - small) as f64;
+        println!(
+            "| {store} | {c} | {n} | {raw:.2} → {fl:.2} | {:+.0} %, {:+.0} % | {:.1}, {:.1} |",
+            (raw / raw0 - 1.0) * 100.0,
+            (fl / fl0 - 1.0) * 100.0,
+            (raw_peak - raw_peak0) / extra,
+            (peak - peak0) / extra
+        );
     }
     let out = target_dir().join("flotilla-bench.json");
     std::fs::write(&out, format!("[\n{}\n]\n", json.join(",\n")))

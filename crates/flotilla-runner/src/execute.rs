@@ -76,7 +76,7 @@ where
     F: FnMut(&'p Migration) -> Fut,
     Fut: Future<Output = Result<()>>,
 {
-    run_batched(tenant, plan, history, 1, |batch| {
+    run_batched(tenant, plan, history, 1, |batch, _last| {
         let applying = step(batch[0]);
         async move {
             match applying.await {
@@ -117,9 +117,10 @@ impl Batch {
 }
 
 /// Like [`run_steps`], but hands `apply` up to `max_batch` consecutive migrations at a time,
-/// so a backend can send them in one request (each still its own transaction). Observers see
-/// `started` for every migration of a batch as it is handed over, and `committed` for each
-/// one that committed.
+/// so a backend can send them in one request (each still its own transaction); `apply` is
+/// also told whether the batch is the plan's last (where a backend may fold in the release a
+/// plan asks for with [`MigrationPlan::release_after`]). Observers see `started` for every
+/// migration of a batch as it is handed over, and `committed` for each one that committed.
 pub async fn run_batched<'p, F, Fut>(
     tenant: &TenantContext,
     plan: &'p MigrationPlan,
@@ -128,19 +129,20 @@ pub async fn run_batched<'p, F, Fut>(
     mut apply: F,
 ) -> Result<MigrationResult>
 where
-    F: FnMut(Vec<&'p Migration>) -> Fut,
+    F: FnMut(Vec<&'p Migration>, bool) -> Fut,
     Fut: Future<Output = Batch>,
 {
     let started = Instant::now();
     let todo = steps(tenant, plan, history)?;
     let mut done: Vec<Version> = Vec::with_capacity(todo.len());
-    for batch in todo.chunks(max_batch.max(1)) {
+    let batches = todo.len().div_ceil(max_batch.max(1));
+    for (index, batch) in todo.chunks(max_batch.max(1)).enumerate() {
         if let Some(observer) = &plan.observer {
             for migration in batch {
                 observer.started(tenant, plan.direction, &migration.version);
             }
         }
-        let outcome = apply(batch.to_vec()).await;
+        let outcome = apply(batch.to_vec(), index + 1 == batches).await;
         for migration in batch.iter().take(outcome.committed) {
             if let Some(observer) = &plan.observer {
                 observer.committed(tenant, plan.direction, &migration.version);

@@ -81,7 +81,8 @@ pub trait MigrationRunnerExt: MigrationRunner {
     ) -> Result<MigrationResult> {
         let guard = self.acquire_lock(tenant, lock).await?;
         let took_over = guard.took_over();
-        let outcome = self.execute_migration(tenant, plan).await;
+        let plan = plan.clone().releasing_after();
+        let outcome = self.execute_migration(tenant, &plan).await;
         let released = guard.release().await;
         match (outcome, released) {
             (Ok(mut result), Ok(())) => {

@@ -92,6 +92,11 @@ pub struct MigrationPlan {
     pub applied_by: String,
     /// Told about each migration as it starts and commits, for progress reporting.
     pub observer: Option<Arc<dyn MigrationObserver>>,
+    /// A hint: the caller releases the lock right after executing this plan. A backend may
+    /// then remove the lease in the request that commits the last migration — only when all
+    /// of them committed — and the guard's `release` confirms without another round trip.
+    /// Whatever the backend does, the caller still calls `release`.
+    pub release_after: bool,
 }
 
 /// Watches a plan's progress on one target. Called from the runner's task; keep it quick.
@@ -117,6 +122,7 @@ impl MigrationPlan {
             deployment_id: None,
             applied_by: crate::lock::LockOwner::current(None).to_string(),
             observer: None,
+            release_after: false,
         }
     }
 
@@ -138,6 +144,13 @@ impl MigrationPlan {
     /// The same plan reporting its progress to `observer`.
     pub fn with_observer(mut self, observer: Arc<dyn MigrationObserver>) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// The same plan, telling the runner the lock is released right after it (see
+    /// [`MigrationPlan::release_after`]).
+    pub fn releasing_after(mut self) -> Self {
+        self.release_after = true;
         self
     }
 

@@ -48,6 +48,7 @@ macro_rules! conformance_tests {
             health_is_truthful,
             validation_changes_nothing,
             lock_is_released_when_a_migration_fails,
+            releasing_after_frees_the_lock_only_when_all_committed,
             a_broken_lock_is_free_and_its_holder_applies_nothing,
         );
     };
@@ -752,6 +753,73 @@ pub async fn lock_is_released_when_a_migration_fails(h: &impl Harness) {
         .await
         .expect("lock is free at once");
     retaken.release().await.expect("release");
+}
+
+/// A plan that says the lock is released right after it ([`MigrationPlan::releasing_after`])
+/// leaves the lease held when a migration fails — until the guard releases it — and when
+/// all committed, the guard's release still succeeds and the lock is free.
+pub async fn releasing_after_frees_the_lock_only_when_all_committed(h: &impl Harness) {
+    let runner = h.runner().await;
+    let other = h.runner().await;
+    let tenant = h.tenant("releasing-after");
+    let mut files = base();
+    files.push(("0004_audit.surql", FAILING));
+    let guard = runner
+        .acquire_lock(&tenant, &lock(Duration::ZERO))
+        .await
+        .expect("acquire");
+    let err = runner
+        .execute_migration(
+            &tenant,
+            &MigrationPlan::up(migrations(&files)).releasing_after(),
+        )
+        .await
+        .expect_err("0004 fails");
+    assert_eq!(err.class(), ErrorClass::StatementFailed);
+    assert!(
+        runner
+            .health(&tenant)
+            .await
+            .expect("healthy")
+            .lock
+            .is_some(),
+        "the lease outlives a failed execution until the guard releases it"
+    );
+    let refused = other
+        .acquire_lock(&tenant, &lock(Duration::ZERO))
+        .await
+        .expect_err("still held");
+    assert!(
+        matches!(refused, RunnerError::LockHeld { .. }),
+        "{refused:?}"
+    );
+    guard.release().await.expect("release after a failure");
+
+    files[3] = ("0004_audit.surql", FIXED);
+    let guard = runner
+        .acquire_lock(&tenant, &lock(Duration::ZERO))
+        .await
+        .expect("free after release");
+    let result = runner
+        .execute_migration(
+            &tenant,
+            &MigrationPlan::up(migrations(&files)).releasing_after(),
+        )
+        .await
+        .expect("0004 fixed");
+    assert_eq!(versions(&result.applied), ["0004"]);
+    guard
+        .release()
+        .await
+        .expect("the guard's release confirms a lease its execution removed");
+    assert_eq!(runner.health(&tenant).await.expect("healthy").lock, None);
+    other
+        .acquire_lock(&tenant, &lock(Duration::ZERO))
+        .await
+        .expect("free for others")
+        .release()
+        .await
+        .expect("release");
 }
 
 /// Breaking a lock frees the target at once; the former holder can apply nothing more

@@ -232,10 +232,14 @@ impl Deployment {
         let tenant = &target.tenant;
         self.progress.status(index, DeploymentStatus::InProgress);
         let started = Instant::now();
-        let plan = self.plan.clone().with_observer(Arc::new(TargetObserver {
-            progress: self.progress.clone(),
-            index,
-        }));
+        let plan = self
+            .plan
+            .clone()
+            .with_observer(Arc::new(TargetObserver {
+                progress: self.progress.clone(),
+                index,
+            }))
+            .releasing_after();
         let outcome = match target.runner.acquire_lock(tenant, &self.lock).await {
             Err(error) => TargetOutcome::failed(&error, started.elapsed()),
             Ok(guard) => {

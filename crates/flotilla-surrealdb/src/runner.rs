@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -132,6 +132,8 @@ struct Inner {
     tokens: Mutex<HashMap<TokenKey, TokenCell>>,
     /// Password sign-ins made, for [`SurrealRunner::sign_in_count`].
     sign_ins: AtomicU64,
+    /// Queries sent on pooled sessions, for [`SurrealRunner::request_count`].
+    requests: AtomicU64,
     /// Session pools per endpoint and user.
     pools: Mutex<HashMap<TokenKey, Arc<Pool>>>,
     /// Locks this runner holds.
@@ -165,6 +167,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Held {
     token: String,
     history: Option<Vec<AppliedMigration>>,
+    /// Set when an execution removed the lease with its last migration (shared with the
+    /// guard, whose `release` then only confirms, and with the heartbeat, which stops).
+    released: Arc<AtomicBool>,
+}
+
+/// What an execution needs of the lock it runs under.
+struct Lease {
+    token: String,
+    history: Option<Vec<AppliedMigration>>,
+    released: Arc<AtomicBool>,
 }
 
 /// A query failure: worth retrying (write conflict) or final.
@@ -207,6 +219,14 @@ impl SurrealRunner {
     /// authenticates with the token.
     pub fn sign_in_count(&self) -> u64 {
         self.inner.sign_ins.load(Ordering::Relaxed)
+    }
+
+    /// How many queries this runner sent on its pooled sessions — the round trips of
+    /// health probes, history reads, locks, applies and releases (sign-ins and `USE` on a
+    /// new session not counted). A deploy of pending migrations costs 3 per target: lock with
+    /// history read, every migration with the release, and the pre-flight health probe.
+    pub fn request_count(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
     }
 
     /// A new signed-in session on `tenant`'s database, for inspecting it (tests, tooling).
@@ -358,6 +378,7 @@ impl SurrealRunner {
         vars: Option<&Map<String, Value>>,
     ) -> Result<std::result::Result<surrealdb::IndexedResults, surrealdb::Error>> {
         let session = self.borrow(tenant).await?;
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
         let mut query = session.query(use_prefix(tenant) + text);
         if let Some(vars) = vars {
             query = query.bind(Value::Object(vars.clone()));
@@ -508,21 +529,27 @@ impl SurrealRunner {
         .await
     }
 
-    /// The token of the lock held on `key`, and the history read when it was taken.
-    fn take_held(&self, key: &DatabaseKey) -> Option<(String, Option<Vec<AppliedMigration>>)> {
-        lock(&self.inner.held)
-            .get_mut(key)
-            .map(|held| (held.token.clone(), held.history.take()))
+    /// The token of the lock held on `key`, the history read when it was taken, and the
+    /// flag that says the lease was released.
+    fn take_held(&self, key: &DatabaseKey) -> Option<Lease> {
+        lock(&self.inner.held).get_mut(key).map(|held| Lease {
+            token: held.token.clone(),
+            history: held.history.take(),
+            released: Arc::clone(&held.released),
+        })
     }
 
     /// Applies (or reverts) `batch` in one request, each migration its own transaction, and
     /// on write conflicts sends again from the first one that did not commit.
+    /// With `release`, the last migration's transaction also removes the lease (and `lease`
+    /// records that it did).
     async fn apply_batch(
         &self,
         tenant: &TenantContext,
         plan: &MigrationPlan,
         batch: Vec<&Migration>,
-        token: &str,
+        lease: &Lease,
+        release: bool,
     ) -> Batch {
         let key = tenant.database_key();
         let change = match plan.direction {
@@ -540,8 +567,8 @@ impl SurrealRunner {
                 .iter()
                 .map(|m| statements_of(m, plan.direction).0)
                 .collect();
-            let request = sql::batch(&bodies, change, define_history);
-            let vars = batch_vars(plan, pending, token);
+            let request = sql::batch(&bodies, change, define_history, release);
+            let vars = batch_vars(plan, pending, &lease.token);
             let outcomes = match self.send(tenant, &request.text, Some(&vars)).await {
                 Ok(Ok(raw)) => block_outcomes(raw, &request.layouts),
                 Ok(Err(error)) => Err(error),
@@ -573,7 +600,12 @@ impl SurrealRunner {
                 .zip(pending.iter().zip(&request.layouts));
             for (outcome, (migration, layout)) in outcomes.by_ref() {
                 match outcome {
-                    BlockOutcome::Committed => next += 1,
+                    BlockOutcome::Committed => {
+                        next += 1;
+                        if layout.releases {
+                            lease.released.store(true, Ordering::SeqCst);
+                        }
+                    }
                     BlockOutcome::Conflict(error) => {
                         conflicts += 1;
                         if conflicts >= attempts {
@@ -828,6 +860,8 @@ fn block_error(
     } else {
         let doing = if position == statements_end {
             "recording"
+        } else if layout.releases && position == statements_end + 1 {
+            "releasing the lock after"
         } else {
             "committing"
         };
@@ -1055,11 +1089,13 @@ impl MigrationRunner for SurrealRunner {
             tracing::warn!(environment = %tenant.environment, previous_owner = %previous.owner, "took over an expired migration lock");
         }
         let key = tenant.database_key();
+        let released = Arc::new(AtomicBool::new(false));
         lock(&self.inner.held).insert(
             key.clone(),
             Held {
                 token: token.clone(),
                 history: Some(history),
+                released: Arc::clone(&released),
             },
         );
         // The acquiring transaction defined the history table.
@@ -1070,12 +1106,18 @@ impl MigrationRunner for SurrealRunner {
         let renew_text = sql::renew(request.lease);
         let mut renew_vars = Map::new();
         renew_vars.insert("fl_token".into(), json!(token));
+        let renew_released = Arc::clone(&released);
         let heartbeat = Heartbeat::spawn(request.lease, move || {
             let runner = renew_runner.clone();
             let tenant = renew_tenant.clone();
             let text = renew_text.clone();
             let vars = renew_vars.clone();
+            let released = renew_released.load(Ordering::SeqCst);
             async move {
+                if released {
+                    // Released with the last migration; the guard stops us on release.
+                    return Ok(true);
+                }
                 let mut response = runner.request(&tenant, &text, Some(&vars), 1).await?;
                 let tokens = response.take(0).map_err(|e| classify(&tenant, e))?;
                 Ok(tokens.as_array().is_some_and(|t| !t.is_empty()))
@@ -1089,6 +1131,7 @@ impl MigrationRunner for SurrealRunner {
             info,
             took_over,
             heartbeat,
+            released_with_apply: released,
             released: false,
         }))
     }
@@ -1107,19 +1150,20 @@ impl MigrationRunner for SurrealRunner {
         tenant: &TenantContext,
         plan: &MigrationPlan,
     ) -> Result<MigrationResult> {
-        let Some((token, read_with_lock)) = self.take_held(&tenant.database_key()) else {
+        let Some(mut lease) = self.take_held(&tenant.database_key()) else {
             return Err(RunnerError::NotLocked {
                 environment: tenant.environment.clone(),
             });
         };
         // History read in the transaction that took the lease is current: every write since
         // is fenced by that lease. A second execution under the same lease reads again.
-        let history = match read_with_lock {
+        let history = match lease.history.take() {
             Some(history) => history,
             None => self.history(tenant).await?,
         };
-        run_batched(tenant, plan, &history, BATCH, |batch| {
-            self.apply_batch(tenant, plan, batch, &token)
+        let lease = &lease;
+        run_batched(tenant, plan, &history, BATCH, |batch, last| {
+            self.apply_batch(tenant, plan, batch, lease, last && plan.release_after)
         })
         .await
     }
@@ -1134,6 +1178,8 @@ struct SurrealLockGuard {
     info: LockInfo,
     took_over: Option<LockInfo>,
     heartbeat: Heartbeat,
+    /// Set when an execution removed the lease with its last migration.
+    released_with_apply: Arc<AtomicBool>,
     released: bool,
 }
 
@@ -1160,6 +1206,11 @@ impl LockGuard for SurrealLockGuard {
         self.heartbeat.stop();
         self.released = true;
         self.forget();
+        if self.released_with_apply.load(Ordering::SeqCst) {
+            // The transaction that committed the last migration removed the lease, fenced
+            // by it: nothing left to do.
+            return Ok(());
+        }
         let mut vars = Map::new();
         vars.insert("fl_token".into(), json!(self.token));
         let tenant = &self.tenant;

@@ -10,18 +10,14 @@ pub(crate) const HISTORY_TABLE: &str = "_migration_history";
 /// Thrown by the fence when the lease is no longer ours.
 pub(crate) const LOCK_LOST: &str = "flotilla: migration lock lost";
 
-/// Defines the history table as the surql toolkit does, plus flotilla's optional fields.
-/// `IF NOT EXISTS` keeps an adopted surql table (and its rows) as it is.
+/// Defines the history table: schemaless, each row keyed by its version (so a version is
+/// recorded at most once without a unique index to maintain). A table the surql toolkit
+/// defined (`SCHEMAFULL`, with its own fields and index) is kept as it is (`IF NOT EXISTS`)
+/// and gains flotilla's two extra fields, which it would otherwise refuse.
 const DEFINE_HISTORY: &[&str] = &[
-    "DEFINE TABLE IF NOT EXISTS _migration_history SCHEMAFULL",
-    "DEFINE FIELD IF NOT EXISTS version ON TABLE _migration_history TYPE string",
-    "DEFINE FIELD IF NOT EXISTS description ON TABLE _migration_history TYPE string",
-    "DEFINE FIELD IF NOT EXISTS applied_at ON TABLE _migration_history TYPE datetime",
-    "DEFINE FIELD IF NOT EXISTS checksum ON TABLE _migration_history TYPE string",
-    "DEFINE FIELD IF NOT EXISTS execution_time_ms ON TABLE _migration_history TYPE option<int>",
+    "DEFINE TABLE IF NOT EXISTS _migration_history SCHEMALESS",
     "DEFINE FIELD IF NOT EXISTS applied_by ON TABLE _migration_history TYPE option<string>",
     "DEFINE FIELD IF NOT EXISTS deployment_id ON TABLE _migration_history TYPE option<string>",
-    "DEFINE INDEX IF NOT EXISTS version_idx ON TABLE _migration_history COLUMNS version UNIQUE",
 ];
 
 /// Reads history; datetimes come back as strings.
@@ -115,12 +111,15 @@ pub(crate) struct Layout {
     pub(crate) prelude: usize,
     /// The migration's statement count.
     pub(crate) statements: usize,
+    /// Whether the lease is removed after the history write, in the same transaction.
+    pub(crate) releases: bool,
 }
 
 impl Layout {
-    /// Body statements: the prelude, the migration's, and the history write.
+    /// Body statements: the prelude, the migration's, the history write, and the release
+    /// when there is one.
     pub(crate) fn body(self) -> usize {
-        self.prelude + self.statements + 1
+        self.prelude + self.statements + 1 + usize::from(self.releases)
     }
 }
 
@@ -144,12 +143,15 @@ pub(crate) enum HistoryChange {
 /// Each of `migrations` (statement lists) plus its history change, fenced by our lease token,
 /// as one transaction each, in one request. Every transaction after the first is also fenced
 /// on its predecessor's history change, so a failed (or conflicting) transaction stops the
-/// rest of the request. Variables: `$fl_token`, `$fl_applied_by`, `$fl_deployment`, and per
-/// transaction `k`: `$fl_id_k`, `$fl_version_k`, `$fl_description_k`, `$fl_checksum_k`.
+/// rest of the request. With `release`, the last transaction also removes the lease, so the
+/// lock is free exactly when every migration committed. Variables: `$fl_token`,
+/// `$fl_applied_by`, `$fl_deployment`, and per transaction `k`: `$fl_id_k`, `$fl_version_k`,
+/// `$fl_description_k`, `$fl_checksum_k`.
 pub(crate) fn batch(
     migrations: &[&[Statement]],
     change: HistoryChange,
     define_history: bool,
+    release: bool,
 ) -> Batch {
     let mut text = String::new();
     let mut layouts = Vec::with_capacity(migrations.len());
@@ -160,14 +162,18 @@ pub(crate) fn batch(
         let predecessor = if k == 0 {
             String::new()
         } else {
+            let prev = k - 1;
             let unmet = match change {
-                HistoryChange::Record => "=",
-                HistoryChange::Remove => "!=",
+                // The row the block before created, looked up by its id.
+                HistoryChange::Record => {
+                    format!("type::record('_migration_history', $fl_id_{prev}).version = NONE")
+                }
+                // Any row of that version (an adopted surql row may have another id).
+                HistoryChange::Remove => format!(
+                    "(SELECT VALUE version FROM _migration_history WHERE version = $fl_version_{prev}) != []"
+                ),
             };
-            format!(
-                " ELSE IF (SELECT VALUE version FROM _migration_history WHERE version = $fl_version_{prev}) {unmet} [] {{ THROW \"{PREDECESSOR_MISSING}\" }}",
-                prev = k - 1
-            )
+            format!(" ELSE IF {unmet} {{ THROW \"{PREDECESSOR_MISSING}\" }}")
         };
         let fence = format!(
             "LET $fl_started = IF $fl_token = NONE OR _migration_lock:lock.token != $fl_token {{ THROW \"{LOCK_LOST}\" }}{predecessor} ELSE {{ time::now() }}"
@@ -198,10 +204,16 @@ pub(crate) fn batch(
             text.push_str(";\n");
         }
         text.push_str(&postlude);
+        let releases = release && k + 1 == migrations.len();
+        if releases {
+            // Fenced above in this transaction: the lease is ours until it commits.
+            text.push_str(";\nDELETE _migration_lock:lock RETURN NONE");
+        }
         text.push_str(";\nCOMMIT TRANSACTION;\n");
         layouts.push(Layout {
             prelude: prelude.len(),
             statements: statements.len(),
+            releases,
         });
     }
     Batch { text, layouts }

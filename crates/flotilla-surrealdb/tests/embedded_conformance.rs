@@ -96,3 +96,55 @@ async fn a_history_table_removed_after_the_health_probe_is_defined_again() {
     assert_eq!(result.applied.len(), 1);
     assert_eq!(runner.history(&tenant).await.expect("history").len(), 1);
 }
+
+/// The round trips a deploy costs per target, counted: the lock request (which reads
+/// history), one request for all pending migrations (which releases the lock with the
+/// last), and nothing else; a re-run with nothing pending takes the lock and releases it.
+#[tokio::test]
+async fn a_deploy_is_two_requests_per_target() {
+    use flotilla_runner::testkit::migrations;
+    use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner, MigrationRunnerExt};
+
+    let runner = SurrealRunner::new();
+    let plan = MigrationPlan::up(migrations(&[
+        ("0001_a.surql", "DEFINE TABLE a; CREATE a:1;"),
+        ("0002_b.surql", "DEFINE TABLE b; CREATE b:1;"),
+        ("0003_c.surql", "DEFINE TABLE c; CREATE c:1;"),
+    ]));
+    let lock = LockRequest::new(Some("test".into()), std::time::Duration::from_secs(10));
+    let targets = 4;
+    let tenants: Vec<TenantContext> = (0..targets)
+        .map(|i| {
+            TenantContext::new(
+                format!("t{i}"),
+                Connection::new("mem://", "rt", format!("db{i}")),
+            )
+        })
+        .collect();
+    for tenant in &tenants {
+        let result = runner
+            .apply_locked(tenant, &plan, &lock)
+            .await
+            .expect("deploy");
+        assert_eq!(result.applied.len(), 3);
+    }
+    assert_eq!(runner.request_count(), 2 * targets as u64);
+    for tenant in &tenants {
+        let health = runner.health(tenant).await.expect("health");
+        assert_eq!(health.lock, None, "released with the last migration");
+        assert_eq!(health.history.map(|h| h.len()), Some(3));
+    }
+    assert_eq!(runner.request_count(), 3 * targets as u64);
+    for tenant in &tenants {
+        let result = runner
+            .apply_locked(tenant, &plan, &lock)
+            .await
+            .expect("re-run");
+        assert!(result.applied.is_empty());
+    }
+    assert_eq!(
+        runner.request_count(),
+        5 * targets as u64,
+        "nothing pending: lock, then release"
+    );
+}

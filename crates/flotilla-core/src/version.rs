@@ -9,10 +9,11 @@ use std::hash::{Hash, Hasher};
 /// A version is one or more groups of ASCII digits separated by `_`. Versions compare
 /// numerically group by group, so `0002` < `0010` and `20260101_120000` < `20260101_120001`;
 /// leading zeros do not matter (`0001` equals `1`). The original spelling is kept for display
-/// and for the history table.
+/// and for the history table. Cloning is cheap (a shared string): a version is copied into
+/// every target's plan, progress and report.
 #[derive(Clone)]
 pub struct Version {
-    text: String,
+    text: std::sync::Arc<str>,
 }
 
 impl Version {
@@ -23,7 +24,7 @@ impl Version {
                 .split('_')
                 .all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()));
         valid.then(|| Self {
-            text: text.to_owned(),
+            text: std::sync::Arc::from(text),
         })
     }
 

@@ -223,6 +223,11 @@ async fn run_wave(
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             break;
         };
+        // Collect whatever finished, so finished tasks (and their bookkeeping) do not pile
+        // up: memory stays bounded by `max_concurrent`, not by the number of targets.
+        while let Some(joined) = running.try_join_next_with_id() {
+            collect(deployment, joined, &mut index_of_task, outcomes);
+        }
         if stop_on_failure && failed.load(Ordering::SeqCst) {
             outcomes[index] =
                 Some(deployment.skip(index, "skipped: an earlier environment failed"));
@@ -241,30 +246,40 @@ async fn run_wave(
         index_of_task.insert(handle.id(), index);
     }
     while let Some(joined) = running.join_next_with_id().await {
-        match joined {
-            Ok((id, outcome)) => {
-                if let Some(&index) = index_of_task.get(&id) {
-                    outcomes[index] = Some(outcome);
-                }
+        collect(deployment, joined, &mut index_of_task, outcomes);
+    }
+}
+
+/// Files a finished deploy task's outcome under its target.
+fn collect(
+    deployment: &Deployment,
+    joined: Result<(tokio::task::Id, TargetOutcome), tokio::task::JoinError>,
+    index_of_task: &mut std::collections::HashMap<tokio::task::Id, usize>,
+    outcomes: &mut [Option<TargetOutcome>],
+) {
+    match joined {
+        Ok((id, outcome)) => {
+            if let Some(index) = index_of_task.remove(&id) {
+                outcomes[index] = Some(outcome);
             }
-            Err(error) => {
-                let Some(&index) = index_of_task.get(&error.id()) else {
-                    continue;
-                };
-                tracing::error!(%error, "deploy task died");
-                deployment.progress.status(index, DeploymentStatus::Failed);
-                outcomes[index] = Some(TargetOutcome {
-                    status: DeploymentStatus::Failed,
-                    error: Some(TargetError {
-                        class: flotilla_runner::ErrorClass::Internal,
-                        message: format!(
-                            "{}: deploy task died: {error}",
-                            deployment.targets[index].tenant.environment
-                        ),
-                    }),
-                    ..TargetOutcome::skipped("")
-                });
-            }
+        }
+        Err(error) => {
+            let Some(index) = index_of_task.remove(&error.id()) else {
+                return;
+            };
+            tracing::error!(%error, "deploy task died");
+            deployment.progress.status(index, DeploymentStatus::Failed);
+            outcomes[index] = Some(TargetOutcome {
+                status: DeploymentStatus::Failed,
+                error: Some(TargetError {
+                    class: flotilla_runner::ErrorClass::Internal,
+                    message: format!(
+                        "{}: deploy task died: {error}",
+                        deployment.targets[index].tenant.environment
+                    ),
+                }),
+                ..TargetOutcome::skipped("")
+            });
         }
     }
 }

@@ -138,8 +138,9 @@ struct Inner {
     pools: Mutex<HashMap<TokenKey, Arc<Pool>>>,
     /// Locks this runner holds.
     held: Mutex<HashMap<DatabaseKey, Held>>,
-    /// Targets whose history table this runner has already defined.
-    history_ready: Mutex<HashSet<DatabaseKey>>,
+    /// Targets whose history table this runner has seen or defined, by [`ready_key`]: eight
+    /// bytes per target, not three strings, for a runner that serves thousands.
+    history_ready: Mutex<HashSet<u64>>,
     /// Server version per URL, asked once.
     server_versions: Mutex<HashMap<String, String>>,
 }
@@ -152,6 +153,16 @@ impl fmt::Debug for Inner {
             .field("pools", &lock(&self.pools).len())
             .finish()
     }
+}
+
+/// A target's entry in `history_ready`. Two targets with one hash would only make the runner
+/// leave the definitions out of a lock request once too often; the request then fails on the
+/// missing table and is sent again with them.
+fn ready_key(key: &DatabaseKey) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -562,7 +573,7 @@ impl SurrealRunner {
         let mut next = 0;
         while next < batch.len() {
             let pending = &batch[next..];
-            let define_history = !lock(&self.inner.history_ready).contains(&key);
+            let define_history = !lock(&self.inner.history_ready).contains(&ready_key(&key));
             let bodies: Vec<&[Statement]> = pending
                 .iter()
                 .map(|m| statements_of(m, plan.direction).0)
@@ -593,7 +604,7 @@ impl SurrealRunner {
                 }
             };
             if define_history && matches!(outcomes.first(), Some(BlockOutcome::Committed)) {
-                lock(&self.inner.history_ready).insert(key.clone());
+                lock(&self.inner.history_ready).insert(ready_key(&key));
             }
             let mut outcomes = outcomes
                 .into_iter()
@@ -666,14 +677,14 @@ impl SurrealRunner {
     ) -> Result<Attempt<(LockInfo, Vec<AppliedMigration>)>> {
         let key = tenant.database_key();
         let mut value = loop {
-            let define = !lock(&self.inner.history_ready).contains(&key);
+            let define = !lock(&self.inner.history_ready).contains(&ready_key(&key));
             let statements = sql::acquire_statements(define);
             let text = sql::acquire(lease, define);
             let mut response = self.request(tenant, &text, Some(vars), statements).await?;
             if let Some((_, error)) = response.failure() {
                 if !define && is_missing_table(&error) {
                     // Removed since we saw it: define it this time.
-                    lock(&self.inner.history_ready).remove(&key);
+                    lock(&self.inner.history_ready).remove(&ready_key(&key));
                     continue;
                 }
                 return Err(classify(tenant, error));
@@ -1024,7 +1035,7 @@ impl MigrationRunner for SurrealRunner {
         // An unreadable history is reported by `history`, not by the health probe.
         let (initialised, history) = match response.take(1) {
             Ok(rows) => {
-                lock(&self.inner.history_ready).insert(tenant.database_key());
+                lock(&self.inner.history_ready).insert(ready_key(&tenant.database_key()));
                 (true, history_from_rows(tenant, rows).ok())
             }
             Err(error) if is_missing_table(&error) => (false, Some(Vec::new())),
@@ -1099,7 +1110,7 @@ impl MigrationRunner for SurrealRunner {
             },
         );
         // The acquiring transaction defined the history table.
-        lock(&self.inner.history_ready).insert(key.clone());
+        lock(&self.inner.history_ready).insert(ready_key(&key));
 
         let renew_runner = self.clone();
         let renew_tenant = tenant.clone();

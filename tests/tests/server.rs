@@ -225,6 +225,8 @@ async fn surql_toolkit_history_is_adopted() {
         ])
         .expect("surql files load unchanged"),
     );
+    // A deploy probes health first: the runner then knows the table exists.
+    assert!(runner.health(&tenant).await.expect("health").initialised);
     let result = runner
         .apply_locked(&tenant, &MigrationPlan::up(set), &lock())
         .await

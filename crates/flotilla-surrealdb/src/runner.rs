@@ -1035,6 +1035,10 @@ impl MigrationRunner for SurrealRunner {
         // An unreadable history is reported by `history`, not by the health probe.
         let (initialised, history) = match response.take(1) {
             Ok(rows) => {
+                // The lock request may now leave the definitions out. A table another tool
+                // made (surql's, without flotilla's two fields) comes without flotilla's lock
+                // table, so that request fails on the missing lock table and is sent again
+                // with every definition — the server test probes health first to keep it so.
                 lock(&self.inner.history_ready).insert(ready_key(&tenant.database_key()));
                 (true, history_from_rows(tenant, rows).ok())
             }

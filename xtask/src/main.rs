@@ -34,7 +34,10 @@ fn main() -> ExitCode {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Asked at run time (`cargo run` sets it): checkouts that share a target directory share
+    // this binary, and the path compiled into it may be another checkout's, or gone.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
@@ -260,6 +263,7 @@ fn bench(quick: bool) -> Result<(), String> {
         for tool in ["raw", "flotilla"] {
             let output = Command::new(&binary)
                 .args([tool, store, &n.to_string(), &c.to_string()])
+                .env("FLOTILLA_BENCH_FIXTURE", root().join("tests/bench-fixture"))
                 // With backtraces on, every error inside SurrealDB captures one (the health
                 // probe of a new target reads two missing tables): not what production pays.
                 .env_remove("RUST_BACKTRACE")

@@ -15,7 +15,10 @@ use flotilla_surrealdb::SurrealRunner;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // At run time (`cargo run` sets it), not the path compiled in, which may be another
+    // checkout's sharing the target directory.
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("../..")
         .canonicalize()?;
     let mut args = std::env::args().skip(1);

@@ -49,7 +49,12 @@ fn main() -> std::process::ExitCode {
 }
 
 fn fixture() -> Arc<MigrationSet> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-fixture");
+    // `cargo xtask bench` names it: the path compiled in may be another checkout's that
+    // shares this target directory.
+    let dir = std::env::var_os("FLOTILLA_BENCH_FIXTURE").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-fixture"),
+        std::path::PathBuf::from,
+    );
     Arc::new(MigrationSet::load(&dir).expect("the bench fixture is valid"))
 }
 

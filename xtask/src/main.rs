@@ -3,7 +3,8 @@
 //! - `test`: the test suite alone (cargo nextest when installed, else cargo test);
 //! - `tidy`: project rules that no compiler checks (module docs, workspace dependencies);
 //! - `dev-server [PORT]`: a local SurrealDB server (root/root, in memory) for trying things;
-//! - `bench [--quick]`: flotilla against the raw SurrealDB SDK over a matrix of scenarios.
+//! - `bench [--quick] [--runs R]`: flotilla against the raw SurrealDB SDK over a matrix of
+//!   scenarios, each run R times (median).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -15,13 +16,16 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("tidy") => tidy(),
         Some("dev-server") => dev_server(args.get(1).map_or("8000", String::as_str)),
-        Some("bench") => bench(args.iter().any(|a| a == "--quick")),
+        Some("bench") => {
+            runs(&args).and_then(|runs| bench(args.iter().any(|a| a == "--quick"), runs))
+        }
         _ => Err("usage: cargo xtask <ci|test|tidy|dev-server [PORT]>\n\
              \n  ci          fmt check, tidy, clippy -D warnings, all tests\
              \n  test        all tests (nextest if installed)\
              \n  tidy        module docs and workspace-dependency rules\
              \n  dev-server  a SurrealDB server on 127.0.0.1:PORT (root/root, memory)\
-             \n  bench       flotilla vs the raw SDK: table on stdout, JSON in the target dir"
+             \n  bench       flotilla vs the raw SDK: table on stdout, JSON in the target dir\
+             \n              [--quick: N <= 100] [--runs R: median of R runs, default 3]"
             .to_owned()),
     };
     match result {
@@ -234,9 +238,28 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
 
-/// Runs every scenario in its own process (so peak RSS is that scenario's), prints a table
-/// with the flotilla/raw ratio and writes all results as JSON.
-fn bench(quick: bool) -> Result<(), String> {
+/// `--runs R` of `cargo xtask bench`; 3 when absent.
+fn runs(args: &[String]) -> Result<usize, String> {
+    match args.iter().position(|a| a == "--runs") {
+        None => Ok(3),
+        Some(at) => args
+            .get(at + 1)
+            .and_then(|r| r.parse().ok())
+            .filter(|&r: &usize| r > 0)
+            .ok_or_else(|| "--runs needs a positive number".to_owned()),
+    }
+}
+
+/// The median of `values` (the upper one of an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Runs every scenario `runs` times, each run in its own process (so peak RSS is that run's),
+/// raw and flotilla alternating so both see the same machine; prints a table of medians with
+/// the flotilla/raw ratio and writes every run as JSON.
+fn bench(quick: bool, runs: usize) -> Result<(), String> {
     run(
         &cargo(),
         &["build", "--workspace", "--all-targets", "--all-features"],
@@ -259,8 +282,8 @@ fn bench(quick: bool) -> Result<(), String> {
     let mut json = Vec::new();
     let mut growth = Vec::new();
     for (store, n, c) in matrix {
-        let mut times = Vec::new();
-        for tool in ["raw", "flotilla"] {
+        let mut samples = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
+        for (slot, tool) in (0..runs).flat_map(|_| [(0, "raw"), (1, "flotilla")]) {
             let output = Command::new(&binary)
                 .args([tool, store, &n.to_string(), &c.to_string()])
                 .env("FLOTILLA_BENCH_FIXTURE", root().join("tests/bench-fixture"))
@@ -283,10 +306,12 @@ fn bench(quick: bool) -> Result<(), String> {
                 "{tool:>8} {store:>6} N={n:<5} c={c:<3} {wall:>10.1} ms  peak {:.1} MiB",
                 peak / 1024.0
             );
-            times.push((wall, peak));
+            samples[slot].0.push(wall);
+            samples[slot].1.push(peak);
             json.push(line);
         }
-        let ((raw, raw_peak), (flotilla, peak)) = (times[0], times[1]);
+        let [(raw, raw_peak), (flotilla, peak)] =
+            samples.map(|(walls, peaks)| (median(walls), median(peaks)));
         growth.push((
             store,
             n,

@@ -68,6 +68,11 @@ impl TestServer {
     }
 
     /// `ws://127.0.0.1:PORT`.
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}", self.addr)
     }

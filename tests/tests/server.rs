@@ -189,28 +189,7 @@ async fn surql_toolkit_history_is_adopted() {
     let first = "-- @metadata\n-- version: 20260102_120000\n-- description: Create user table\n-- author: surql\n-- depends_on: []\n-- @up\nDEFINE TABLE user SCHEMAFULL;\nDEFINE FIELD email ON TABLE user TYPE string;\n-- @down\nREMOVE TABLE user;\n";
     let second = "-- @metadata\n-- version: 20260103_090000\n-- description: Seed\n-- @up\nCREATE user:one SET email = 'one@example.com';\n-- @down\nDELETE user:one;\n";
 
-    // What the surql toolkit leaves behind after applying the first migration.
-    let session = runner.session(&tenant).await.expect("session");
-    session
-        .query(
-            "DEFINE TABLE IF NOT EXISTS _migration_history SCHEMAFULL;
-             DEFINE FIELD IF NOT EXISTS version ON TABLE _migration_history TYPE string;
-             DEFINE FIELD IF NOT EXISTS description ON TABLE _migration_history TYPE string;
-             DEFINE FIELD IF NOT EXISTS applied_at ON TABLE _migration_history TYPE datetime;
-             DEFINE FIELD IF NOT EXISTS checksum ON TABLE _migration_history TYPE string;
-             DEFINE FIELD IF NOT EXISTS execution_time_ms ON TABLE _migration_history TYPE option<int>;
-             DEFINE INDEX IF NOT EXISTS version_idx ON TABLE _migration_history COLUMNS version UNIQUE;
-             DEFINE TABLE user SCHEMAFULL;
-             DEFINE FIELD email ON TABLE user TYPE string;
-             CREATE type::record('_migration_history', '20260102_120000') SET version = '20260102_120000',
-                 description = 'Create user table', applied_at = time::now(), checksum = $checksum,
-                 execution_time_ms = 3;",
-        )
-        .bind(("checksum", sha256_hex(&[first.as_bytes()])))
-        .await
-        .expect("surql setup")
-        .check()
-        .expect("surql setup statements");
+    surql_applies_first(&runner, &tenant, first).await;
 
     let set = Arc::new(
         MigrationSet::from_files([
@@ -245,4 +224,150 @@ async fn surql_toolkit_history_is_adopted() {
         history[1].applied_by.is_some(),
         "flotilla's row has its extra fields"
     );
+}
+
+/// What the surql toolkit leaves behind after applying `first` (its first migration): a
+/// SCHEMAFULL history table without flotilla's fields, and one row.
+async fn surql_applies_first(runner: &SurrealRunner, tenant: &TenantContext, first: &str) {
+    let session = runner.session(tenant).await.expect("session");
+    session
+        .query(
+            "DEFINE TABLE IF NOT EXISTS _migration_history SCHEMAFULL;
+             DEFINE FIELD IF NOT EXISTS version ON TABLE _migration_history TYPE string;
+             DEFINE FIELD IF NOT EXISTS description ON TABLE _migration_history TYPE string;
+             DEFINE FIELD IF NOT EXISTS applied_at ON TABLE _migration_history TYPE datetime;
+             DEFINE FIELD IF NOT EXISTS checksum ON TABLE _migration_history TYPE string;
+             DEFINE FIELD IF NOT EXISTS execution_time_ms ON TABLE _migration_history TYPE option<int>;
+             DEFINE INDEX IF NOT EXISTS version_idx ON TABLE _migration_history COLUMNS version UNIQUE;
+             DEFINE TABLE user SCHEMAFULL;
+             DEFINE FIELD email ON TABLE user TYPE string;
+             CREATE type::record('_migration_history', '20260102_120000') SET version = '20260102_120000',
+                 description = 'Create user table', applied_at = time::now(), checksum = $checksum,
+                 execution_time_ms = 3;",
+        )
+        .bind(("checksum", sha256_hex(&[first.as_bytes()])))
+        .await
+        .expect("surql setup")
+        .check()
+        .expect("surql setup statements");
+}
+
+/// The health probe found no history table, so the lock request defines it plainly, without
+/// flotilla's two fields; when another tool made a SCHEMAFULL one in between, that request
+/// fails on the existing table and goes again with every definition.
+#[tokio::test]
+async fn a_history_table_made_after_the_health_probe_gets_flotillas_fields() {
+    let server = server();
+    let runner = SurrealRunner::new();
+    let tenant = TenantContext::new("raced", root(&server.ws_url(), "raced", "app"));
+    assert!(!runner.health(&tenant).await.expect("health").initialised);
+    let first =
+        "-- @up\nDEFINE TABLE user SCHEMAFULL;\nDEFINE FIELD email ON TABLE user TYPE string;\n";
+    surql_applies_first(&runner, &tenant, first).await;
+    let set = Arc::new(
+        MigrationSet::from_files([
+            (
+                "migrations/20260102_120000_user.surql".into(),
+                first.to_owned(),
+            ),
+            (
+                "migrations/20260103_090000_next.surql".into(),
+                "DEFINE TABLE next;".to_owned(),
+            ),
+        ])
+        .expect("valid"),
+    );
+    let result = runner
+        .apply_locked(&tenant, &MigrationPlan::up(set), &lock())
+        .await
+        .expect("the lock request goes again with the fields");
+    let applied: Vec<_> = result.applied.iter().map(ToString::to_string).collect();
+    assert_eq!(applied, ["20260103_090000"]);
+    let history = runner.history(&tenant).await.expect("history");
+    assert_eq!(history.len(), 2);
+    assert!(history[1].applied_by.is_some());
+}
+
+/// On a new target flotilla's history table is schemaless and needs no field definitions.
+#[tokio::test]
+async fn a_new_targets_history_table_is_schemaless_without_field_definitions() {
+    let server = server();
+    let runner = SurrealRunner::new();
+    let tenant = TenantContext::new("new", root(&server.ws_url(), "new", "app"));
+    assert!(!runner.health(&tenant).await.expect("health").initialised);
+    let plan = MigrationPlan::up(migrations(&[("0001_a.surql", "DEFINE TABLE a;")]))
+        .with_deployment_id("deploy-1");
+    runner
+        .apply_locked(&tenant, &plan, &lock())
+        .await
+        .expect("deploy");
+    let session = runner.session(&tenant).await.expect("session");
+    let mut info = session
+        .query("INFO FOR TABLE _migration_history")
+        .await
+        .expect("info");
+    let info = info
+        .take::<surrealdb::types::Value>(0)
+        .expect("table info")
+        .into_json_value();
+    assert_eq!(info["fields"], serde_json::json!({}), "{info}");
+    let history = runner.history(&tenant).await.expect("history");
+    assert_eq!(history.len(), 1);
+    assert!(history[0].applied_by.is_some());
+    assert_eq!(history[0].deployment_id.as_deref(), Some("deploy-1"));
+}
+
+/// A fleet's health probes to one server share requests, and each target still gets its own
+/// answer: its history, its lock, whether it is initialised.
+#[tokio::test]
+async fn health_probes_share_requests_and_answer_per_target() {
+    let server = server();
+    let runner = SurrealRunner::new();
+    let tenants: Vec<TenantContext> = (0..40)
+        .map(|i| {
+            TenantContext::new(
+                format!("t{i}"),
+                root(&server.ws_url(), "probes", &format!("db{i}")),
+            )
+        })
+        .collect();
+    let files = [
+        ("0001_a.surql", "DEFINE TABLE a;"),
+        ("0002_b.surql", "DEFINE TABLE b;"),
+        ("0003_c.surql", "DEFINE TABLE c;"),
+        ("0004_d.surql", "DEFINE TABLE d;"),
+        ("0005_e.surql", "DEFINE TABLE e;"),
+    ];
+    let applied = |i: usize| if i.is_multiple_of(3) { i % 5 + 1 } else { 0 };
+    for (i, tenant) in tenants.iter().enumerate() {
+        if applied(i) > 0 {
+            let plan = MigrationPlan::up(migrations(&files[..applied(i)]));
+            runner
+                .apply_locked(tenant, &plan, &lock())
+                .await
+                .expect("setup");
+        }
+    }
+    let other = SurrealRunner::new();
+    let _held = other
+        .acquire_lock(&tenants[7], &lock())
+        .await
+        .expect("another process locks t7");
+
+    let before = runner.request_count();
+    let probes = futures::future::join_all(tenants.iter().map(|t| runner.health(t))).await;
+    let sent = runner.request_count() - before;
+
+    for (i, probe) in probes.into_iter().enumerate() {
+        let health = probe.expect("healthy");
+        let history = health.history.expect("history read");
+        assert_eq!(history.len(), applied(i), "t{i}");
+        let versions: Vec<String> = history.iter().map(|m| m.version.to_string()).collect();
+        let expected: Vec<String> = (1..=applied(i)).map(|v| format!("000{v}")).collect();
+        assert_eq!(versions, expected, "t{i}");
+        // Locking t7 defined its tables.
+        assert_eq!(health.initialised, applied(i) > 0 || i == 7, "t{i}");
+        assert_eq!(health.lock.is_some(), i == 7, "t{i}");
+    }
+    assert!(sent <= 8, "{sent} requests for 40 probes");
 }

@@ -22,8 +22,12 @@ use surrealdb::engine::any::Any;
 use surrealdb::opt::auth;
 use tokio::sync::OnceCell;
 
-use crate::errors::{auth_scope, classify, is_conflict, is_missing_table, is_not_executed};
-use crate::sql::{self, HistoryChange, LOCK_LOST};
+use crate::errors::{
+    auth_scope, classify, is_conflict, is_existing_table, is_missing_table, is_not_executed,
+};
+use crate::sql::{self, Definitions, HistoryChange, LOCK_LOST};
+
+mod probes;
 
 /// URL schemes this backend serves.
 pub const SCHEMES: &[&str] = &["mem", "surrealkv", "ws", "wss", "http", "https"];
@@ -138,9 +142,11 @@ struct Inner {
     pools: Mutex<HashMap<TokenKey, Arc<Pool>>>,
     /// Locks this runner holds.
     held: Mutex<HashMap<DatabaseKey, Held>>,
-    /// Targets whose history table this runner has seen or defined, by [`ready_key`]: eight
-    /// bytes per target, not three strings, for a runner that serves thousands.
-    history_ready: Mutex<HashSet<u64>>,
+    /// What this runner knows of targets' history tables, by [`table_key`]: eight bytes per
+    /// target, not three strings, for a runner that serves thousands.
+    history_tables: Mutex<HashMap<u64, HistoryTable>>,
+    /// Health probes waiting to share a request, per endpoint and user.
+    probes: Mutex<HashMap<TokenKey, probes::Queue>>,
     /// Server version per URL, asked once.
     server_versions: Mutex<HashMap<String, String>>,
 }
@@ -155,10 +161,19 @@ impl fmt::Debug for Inner {
     }
 }
 
-/// A target's entry in `history_ready`. Two targets with one hash would only make the runner
-/// leave the definitions out of a lock request once too often; the request then fails on the
-/// missing table and is sent again with them.
-fn ready_key(key: &DatabaseKey) -> u64 {
+/// What a runner last saw of a target's history table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HistoryTable {
+    /// Seen or defined.
+    Ready,
+    /// Missing when the health probe looked.
+    Absent,
+}
+
+/// A target's entry in `history_tables`. Two targets with one hash would only make the
+/// runner send a lock request with the wrong definitions once; it fails on the missing (or
+/// existing) table and is sent again with all of them.
+fn table_key(key: &DatabaseKey) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::hash::DefaultHasher::new();
     key.hash(&mut hasher);
@@ -540,6 +555,22 @@ impl SurrealRunner {
         .await
     }
 
+    fn history_table(&self, key: &DatabaseKey) -> Option<HistoryTable> {
+        lock(&self.inner.history_tables)
+            .get(&table_key(key))
+            .copied()
+    }
+
+    /// Records what was seen of `key`'s history table; `None` forgets it, so the next lock
+    /// request defines everything.
+    fn set_history_table(&self, key: &DatabaseKey, seen: Option<HistoryTable>) {
+        let mut tables = lock(&self.inner.history_tables);
+        match seen {
+            Some(seen) => tables.insert(table_key(key), seen),
+            None => tables.remove(&table_key(key)),
+        };
+    }
+
     /// The token of the lock held on `key`, the history read when it was taken, and the
     /// flag that says the lease was released.
     fn take_held(&self, key: &DatabaseKey) -> Option<Lease> {
@@ -573,7 +604,7 @@ impl SurrealRunner {
         let mut next = 0;
         while next < batch.len() {
             let pending = &batch[next..];
-            let define_history = !lock(&self.inner.history_ready).contains(&ready_key(&key));
+            let define_history = self.history_table(&key) != Some(HistoryTable::Ready);
             let bodies: Vec<&[Statement]> = pending
                 .iter()
                 .map(|m| statements_of(m, plan.direction).0)
@@ -604,7 +635,7 @@ impl SurrealRunner {
                 }
             };
             if define_history && matches!(outcomes.first(), Some(BlockOutcome::Committed)) {
-                lock(&self.inner.history_ready).insert(ready_key(&key));
+                self.set_history_table(&key, Some(HistoryTable::Ready));
             }
             let mut outcomes = outcomes
                 .into_iter()
@@ -677,14 +708,25 @@ impl SurrealRunner {
     ) -> Result<Attempt<(LockInfo, Vec<AppliedMigration>)>> {
         let key = tenant.database_key();
         let mut value = loop {
-            let define = !lock(&self.inner.history_ready).contains(&ready_key(&key));
-            let statements = sql::acquire_statements(define);
-            let text = sql::acquire(lease, define);
+            let definitions = match self.history_table(&key) {
+                Some(HistoryTable::Ready) => Definitions::None,
+                Some(HistoryTable::Absent) => Definitions::Fresh,
+                None => Definitions::All,
+            };
+            let statements = sql::acquire_statements(definitions);
+            let text = sql::acquire(lease, definitions);
             let mut response = self.request(tenant, &text, Some(vars), statements).await?;
             if let Some((_, error)) = response.failure() {
-                if !define && is_missing_table(&error) {
-                    // Removed since we saw it: define it this time.
-                    lock(&self.inner.history_ready).remove(&ready_key(&key));
+                let stale = match definitions {
+                    // Removed since we saw it.
+                    Definitions::None => is_missing_table(&error),
+                    // Made since the health probe looked (by another tool, or a deploy
+                    // racing this one).
+                    Definitions::Fresh => is_existing_table(&error),
+                    Definitions::All => false,
+                };
+                if stale {
+                    self.set_history_table(&key, None);
                     continue;
                 }
                 return Err(classify(tenant, error));
@@ -1023,9 +1065,9 @@ fn new_token(owner: &LockOwner) -> String {
 impl MigrationRunner for SurrealRunner {
     async fn health(&self, tenant: &TenantContext) -> Result<HealthStatus> {
         let started = Instant::now();
-        let mut response = self.request(tenant, &sql::health(), None, 2).await?;
+        let (lease, history) = self.probe(tenant).await?;
         let latency = started.elapsed();
-        let holder = match response.take(0) {
+        let holder = match lease {
             Ok(value) => lease_row(Some(&value))
                 .filter(|row| !row.expired)
                 .and_then(|_| lease_info(Some(&value))),
@@ -1033,16 +1075,21 @@ impl MigrationRunner for SurrealRunner {
             Err(error) => return Err(classify(tenant, error)),
         };
         // An unreadable history is reported by `history`, not by the health probe.
-        let (initialised, history) = match response.take(1) {
+        let (initialised, history) = match history {
             Ok(rows) => {
                 // The lock request may now leave the definitions out. A table another tool
                 // made (surql's, without flotilla's two fields) comes without flotilla's lock
                 // table, so that request fails on the missing lock table and is sent again
                 // with every definition — the server test probes health first to keep it so.
-                lock(&self.inner.history_ready).insert(ready_key(&tenant.database_key()));
+                self.set_history_table(&tenant.database_key(), Some(HistoryTable::Ready));
                 (true, history_from_rows(tenant, rows).ok())
             }
-            Err(error) if is_missing_table(&error) => (false, Some(Vec::new())),
+            Err(error) if is_missing_table(&error) => {
+                // The lock request may define it plainly, without the fields a table
+                // another tool made would need.
+                self.set_history_table(&tenant.database_key(), Some(HistoryTable::Absent));
+                (false, Some(Vec::new()))
+            }
             Err(_) => (true, None),
         };
         let url = &tenant.connection.url;
@@ -1114,7 +1161,7 @@ impl MigrationRunner for SurrealRunner {
             },
         );
         // The acquiring transaction defined the history table.
-        lock(&self.inner.history_ready).insert(ready_key(&key));
+        self.set_history_table(&key, Some(HistoryTable::Ready));
 
         let renew_runner = self.clone();
         let renew_tenant = tenant.clone();

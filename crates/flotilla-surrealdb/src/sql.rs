@@ -36,22 +36,48 @@ pub(crate) fn health() -> String {
     format!("{SELECT_LEASE}; {SELECT_HISTORY};")
 }
 
+/// What a lock request defines before it reads the lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Definitions {
+    /// Nothing: the caller knows the history table exists (a missing one then fails the
+    /// request, and the caller asks again with [`Definitions::All`]).
+    None,
+    /// A target the health probe found without a history table: the lock table if missing,
+    /// and the history table with a plain `DEFINE TABLE`, which fails if someone made the
+    /// table meanwhile (the caller then asks again with [`Definitions::All`]). A table made
+    /// here is schemaless, so flotilla's two extra fields need no definitions — each a
+    /// catalog write that cost as much as a migration statement.
+    Fresh,
+    /// Both tables if missing, and flotilla's two fields on a history table another tool
+    /// may have made schemafull.
+    All,
+}
+
+impl Definitions {
+    fn statements(self) -> Vec<&'static str> {
+        match self {
+            Self::None => Vec::new(),
+            Self::Fresh => vec![DEFINE_LOCK, "DEFINE TABLE _migration_history SCHEMALESS"],
+            Self::All => std::iter::once(DEFINE_LOCK)
+                .chain(DEFINE_HISTORY.iter().copied())
+                .collect(),
+        }
+    }
+}
+
+const DEFINE_LOCK: &str = "DEFINE TABLE IF NOT EXISTS _migration_lock SCHEMALESS";
+
 /// Takes the lease if it is free or expired, in one transaction, and — when taken — reads
-/// the history in that same transaction, so the caller need not ask again. With
-/// `define_history` the history table is defined too (`IF NOT EXISTS`): a target being locked
-/// for migrating is one being initialised; without it, the caller knows the table exists (a
-/// missing table then fails the request, and the caller asks again with it). The request's
-/// body has [`acquire_statements`] statements; the last returns
-/// `{ acquired, previous, current, history }`.
-pub(crate) fn acquire(lease: Duration, define_history: bool) -> String {
-    let defines = if define_history {
-        format!(
-            "DEFINE TABLE IF NOT EXISTS _migration_lock SCHEMALESS;\n{};\n",
-            DEFINE_HISTORY.join(";\n")
-        )
-    } else {
-        String::new()
-    };
+/// the history in that same transaction, so the caller need not ask again. A target being
+/// locked for migrating is one being initialised: `definitions` says which tables and
+/// fields it defines first. The request's body has [`acquire_statements`] statements; the
+/// last returns `{ acquired, previous, current, history }`.
+pub(crate) fn acquire(lease: Duration, definitions: Definitions) -> String {
+    let defines: String = definitions
+        .statements()
+        .iter()
+        .map(|statement| format!("{statement};\n"))
+        .collect();
     format!(
         "BEGIN TRANSACTION;
 {defines}LET $fl_cur = {SELECT_LEASE};
@@ -69,14 +95,10 @@ COMMIT TRANSACTION;",
     )
 }
 
-/// Statements in [`acquire`]'s body: the lock and history definitions (when asked for), the
-/// current lease, and the conditional take that returns the answer.
-pub(crate) fn acquire_statements(define_history: bool) -> usize {
-    if define_history {
-        1 + DEFINE_HISTORY.len() + 2
-    } else {
-        2
-    }
+/// Statements in [`acquire`]'s body: the definitions, the current lease, and the
+/// conditional take that returns the answer.
+pub(crate) fn acquire_statements(definitions: Definitions) -> usize {
+    definitions.statements().len() + 2
 }
 
 /// Extends our lease; returns the token when it is still ours.

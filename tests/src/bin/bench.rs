@@ -71,10 +71,29 @@ fn proc_status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU milliseconds (user + system) a process has used so far, from `/proc/PID/stat`
+/// (Linux); 0 elsewhere.
+fn cpu_ms(pid: &str) -> f64 {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which is in parentheses and may hold spaces):
+            // utime and stime are the 12th and 13th.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let user: u64 = fields.get(11)?.parse().ok()?;
+            let system: u64 = fields.get(12)?.parse().ok()?;
+            Some(user + system)
+        })
+        .unwrap_or(0);
+    // Linux reports in USER_HZ, 100 per second on every architecture it supports.
+    ticks as f64 * 10.0
+}
+
 struct Setup {
     urls: Vec<String>,
     credentials: bool,
-    _server: Option<TestServer>,
+    server: Option<TestServer>,
     _dirs: Option<tempfile::TempDir>,
 }
 
@@ -83,7 +102,7 @@ fn setup(store: &str, n: usize) -> Result<Setup, String> {
         "mem" => Setup {
             urls: vec!["mem://".to_owned(); n],
             credentials: false,
-            _server: None,
+            server: None,
             _dirs: None,
         },
         "kv" => {
@@ -94,7 +113,7 @@ fn setup(store: &str, n: usize) -> Result<Setup, String> {
             Setup {
                 urls,
                 credentials: false,
-                _server: None,
+                server: None,
                 _dirs: Some(dir),
             }
         }
@@ -108,7 +127,7 @@ fn setup(store: &str, n: usize) -> Result<Setup, String> {
             Setup {
                 urls: vec![server.ws_url(); n],
                 credentials: true,
-                _server: Some(server),
+                server: Some(server),
                 _dirs: None,
             }
         }
@@ -129,12 +148,17 @@ async fn scenario(tool: &str, store: &str, n: usize, c: usize) -> Result<String,
     let migrations = fixture();
     let setup = setup(store, n)?;
     let rss_before = proc_status_kib("VmRSS:");
-    let elapsed = match tool {
+    let server_pid = setup.server.as_ref().map(|s| s.pid().to_string());
+    let client_cpu_before = cpu_ms("self");
+    let server_cpu_before = server_pid.as_deref().map_or(0.0, cpu_ms);
+    let (elapsed, requests) = match tool {
         "flotilla" => flotilla(&setup, n, c, &migrations).await?,
         "raw" => raw(&setup, n, c, &migrations).await?,
         other => return Err(format!("unknown tool `{other}` (flotilla or raw)")),
     };
     let peak = proc_status_kib("VmHWM:");
+    let client_cpu = cpu_ms("self") - client_cpu_before;
+    let server_cpu = server_pid.as_deref().map_or(0.0, cpu_ms) - server_cpu_before;
     Ok(serde_json::json!({
         "tool": tool,
         "store": store,
@@ -145,6 +169,10 @@ async fn scenario(tool: &str, store: &str, n: usize, c: usize) -> Result<String,
         "per_target_ms": elapsed.as_secs_f64() * 1000.0 / n as f64,
         "rss_before_kib": rss_before,
         "peak_rss_kib": peak,
+        "requests": requests,
+        "requests_per_target": requests as f64 / n as f64,
+        "client_cpu_ms": client_cpu,
+        "server_cpu_ms": server_cpu,
     })
     .to_string())
 }
@@ -154,7 +182,7 @@ async fn flotilla(
     n: usize,
     c: usize,
     migrations: &Arc<MigrationSet>,
-) -> Result<Duration, String> {
+) -> Result<(Duration, u64), String> {
     let registry = EnvironmentRegistry::new();
     for index in 0..n {
         let environment = EnvironmentConfig::new(format!("t{index}"), connection(setup, index))
@@ -169,7 +197,8 @@ async fn flotilla(
         .build()
         .map_err(|e| e.to_string())?;
     let mut backends = Backends::new();
-    SurrealRunner::new().register(&mut backends);
+    let runner = SurrealRunner::new();
+    runner.register(&mut backends);
     let coordinator = DeploymentCoordinator::new(backends);
     let started = Instant::now();
     let report = coordinator.deploy(&plan).await.map_err(|e| e.to_string())?;
@@ -182,7 +211,7 @@ async fn flotilla(
             report.environments.iter().find_map(|e| e.error.as_ref())
         ));
     }
-    Ok(elapsed)
+    Ok((elapsed, runner.request_count()))
 }
 
 async fn raw(
@@ -190,7 +219,7 @@ async fn raw(
     n: usize,
     c: usize,
     migrations: &Arc<MigrationSet>,
-) -> Result<Duration, String> {
+) -> Result<(Duration, u64), String> {
     let requests: Vec<String> = migrations
         .as_slice()
         .iter()
@@ -269,5 +298,7 @@ async fn raw(
         .await;
     let elapsed = started.elapsed();
     results.into_iter().collect::<Result<Vec<()>, String>>()?;
-    Ok(elapsed)
+    // Per target: authenticate (with credentials), `USE`, one per migration.
+    let per_target = u64::from(setup.credentials) + 1 + requests.len() as u64;
+    Ok((elapsed, per_target * n as u64))
 }

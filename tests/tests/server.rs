@@ -371,3 +371,51 @@ async fn health_probes_share_requests_and_answer_per_target() {
     }
     assert!(sent <= 8, "{sent} requests for 40 probes");
 }
+
+/// A lease left on a target that has no history table (a process that crashed after locking
+/// and before its first migration committed): the health probe sees an empty target, the
+/// lock request that assumes one fails on the lease, and the one sent after it takes the
+/// expired lease over — or, when the lease is live, reports its holder.
+#[tokio::test]
+async fn a_lease_left_on_an_empty_target_is_taken_over_or_reported() {
+    let server = server();
+    let runner = SurrealRunner::new();
+    for (name, expires, live) in [
+        ("expired", "time::now() - 1m", false),
+        ("live", "time::now() + 1h", true),
+    ] {
+        let tenant = TenantContext::new(name, root(&server.ws_url(), "left", name));
+        let session = runner.session(&tenant).await.expect("session");
+        session
+            .query(format!(
+                "CREATE _migration_lock:lock CONTENT {{ token: 'gone', host: 'crashed-host', pid: 7, \
+                 acquired_at: time::now() - 2h, expires_at: {expires} }}"
+            ))
+            .await
+            .expect("leave a lease")
+            .check()
+            .expect("lease left");
+        let health = runner.health(&tenant).await.expect("health");
+        assert!(!health.initialised, "{name}: no history table");
+        assert_eq!(health.lock.is_some(), live, "{name}");
+
+        let acquired = runner
+            .acquire_lock(&tenant, &LockRequest::new(None, Duration::ZERO))
+            .await;
+        if live {
+            match acquired {
+                Err(RunnerError::LockHeld { holder, .. }) => {
+                    assert_eq!(holder.owner.host, "crashed-host");
+                }
+                other => panic!("expected LockHeld, got {:?}", other.map(|g| g.info())),
+            }
+        } else {
+            let guard = acquired.expect("the expired lease is taken over");
+            let previous = guard.took_over().expect("the takeover is reported");
+            assert_eq!(previous.owner.host, "crashed-host");
+            assert_eq!(previous.owner.pid, 7);
+            guard.release().await.expect("release");
+            assert!(runner.health(&tenant).await.expect("health").initialised);
+        }
+    }
+}

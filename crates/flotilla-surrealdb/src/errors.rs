@@ -2,7 +2,7 @@
 
 use flotilla_core::AuthLevel;
 use flotilla_runner::{RunnerError, TenantContext};
-use surrealdb::types::{AlreadyExistsError, NotFoundError, QueryError};
+use surrealdb::types::{NotFoundError, QueryError};
 
 /// Whether SurrealDB asks for the transaction to be retried (a write conflict).
 pub(crate) fn is_conflict(error: &surrealdb::Error) -> bool {
@@ -30,14 +30,6 @@ pub(crate) fn is_not_executed(error: &surrealdb::Error) -> bool {
 /// Whether a table (or namespace/database) is simply not there yet.
 pub(crate) fn is_missing_table(error: &surrealdb::Error) -> bool {
     matches!(error.not_found_details(), Some(NotFoundError::Table { .. }))
-}
-
-/// Whether a `DEFINE TABLE` failed because the table is already there.
-pub(crate) fn is_existing_table(error: &surrealdb::Error) -> bool {
-    matches!(
-        error.already_exists_details(),
-        Some(AlreadyExistsError::Table { .. })
-    )
 }
 
 /// Maps an error from connecting, signing in or querying `tenant`.

@@ -22,9 +22,7 @@ use surrealdb::engine::any::Any;
 use surrealdb::opt::auth;
 use tokio::sync::OnceCell;
 
-use crate::errors::{
-    auth_scope, classify, is_conflict, is_existing_table, is_missing_table, is_not_executed,
-};
+use crate::errors::{auth_scope, classify, is_conflict, is_missing_table, is_not_executed};
 use crate::sql::{self, Definitions, HistoryChange, LOCK_LOST};
 
 mod probes;
@@ -720,9 +718,11 @@ impl SurrealRunner {
                 let stale = match definitions {
                     // Removed since we saw it.
                     Definitions::None => is_missing_table(&error),
-                    // Made since the health probe looked (by another tool, or a deploy
-                    // racing this one).
-                    Definitions::Fresh => is_existing_table(&error),
+                    // Not the empty target the health probe saw: the history table made
+                    // meanwhile (by another tool, or a deploy racing this one), a lease left
+                    // behind, a server that makes only defined tables. The request with
+                    // every definition handles each, and reports what is really wrong.
+                    Definitions::Fresh => true,
                     Definitions::All => false,
                 };
                 if stale {

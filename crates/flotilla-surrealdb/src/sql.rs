@@ -36,69 +36,74 @@ pub(crate) fn health() -> String {
     format!("{SELECT_LEASE}; {SELECT_HISTORY};")
 }
 
-/// What a lock request defines before it reads the lease.
+/// What a lock request may take for granted about the target's tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Definitions {
-    /// Nothing: the caller knows the history table exists (a missing one then fails the
-    /// request, and the caller asks again with [`Definitions::All`]).
+    /// The history table exists (a missing one fails the request, and the caller asks
+    /// again with [`Definitions::All`]).
     None,
-    /// A target the health probe found without a history table: the lock table if missing,
-    /// and the history table with a plain `DEFINE TABLE`, which fails if someone made the
-    /// table meanwhile (the caller then asks again with [`Definitions::All`]). A table made
-    /// here is schemaless, so flotilla's two extra fields need no definitions — each a
-    /// catalog write that cost as much as a migration statement.
+    /// The health probe found no history table: a target never migrated. The request
+    /// defines the history table with a plain `DEFINE TABLE` and creates the lease outright —
+    /// no reads, no lock table definition (the lease's `CREATE` makes it). Either fails when
+    /// the target is not as the probe saw it (the table made meanwhile, a lease left behind,
+    /// a server that makes only defined tables), and the caller then asks again with
+    /// [`Definitions::All`], which handles every case. A table made here is schemaless, so
+    /// flotilla's two extra fields need no definitions.
     Fresh,
     /// Both tables if missing, and flotilla's two fields on a history table another tool
     /// may have made schemafull.
     All,
 }
 
-impl Definitions {
-    fn statements(self) -> Vec<&'static str> {
-        match self {
-            Self::None => Vec::new(),
-            Self::Fresh => vec![DEFINE_LOCK, "DEFINE TABLE _migration_history SCHEMALESS"],
-            Self::All => std::iter::once(DEFINE_LOCK)
-                .chain(DEFINE_HISTORY.iter().copied())
-                .collect(),
-        }
-    }
-}
-
 const DEFINE_LOCK: &str = "DEFINE TABLE IF NOT EXISTS _migration_lock SCHEMALESS";
+
+/// The lease's fields, set when it is taken.
+const LEASE_CONTENT: &str = "token: $fl_token, host: $fl_host, pid: $fl_pid, \
+     deployment_id: $fl_deployment, acquired_at: time::now(), expires_at: time::now() + ";
 
 /// Takes the lease if it is free or expired, in one transaction, and — when taken — reads
 /// the history in that same transaction, so the caller need not ask again. A target being
-/// locked for migrating is one being initialised: `definitions` says which tables and
-/// fields it defines first. The request's body has [`acquire_statements`] statements; the
-/// last returns `{ acquired, previous, current, history }`.
+/// locked for migrating is one being initialised: `definitions` says what the request
+/// defines first. The request's body has [`acquire_statements`] statements; the last
+/// returns `{ acquired, previous, current, history }`.
 pub(crate) fn acquire(lease: Duration, definitions: Definitions) -> String {
-    let defines: String = definitions
-        .statements()
-        .iter()
-        .map(|statement| format!("{statement};\n"))
-        .collect();
+    let ms = lease.as_millis();
+    let defines = match definitions {
+        Definitions::None => String::new(),
+        Definitions::Fresh => {
+            return format!(
+                "BEGIN TRANSACTION;
+DEFINE TABLE _migration_history SCHEMALESS;
+CREATE _migration_lock:lock CONTENT {{ {LEASE_CONTENT}{ms}ms }} RETURN NONE;
+RETURN {{ acquired: true, previous: NONE, current: {SELECT_LEASE}, history: [] }};
+COMMIT TRANSACTION;"
+            );
+        }
+        Definitions::All => std::iter::once(DEFINE_LOCK)
+            .chain(DEFINE_HISTORY.iter().copied())
+            .map(|statement| format!("{statement};\n"))
+            .collect(),
+    };
     format!(
         "BEGIN TRANSACTION;
 {defines}LET $fl_cur = {SELECT_LEASE};
 RETURN IF $fl_cur = NONE OR $fl_cur.expired = true {{
-    UPSERT _migration_lock:lock CONTENT {{
-        token: $fl_token, host: $fl_host, pid: $fl_pid, deployment_id: $fl_deployment,
-        acquired_at: time::now(), expires_at: time::now() + {ms}ms
-    }} RETURN NONE;
+    UPSERT _migration_lock:lock CONTENT {{ {LEASE_CONTENT}{ms}ms }} RETURN NONE;
     RETURN {{ acquired: true, previous: $fl_cur, current: {SELECT_LEASE}, history: ({SELECT_HISTORY}) }};
 }} ELSE {{
     RETURN {{ acquired: false, previous: $fl_cur }};
 }};
-COMMIT TRANSACTION;",
-        ms = lease.as_millis()
+COMMIT TRANSACTION;"
     )
 }
 
-/// Statements in [`acquire`]'s body: the definitions, the current lease, and the
-/// conditional take that returns the answer.
+/// Statements in [`acquire`]'s body; the last one returns the answer.
 pub(crate) fn acquire_statements(definitions: Definitions) -> usize {
-    definitions.statements().len() + 2
+    match definitions {
+        Definitions::None => 2,
+        Definitions::Fresh => 3,
+        Definitions::All => 1 + DEFINE_HISTORY.len() + 2,
+    }
 }
 
 /// Extends our lease; returns the token when it is still ours.
@@ -113,7 +118,7 @@ pub(crate) fn renew(lease: Duration) -> String {
 /// Removes whatever lease there is; returns it.
 pub(crate) fn break_lock() -> String {
     format!(
-        "DEFINE TABLE IF NOT EXISTS _migration_lock SCHEMALESS; LET $fl_cur = {SELECT_LEASE}; DELETE _migration_lock:lock; RETURN $fl_cur;"
+        "{DEFINE_LOCK}; LET $fl_cur = {SELECT_LEASE}; DELETE _migration_lock:lock; RETURN $fl_cur;"
     )
 }
 

@@ -282,7 +282,8 @@ fn bench(quick: bool, runs: usize) -> Result<(), String> {
     let mut json = Vec::new();
     let mut growth = Vec::new();
     for (store, n, c) in matrix {
-        let mut samples = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
+        // Per tool: wall ms, peak RSS, requests per target, server CPU ms.
+        let mut samples: [[Vec<f64>; 4]; 2] = Default::default();
         for (slot, tool) in (0..runs).flat_map(|_| [(0, "raw"), (1, "flotilla")]) {
             let output = Command::new(&binary)
                 .args([tool, store, &n.to_string(), &c.to_string()])
@@ -306,12 +307,22 @@ fn bench(quick: bool, runs: usize) -> Result<(), String> {
                 "{tool:>8} {store:>6} N={n:<5} c={c:<3} {wall:>10.1} ms  peak {:.1} MiB",
                 peak / 1024.0
             );
-            samples[slot].0.push(wall);
-            samples[slot].1.push(peak);
+            samples[slot][0].push(wall);
+            samples[slot][1].push(peak);
+            samples[slot][2].push(number(&line, "requests_per_target"));
+            samples[slot][3].push(number(&line, "server_cpu_ms"));
             json.push(line);
         }
-        let [(raw, raw_peak), (flotilla, peak)] =
-            samples.map(|(walls, peaks)| (median(walls), median(peaks)));
+        let [
+            [raw, raw_peak, raw_requests, raw_cpu],
+            [flotilla, peak, requests, cpu],
+        ] = samples.map(|columns| columns.map(median));
+        // Only a server scenario has a server process to measure.
+        let cpu_ratio = if raw_cpu > 0.0 {
+            format!("{:.2}x", cpu / raw_cpu)
+        } else {
+            "–".to_owned()
+        };
         growth.push((
             store,
             n,
@@ -322,7 +333,7 @@ fn bench(quick: bool, runs: usize) -> Result<(), String> {
             peak,
         ));
         rows.push(format!(
-            "| {store:<6} | {n:>5} | {c:>3} | {raw:>9.0} | {flotilla:>9.0} | {:>8.2} | {:>8.2} | {:>6.2}x | {:>7.1} | {:>7.1} |",
+            "| {store:<6} | {n:>5} | {c:>3} | {raw:>9.0} | {flotilla:>9.0} | {:>8.2} | {:>8.2} | {:>6.2}x | {cpu_ratio:>6} | {raw_requests:.1}, {requests:.2} | {:>7.1} | {:>7.1} |",
             raw / n as f64,
             flotilla / n as f64,
             flotilla / raw,
@@ -331,9 +342,9 @@ fn bench(quick: bool, runs: usize) -> Result<(), String> {
         ));
     }
     println!(
-        "| store  |     N |   c |  raw (ms) | flotilla (ms) | raw/target | fl/target | fl/raw | raw RSS MiB | fl RSS MiB |"
+        "| store  |     N |   c |  raw (ms) | flotilla (ms) | raw/target | fl/target | fl/raw | server CPU fl/raw | requests/target (raw, fl) | raw RSS MiB | fl RSS MiB |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
         println!("{row}");
     }

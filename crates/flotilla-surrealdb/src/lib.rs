@@ -6,7 +6,9 @@
 //! - History lives in `_migration_history`, compatible with the surql toolkit's table.
 //! - The lock is a lease record `_migration_lock:lock`, renewed by a heartbeat; every apply
 //!   is fenced by the lease token inside its transaction, so a lost lease applies nothing.
-//! - Each migration's statements and its history row commit in one `BEGIN … COMMIT` request.
+//! - Each migration's statements and its history row commit in one `BEGIN … COMMIT`
+//!   transaction; a target's pending migrations travel in one request.
+//! - Health probes waiting for the same endpoint and user share a request.
 //!
 //! Invariant: this is the only crate that knows SurrealDB; everything above it sees
 //! `dyn MigrationRunner`.

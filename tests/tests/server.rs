@@ -191,19 +191,10 @@ async fn surql_toolkit_history_is_adopted() {
 
     surql_applies_first(&runner, &tenant, first).await;
 
-    let set = Arc::new(
-        MigrationSet::from_files([
-            (
-                "migrations/20260102_120000_create_user.surql".into(),
-                first.to_owned(),
-            ),
-            (
-                "migrations/20260103_090000_seed.surql".into(),
-                second.to_owned(),
-            ),
-        ])
-        .expect("surql files load unchanged"),
-    );
+    let set = files(&[
+        ("migrations/20260102_120000_create_user.surql", first),
+        ("migrations/20260103_090000_seed.surql", second),
+    ]);
     // A deploy probes health first: the runner then knows the table exists.
     assert!(runner.health(&tenant).await.expect("health").initialised);
     let result = runner
@@ -224,6 +215,18 @@ async fn surql_toolkit_history_is_adopted() {
         history[1].applied_by.is_some(),
         "flotilla's row has its extra fields"
     );
+}
+
+/// A migration set of `(path, text)` files, loaded as they are.
+fn files(files: &[(&str, &str)]) -> Arc<MigrationSet> {
+    Arc::new(
+        MigrationSet::from_files(
+            files
+                .iter()
+                .map(|(path, text)| ((*path).into(), (*text).to_owned())),
+        )
+        .expect("the files load unchanged"),
+    )
 }
 
 /// What the surql toolkit leaves behind after applying `first` (its first migration): a
@@ -264,19 +267,13 @@ async fn a_history_table_made_after_the_health_probe_gets_flotillas_fields() {
     let first =
         "-- @up\nDEFINE TABLE user SCHEMAFULL;\nDEFINE FIELD email ON TABLE user TYPE string;\n";
     surql_applies_first(&runner, &tenant, first).await;
-    let set = Arc::new(
-        MigrationSet::from_files([
-            (
-                "migrations/20260102_120000_user.surql".into(),
-                first.to_owned(),
-            ),
-            (
-                "migrations/20260103_090000_next.surql".into(),
-                "DEFINE TABLE next;".to_owned(),
-            ),
-        ])
-        .expect("valid"),
-    );
+    let set = files(&[
+        ("migrations/20260102_120000_user.surql", first),
+        (
+            "migrations/20260103_090000_next.surql",
+            "DEFINE TABLE next;",
+        ),
+    ]);
     let result = runner
         .apply_locked(&tenant, &MigrationPlan::up(set), &lock())
         .await

@@ -182,7 +182,8 @@ pub struct MigrationResult {
 /// What a health probe found.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct HealthStatus {
-    /// Round trip of the probe query.
+    /// From asking to the answer: the probe's round trip (a backend may send probes asked at
+    /// the same time in one request, so this can include waiting for others').
     #[serde(with = "millis")]
     pub latency: Duration,
     /// Whether the history table exists; a new database is healthy but uninitialised.

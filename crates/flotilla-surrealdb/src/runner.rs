@@ -623,6 +623,15 @@ impl SurrealRunner {
                         return Batch::failed(next, classify(tenant, error));
                     };
                     next += committed;
+                    if next == batch.len() {
+                        // Every migration committed; only the reply was lost. The last
+                        // transaction removed the lease too when it was asked to, so the
+                        // guard must not look for it (it would report the lock lost).
+                        if release {
+                            lease.released.store(true, Ordering::SeqCst);
+                        }
+                        return Batch::committed(next);
+                    }
                     if is_conflict(&error) && conflicts + 1 < attempts {
                         conflicts += 1;
                         tokio::time::sleep(jitter(pause)).await;

@@ -416,3 +416,103 @@ async fn a_lease_left_on_an_empty_target_is_taken_over_or_reported() {
         }
     }
 }
+
+/// A deploy to a target the health probe found empty takes the lock in its apply request. A
+/// lease left there stops that take, and nothing runs; the lock is then asked for on its own,
+/// as always: a live lease is reported with its holder and nothing is applied, an expired one
+/// is taken over, reported, and the deploy goes on.
+#[tokio::test]
+async fn a_lease_left_on_an_empty_target_stops_the_deploy_that_takes_the_lock() {
+    let server = server();
+    let runner = SurrealRunner::new();
+    let plan = MigrationPlan::up(migrations(&[
+        ("0001_a.surql", "DEFINE TABLE a; CREATE a:1;"),
+        ("0002_b.surql", "DEFINE TABLE b;"),
+    ]));
+    let short = LockRequest::new(None, Duration::from_millis(200));
+    for (name, expires, live) in [
+        ("expired", "time::now() - 1m", false),
+        ("live", "time::now() + 1h", true),
+    ] {
+        let tenant = TenantContext::new(name, root(&server.ws_url(), "left-deploy", name));
+        let session = runner.session(&tenant).await.expect("session");
+        session
+            .query(format!(
+                "CREATE _migration_lock:lock CONTENT {{ token: 'gone', host: 'crashed-host', pid: 7, \
+                 acquired_at: time::now() - 2h, expires_at: {expires} }}"
+            ))
+            .await
+            .expect("leave a lease")
+            .check()
+            .expect("lease left");
+        assert!(!runner.health(&tenant).await.expect("health").initialised);
+
+        let deployed = runner.apply_locked(&tenant, &plan, &short).await;
+        let snapshot = runner.snapshot(&tenant).await.expect("snapshot");
+        if live {
+            match deployed {
+                Err(RunnerError::LockHeld { holder, .. }) => {
+                    assert_eq!(holder.owner.host, "crashed-host");
+                }
+                other => panic!("expected LockHeld, got {other:?}"),
+            }
+            assert!(!snapshot.contains("a: "), "nothing applied: {snapshot}");
+            let health = runner.health(&tenant).await.expect("health");
+            assert_eq!(
+                health.lock.map(|l| l.owner.host).as_deref(),
+                Some("crashed-host"),
+                "the live lease is left alone"
+            );
+        } else {
+            let result = deployed.expect("the expired lease is taken over");
+            assert_eq!(result.applied.len(), 2);
+            let previous = result.lock_takeover.expect("the takeover is reported");
+            assert_eq!(previous.owner.host, "crashed-host");
+            assert_eq!(previous.owner.pid, 7);
+            let health = runner.health(&tenant).await.expect("health");
+            assert_eq!(health.lock, None, "released");
+            assert_eq!(health.history.map(|h| h.len()), Some(2));
+        }
+    }
+}
+
+/// Two processes deploying to the same new target at once, each having probed it empty: one
+/// takes the lock with its apply request, the other's take fails, it waits for the lock as
+/// usual and then finds nothing pending. Every migration runs once.
+#[tokio::test]
+async fn two_deploys_racing_to_a_new_target_apply_each_migration_once() {
+    let server = server();
+    let plan = MigrationPlan::up(migrations(&[
+        ("0001_a.surql", "DEFINE TABLE a; CREATE a:1;"),
+        ("0002_b.surql", "DEFINE TABLE b; CREATE b:1;"),
+        ("0003_c.surql", "DEFINE TABLE c; CREATE c:1;"),
+    ]));
+    for round in 0..5 {
+        let tenant = TenantContext::new(
+            format!("race-{round}"),
+            root(&server.ws_url(), "race", &format!("db{round}")),
+        );
+        let (one, two) = (SurrealRunner::new(), SurrealRunner::new());
+        assert!(!one.health(&tenant).await.expect("health").initialised);
+        assert!(!two.health(&tenant).await.expect("health").initialised);
+        let lock = lock();
+        let (first, second) = tokio::join!(
+            one.apply_locked(&tenant, &plan, &lock),
+            two.apply_locked(&tenant, &plan, &lock),
+        );
+        let (first, second) = (first.expect("first"), second.expect("second"));
+        let mut applied: Vec<String> = first
+            .applied
+            .iter()
+            .chain(&second.applied)
+            .map(ToString::to_string)
+            .collect();
+        applied.sort();
+        assert_eq!(applied, ["0001", "0002", "0003"], "round {round}");
+        let snapshot = one.snapshot(&tenant).await.expect("snapshot");
+        assert!(snapshot.contains("a: [{\"id\":\"a:1\"}]"), "{snapshot}");
+        let health = one.health(&tenant).await.expect("health");
+        assert_eq!(health.lock, None);
+        assert_eq!(health.history.map(|h| h.len()), Some(3));
+    }
+}

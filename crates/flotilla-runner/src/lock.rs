@@ -76,6 +76,14 @@ pub struct LockRequest {
     pub wait: Duration,
     /// Lease length; the heartbeat renews it every third of this.
     pub lease: Duration,
+    /// The caller executes right after taking the lock (as
+    /// [`crate::MigrationRunnerExt::apply_locked`] and the strategies do), so a backend may
+    /// take the lock with the first request that applies instead of a request of its own.
+    /// [`crate::MigrationRunner::acquire_lock`] may then return before the lease exists: a
+    /// live lease held by someone else is reported by `execute_migration` (as `LockHeld`,
+    /// with nothing applied), [`LockGuard::took_over`] is known only after it, and
+    /// [`LockGuard::info`]'s times are this process's clock until then. Off by default.
+    pub deferrable: bool,
 }
 
 impl LockRequest {
@@ -89,7 +97,15 @@ impl LockRequest {
             owner: LockOwner::current(deployment_id),
             wait,
             lease: Self::DEFAULT_LEASE,
+            deferrable: false,
         }
+    }
+
+    /// The same request, letting the backend take the lock with the first apply (see
+    /// [`LockRequest::deferrable`]).
+    pub fn deferrable(mut self) -> Self {
+        self.deferrable = true;
+        self
     }
 
     /// The same request with another lease length.
@@ -108,7 +124,8 @@ pub trait LockGuard: Send + Sync + fmt::Debug {
     /// The lease this guard holds.
     fn info(&self) -> LockInfo;
 
-    /// The expired lease this guard replaced, if it took one over.
+    /// The expired lease this guard replaced, if it took one over. For a
+    /// [`LockRequest::deferrable`] lock, ask after the first execution.
     fn took_over(&self) -> Option<LockInfo>;
 
     /// Removes the lease. Fails with `LockLost` if it had already been taken over.

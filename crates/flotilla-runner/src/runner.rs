@@ -72,17 +72,19 @@ pub trait MigrationRunner: Send + Sync + fmt::Debug {
 /// Conveniences over any [`MigrationRunner`].
 #[async_trait]
 pub trait MigrationRunnerExt: MigrationRunner {
-    /// Lock, execute, release — the lock is released on every path, including errors.
+    /// Lock, execute, release — the lock is released on every path, including errors. The
+    /// lock is [`LockRequest::deferrable`]: a backend may take it with the first apply.
     async fn apply_locked(
         &self,
         tenant: &TenantContext,
         plan: &MigrationPlan,
         lock: &LockRequest,
     ) -> Result<MigrationResult> {
-        let guard = self.acquire_lock(tenant, lock).await?;
-        let took_over = guard.took_over();
+        let lock = lock.clone().deferrable();
+        let guard = self.acquire_lock(tenant, &lock).await?;
         let plan = plan.clone().releasing_after();
         let outcome = self.execute_migration(tenant, &plan).await;
+        let took_over = guard.took_over();
         let released = guard.release().await;
         match (outcome, released) {
             (Ok(mut result), Ok(())) => {

@@ -240,11 +240,13 @@ impl Deployment {
                 index,
             }))
             .releasing_after();
-        let outcome = match target.runner.acquire_lock(tenant, &self.lock).await {
+        // Executed right away, so the backend may take the lock with the first apply.
+        let lock = self.lock.clone().deferrable();
+        let outcome = match target.runner.acquire_lock(tenant, &lock).await {
             Err(error) => TargetOutcome::failed(&error, started.elapsed()),
             Ok(guard) => {
-                let took_over = guard.took_over();
                 let executed = target.runner.execute_migration(tenant, &plan).await;
+                let took_over = guard.took_over();
                 if let Err(error) = guard.release().await {
                     tracing::warn!(environment = %tenant.environment, %error, "releasing the migration lock failed");
                 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use flotilla_core::{AppliedMigration, AuthLevel, Migration, Statement, Version};
+use flotilla_core::{AppliedMigration, AuthLevel, Migration, Statement, Version, rfc3339};
 use flotilla_runner::execute::{Batch, run_batched};
 use flotilla_runner::{
     Attempt, Backends, DatabaseKey, Direction, HealthStatus, Heartbeat, LockGuard, LockInfo,
@@ -185,22 +185,59 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A lock this runner holds: its lease token, and the history read when it was taken
-/// (consumed by the first execution under it).
+/// A lock this runner holds: its lease, and the history read when it was taken (consumed by
+/// the first execution under it).
 #[derive(Debug)]
 struct Held {
-    token: String,
+    lease: Arc<LeaseState>,
     history: Option<Vec<AppliedMigration>>,
-    /// Set when an execution removed the lease with its last migration (shared with the
-    /// guard, whose `release` then only confirms, and with the heartbeat, which stops).
-    released: Arc<AtomicBool>,
 }
 
-/// What an execution needs of the lock it runs under.
-struct Lease {
+/// A held lock's lease, shared by its guard, its heartbeat and executions under it.
+#[derive(Debug)]
+struct LeaseState {
     token: String,
-    history: Option<Vec<AppliedMigration>>,
-    released: Arc<AtomicBool>,
+    take: Mutex<Take>,
+    /// Set when an execution removed the lease with its last migration: the guard's release
+    /// then only confirms, and the heartbeat stops renewing.
+    released: AtomicBool,
+    /// The lease held, and the expired one it replaced.
+    info: Mutex<LockInfo>,
+    took_over: Mutex<Option<LockInfo>>,
+}
+
+impl LeaseState {
+    fn take_state(&self) -> MutexGuard<'_, Take> {
+        lock(&self.take)
+    }
+
+    /// Whether the lease is known to exist on the target (and so is renewed, and its absence
+    /// at release means it was lost).
+    fn is_taken(&self) -> bool {
+        matches!(*self.take_state(), Take::Taken)
+    }
+}
+
+/// How far a lock's lease got.
+#[derive(Debug)]
+enum Take {
+    /// On the target.
+    Taken,
+    /// A [`LockRequest::deferrable`] lock on a target the probe found never migrated: the
+    /// first apply request takes the lease, in a transaction ahead of the migrations'.
+    Deferred(Ask),
+    /// That request is on its way, or its reply was lost: the lease may or may not exist.
+    Sending,
+    /// That request's take failed, so nothing of it ran: the lease is not ours.
+    Refused,
+}
+
+/// What taking a lease needs: the lock request's variables, lease length and wait.
+#[derive(Clone, Debug)]
+struct Ask {
+    vars: Map<String, Value>,
+    lease: Duration,
+    wait: Duration,
 }
 
 /// A query failure: worth retrying (write conflict) or final.
@@ -569,27 +606,29 @@ impl SurrealRunner {
         };
     }
 
-    /// The token of the lock held on `key`, the history read when it was taken, and the
-    /// flag that says the lease was released.
-    fn take_held(&self, key: &DatabaseKey) -> Option<Lease> {
-        lock(&self.inner.held).get_mut(key).map(|held| Lease {
-            token: held.token.clone(),
-            history: held.history.take(),
-            released: Arc::clone(&held.released),
-        })
+    /// The lease of the lock held on `key`, and the history read when it was taken.
+    fn take_held(
+        &self,
+        key: &DatabaseKey,
+    ) -> Option<(Arc<LeaseState>, Option<Vec<AppliedMigration>>)> {
+        lock(&self.inner.held)
+            .get_mut(key)
+            .map(|held| (Arc::clone(&held.lease), held.history.take()))
     }
 
     /// Applies (or reverts) `batch` in one request, each migration its own transaction, and
     /// on write conflicts sends again from the first one that did not commit.
     /// With `release`, the last migration's transaction also removes the lease (and `lease`
-    /// records that it did).
+    /// records that it did). With `taking`, the request first takes the deferred lease (and
+    /// `lease` records whether it did; when it did not, nothing ran).
     async fn apply_batch(
         &self,
         tenant: &TenantContext,
         plan: &MigrationPlan,
         batch: Vec<&Migration>,
-        lease: &Lease,
+        lease: &LeaseState,
         release: bool,
+        mut taking: Option<&Ask>,
     ) -> Batch {
         let key = tenant.database_key();
         let change = match plan.direction {
@@ -602,23 +641,67 @@ impl SurrealRunner {
         let mut next = 0;
         while next < batch.len() {
             let pending = &batch[next..];
-            let define_history = self.history_table(&key) != Some(HistoryTable::Ready);
-            let bodies: Vec<&[Statement]> = pending
+            // The take defines the history table.
+            let define_history =
+                taking.is_none() && self.history_table(&key) != Some(HistoryTable::Ready);
+            let items: Vec<sql::Item<'_>> = pending
                 .iter()
-                .map(|m| statements_of(m, plan.direction).0)
+                .map(|m| sql::Item {
+                    id: sql::record_id(m.version.as_str()),
+                    statements: statements_of(m, plan.direction).0,
+                })
                 .collect();
-            let request = sql::batch(&bodies, change, define_history, release);
-            let vars = batch_vars(plan, pending, &lease.token);
+            let request = sql::batch(
+                &items,
+                change,
+                define_history,
+                release,
+                taking.map(|deferred| deferred.lease),
+            );
+            let mut vars = batch_vars(plan, pending, &lease.token);
+            if let Some(ask) = taking {
+                vars.extend(ask.vars.clone());
+                *lease.take_state() = Take::Sending;
+            }
             let outcomes = match self.send(tenant, &request.text, Some(&vars)).await {
-                Ok(Ok(raw)) => block_outcomes(raw, &request.layouts),
+                Ok(Ok(raw)) => block_outcomes(raw, request.takes, &request.layouts),
                 Ok(Err(error)) => Err(error),
-                Err(error) => return Batch::failed(next, error),
+                Err(error) => {
+                    if taking.is_some() {
+                        // Not sent: no session to send it on.
+                        *lease.take_state() = Take::Refused;
+                    }
+                    return Batch::failed(next, error);
+                }
             };
             let outcomes = match outcomes {
-                Ok(outcomes) => outcomes,
+                Ok((taken, outcomes)) => {
+                    if taking.take().is_some() {
+                        if !matches!(taken, Some(BlockOutcome::Committed)) {
+                            // Someone holds the lease, or the target is no longer the empty
+                            // one the probe saw; the fences stopped every migration.
+                            *lease.take_state() = Take::Refused;
+                            return Batch::failed(
+                                0,
+                                RunnerError::LockLost {
+                                    environment: tenant.environment.clone(),
+                                },
+                            );
+                        }
+                        *lease.take_state() = Take::Taken;
+                        self.set_history_table(&key, Some(HistoryTable::Ready));
+                    }
+                    outcomes
+                }
                 Err(error) => {
                     // What the request did is unknown (a lost connection, a reply we cannot
-                    // read): history says which of its migrations committed.
+                    // read): history says which of its migrations committed — but not
+                    // whether this request took the lease, or someone else who then applied
+                    // the same migrations: that stays a failure (`Sending`), and a rerun
+                    // finds whatever committed.
+                    if taking.is_some() {
+                        return Batch::failed(next, classify(tenant, error));
+                    }
                     let Some(committed) = self.committed_of(tenant, plan, pending).await else {
                         return Batch::failed(next, classify(tenant, error));
                     };
@@ -705,6 +788,54 @@ impl SurrealRunner {
                 .take_while(|m| applied.contains(&m.version) == (plan.direction == Direction::Up))
                 .count(),
         )
+    }
+
+    /// Runs `plan` from `history` under `lease`, the first request taking the lease when it
+    /// is `deferred`.
+    async fn run(
+        &self,
+        tenant: &TenantContext,
+        plan: &MigrationPlan,
+        history: &[AppliedMigration],
+        lease: &LeaseState,
+        deferred: Option<&Ask>,
+    ) -> Result<MigrationResult> {
+        let mut taking = deferred;
+        run_batched(tenant, plan, history, BATCH, |batch, last| {
+            self.apply_batch(
+                tenant,
+                plan,
+                batch,
+                lease,
+                last && plan.release_after,
+                taking.take(),
+            )
+        })
+        .await
+    }
+
+    /// Takes the lock `request` asks for, waiting for a live lease to go away; returns the
+    /// lease, the history read with it, and the expired lease it replaced.
+    async fn acquire_waiting(
+        &self,
+        tenant: &TenantContext,
+        request: &Ask,
+    ) -> Result<((LockInfo, Vec<AppliedMigration>), Option<LockInfo>)> {
+        let outcome = wait_for_lock(request.wait, || {
+            self.try_acquire(tenant, request.lease, &request.vars)
+        })
+        .await?;
+        let acquired = outcome.map_err(|(holder, waited)| RunnerError::LockHeld {
+            environment: tenant.environment.clone(),
+            holder,
+            waited,
+        })?;
+        if let Some(previous) = &acquired.1 {
+            tracing::warn!(environment = %tenant.environment, previous_owner = %previous.owner, "took over an expired migration lock");
+        }
+        // The acquiring transaction defined the history table.
+        self.set_history_table(&tenant.database_key(), Some(HistoryTable::Ready));
+        Ok(acquired)
     }
 
     async fn try_acquire(
@@ -822,7 +953,6 @@ fn batch_vars(plan: &MigrationPlan, pending: &[&Migration], token: &str) -> Map<
     }
     for (k, migration) in pending.iter().enumerate() {
         let version = migration.version.as_str();
-        vars.insert(format!("fl_id_{k}"), json!(sql::record_id(version)));
         vars.insert(format!("fl_version_{k}"), json!(version));
         vars.insert(format!("fl_description_{k}"), json!(migration.description));
         vars.insert(format!("fl_checksum_{k}"), json!(migration.checksum));
@@ -840,15 +970,21 @@ enum BlockOutcome {
     Failed(usize, surrealdb::Error),
 }
 
-/// Splits a batch's results into one outcome per transaction. Every transaction contributes
-/// `BEGIN`, its body and `COMMIT`; a reply of another shape is an error (its effect is then
-/// read from history).
+/// Splits a batch's results into the take's outcome (when it `takes`) and one outcome per
+/// migration transaction. Every transaction contributes `BEGIN`, its body and `COMMIT`; a
+/// reply of another shape is an error (its effect is then read from history).
 fn block_outcomes(
     mut raw: surrealdb::IndexedResults,
+    takes: bool,
     layouts: &[sql::Layout],
-) -> std::result::Result<Vec<BlockOutcome>, surrealdb::Error> {
-    // The leading `USE`, then each transaction.
-    let expected: usize = 1 + layouts.iter().map(|l| l.body() + 2).sum::<usize>();
+) -> std::result::Result<(Option<BlockOutcome>, Vec<BlockOutcome>), surrealdb::Error> {
+    // The leading `USE`, then each transaction: the take's, and the migrations'.
+    let bodies: Vec<usize> = takes
+        .then_some(sql::TAKE_FRESH_STATEMENTS)
+        .into_iter()
+        .chain(layouts.iter().map(|l| l.body()))
+        .collect();
+    let expected: usize = 1 + bodies.iter().map(|body| body + 2).sum::<usize>();
     if raw.num_statements() != expected {
         return Err(surrealdb::Error::internal(format!(
             "expected {expected} results from the migration request, got {}",
@@ -862,10 +998,10 @@ fn block_outcomes(
         return Err(errors.swap_remove(0).1);
     }
     let mut errors = errors.into_iter().peekable();
-    let mut outcomes = Vec::with_capacity(layouts.len());
+    let mut outcomes = Vec::with_capacity(bodies.len());
     let mut base = 1;
-    for layout in layouts {
-        let end = base + layout.body() + 2;
+    for body in bodies {
+        let end = base + body + 2;
         let mut mine = Vec::new();
         while let Some((index, _)) = errors.peek()
             && *index < end
@@ -887,7 +1023,8 @@ fn block_outcomes(
         });
         base = end;
     }
-    Ok(outcomes)
+    let taken = takes.then(|| outcomes.remove(0));
+    Ok((taken, outcomes))
 }
 
 /// The error for a batch transaction that failed at body `position`.
@@ -1144,49 +1281,60 @@ impl MigrationRunner for SurrealRunner {
         vars.insert("fl_host".into(), json!(request.owner.host));
         vars.insert("fl_pid".into(), json!(request.owner.pid));
         if let Some(id) = &request.owner.deployment_id {
-            vars.insert("fl_deployment".into(), json!(id));
-        }
-        let outcome = wait_for_lock(request.wait, || {
-            self.try_acquire(tenant, request.lease, &vars)
-        })
-        .await?;
-        let ((info, history), took_over) =
-            outcome.map_err(|(holder, waited)| RunnerError::LockHeld {
-                environment: tenant.environment.clone(),
-                holder,
-                waited,
-            })?;
-        if let Some(previous) = &took_over {
-            tracing::warn!(environment = %tenant.environment, previous_owner = %previous.owner, "took over an expired migration lock");
+            vars.insert("fl_lock_deployment".into(), json!(id));
         }
         let key = tenant.database_key();
-        let released = Arc::new(AtomicBool::new(false));
+        let ask = Ask {
+            vars,
+            lease: request.lease,
+            wait: request.wait,
+        };
+        let (take, info, took_over, history) =
+            if request.deferrable && self.history_table(&key) == Some(HistoryTable::Absent) {
+                // A never-migrated target, about to be migrated: the apply request takes
+                // the lease (one round trip fewer). Until then the lease's times are ours.
+                let now = SystemTime::now();
+                let info = LockInfo {
+                    owner: request.owner.clone(),
+                    acquired_at: rfc3339(now),
+                    expires_at: rfc3339(now + request.lease),
+                };
+                (Take::Deferred(ask), info, None, Vec::new())
+            } else {
+                let ((info, history), took_over) = self.acquire_waiting(tenant, &ask).await?;
+                (Take::Taken, info, took_over, history)
+            };
+        let lease = Arc::new(LeaseState {
+            token,
+            take: Mutex::new(take),
+            released: AtomicBool::new(false),
+            info: Mutex::new(info),
+            took_over: Mutex::new(took_over),
+        });
         lock(&self.inner.held).insert(
             key.clone(),
             Held {
-                token: token.clone(),
+                lease: Arc::clone(&lease),
                 history: Some(history),
-                released: Arc::clone(&released),
             },
         );
-        // The acquiring transaction defined the history table.
-        self.set_history_table(&key, Some(HistoryTable::Ready));
 
         let renew_runner = self.clone();
         let renew_tenant = tenant.clone();
         let renew_text = sql::renew(request.lease);
         let mut renew_vars = Map::new();
-        renew_vars.insert("fl_token".into(), json!(token));
-        let renew_released = Arc::clone(&released);
+        renew_vars.insert("fl_token".into(), json!(lease.token));
+        let renewed = Arc::clone(&lease);
         let heartbeat = Heartbeat::spawn(request.lease, move || {
             let runner = renew_runner.clone();
             let tenant = renew_tenant.clone();
             let text = renew_text.clone();
             let vars = renew_vars.clone();
-            let released = renew_released.load(Ordering::SeqCst);
+            // Released with the last migration (the guard stops us on release), or not
+            // (known to be) on the target yet.
+            let idle = renewed.released.load(Ordering::SeqCst) || !renewed.is_taken();
             async move {
-                if released {
-                    // Released with the last migration; the guard stops us on release.
+                if idle {
                     return Ok(true);
                 }
                 let mut response = runner.request(&tenant, &text, Some(&vars), 1).await?;
@@ -1198,11 +1346,8 @@ impl MigrationRunner for SurrealRunner {
             runner: self.clone(),
             tenant: tenant.clone(),
             key,
-            token,
-            info,
-            took_over,
+            lease,
             heartbeat,
-            released_with_apply: released,
             released: false,
         }))
     }
@@ -1221,22 +1366,40 @@ impl MigrationRunner for SurrealRunner {
         tenant: &TenantContext,
         plan: &MigrationPlan,
     ) -> Result<MigrationResult> {
-        let Some(mut lease) = self.take_held(&tenant.database_key()) else {
+        let key = tenant.database_key();
+        let Some((lease, history)) = self.take_held(&key) else {
             return Err(RunnerError::NotLocked {
                 environment: tenant.environment.clone(),
             });
         };
-        // History read in the transaction that took the lease is current: every write since
-        // is fenced by that lease. A second execution under the same lease reads again.
-        let history = match lease.history.take() {
-            Some(history) => history,
-            None => self.history(tenant).await?,
+        let deferred = match &*lease.take_state() {
+            Take::Deferred(deferred) => Some(deferred.clone()),
+            _ => None,
         };
-        let lease = &lease;
-        run_batched(tenant, plan, &history, BATCH, |batch, last| {
-            self.apply_batch(tenant, plan, batch, lease, last && plan.release_after)
-        })
-        .await
+        let Some(deferred) = deferred else {
+            // History read in the transaction that took the lease is current: every write
+            // since is fenced by that lease. A second execution under the same lease reads
+            // again.
+            let history = match history {
+                Some(history) => history,
+                None => self.history(tenant).await?,
+            };
+            return self.run(tenant, plan, &history, &lease, None).await;
+        };
+        // The probe saw no history table: nothing applied, as the take checks.
+        let outcome = self.run(tenant, plan, &[], &lease, Some(&deferred)).await;
+        if !matches!(*lease.take_state(), Take::Refused) {
+            return outcome;
+        }
+        // The take failed, so nothing ran: someone holds the lock, or the target is no
+        // longer the empty one the probe saw. Take the lock as a request of its own (waiting
+        // for a live lease as `acquire_lock` would), and work from the history read with it.
+        self.set_history_table(&key, None);
+        let ((info, history), took_over) = self.acquire_waiting(tenant, &deferred).await?;
+        *lock(&lease.info) = info;
+        *lock(&lease.took_over) = took_over;
+        *lease.take_state() = Take::Taken;
+        self.run(tenant, plan, &history, &lease, None).await
     }
 }
 
@@ -1245,19 +1408,18 @@ struct SurrealLockGuard {
     runner: SurrealRunner,
     tenant: TenantContext,
     key: DatabaseKey,
-    token: String,
-    info: LockInfo,
-    took_over: Option<LockInfo>,
+    lease: Arc<LeaseState>,
     heartbeat: Heartbeat,
-    /// Set when an execution removed the lease with its last migration.
-    released_with_apply: Arc<AtomicBool>,
     released: bool,
 }
 
 impl SurrealLockGuard {
     fn forget(&self) {
         let mut held = lock(&self.runner.inner.held);
-        if held.get(&self.key).is_some_and(|h| h.token == self.token) {
+        if held
+            .get(&self.key)
+            .is_some_and(|h| Arc::ptr_eq(&h.lease, &self.lease))
+        {
             held.remove(&self.key);
         }
     }
@@ -1266,24 +1428,31 @@ impl SurrealLockGuard {
 #[async_trait]
 impl LockGuard for SurrealLockGuard {
     fn info(&self) -> LockInfo {
-        self.info.clone()
+        lock(&self.lease.info).clone()
     }
 
     fn took_over(&self) -> Option<LockInfo> {
-        self.took_over.clone()
+        lock(&self.lease.took_over).clone()
     }
 
     async fn release(mut self: Box<Self>) -> Result<()> {
         self.heartbeat.stop();
         self.released = true;
         self.forget();
-        if self.released_with_apply.load(Ordering::SeqCst) {
+        if self.lease.released.load(Ordering::SeqCst) {
             // The transaction that committed the last migration removed the lease, fenced
             // by it: nothing left to do.
             return Ok(());
         }
+        let must_exist = match *self.lease.take_state() {
+            Take::Taken => true,
+            // The request that took it lost its reply: remove it if it is there.
+            Take::Sending => false,
+            // Never on the target.
+            Take::Deferred(_) | Take::Refused => return Ok(()),
+        };
         let mut vars = Map::new();
-        vars.insert("fl_token".into(), json!(self.token));
+        vars.insert("fl_token".into(), json!(self.lease.token));
         let tenant = &self.tenant;
         let mut response = self
             .runner
@@ -1294,7 +1463,7 @@ impl LockGuard for SurrealLockGuard {
             .map_err(|e| classify(tenant, e))?
             .as_array()
             .is_some_and(|rows| !rows.is_empty());
-        if deleted {
+        if deleted || !must_exist {
             Ok(())
         } else {
             Err(RunnerError::LockLost {

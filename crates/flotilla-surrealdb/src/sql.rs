@@ -42,13 +42,9 @@ pub(crate) enum Definitions {
     /// The history table exists (a missing one fails the request, and the caller asks
     /// again with [`Definitions::All`]).
     None,
-    /// The health probe found no history table: a target never migrated. The request
-    /// defines the history table with a plain `DEFINE TABLE` and creates the lease outright —
-    /// no reads, no lock table definition (the lease's `CREATE` makes it). Either fails when
-    /// the target is not as the probe saw it (the table made meanwhile, a lease left behind,
-    /// a server that makes only defined tables), and the caller then asks again with
-    /// [`Definitions::All`], which handles every case. A table made here is schemaless, so
-    /// flotilla's two extra fields need no definitions.
+    /// The health probe found no history table: a target never migrated. The request is
+    /// [`take_fresh`]'s; when it fails the caller asks again with [`Definitions::All`],
+    /// which handles every case.
     Fresh,
     /// Both tables if missing, and flotilla's two fields on a history table another tool
     /// may have made schemafull.
@@ -59,7 +55,24 @@ const DEFINE_LOCK: &str = "DEFINE TABLE IF NOT EXISTS _migration_lock SCHEMALESS
 
 /// The lease's fields, set when it is taken.
 const LEASE_CONTENT: &str = "token: $fl_token, host: $fl_host, pid: $fl_pid, \
-     deployment_id: $fl_deployment, acquired_at: time::now(), expires_at: time::now() + ";
+     deployment_id: $fl_lock_deployment, acquired_at: time::now(), expires_at: time::now() + ";
+
+/// Takes the lease on a target the health probe found never migrated: defines the history
+/// table with a plain `DEFINE TABLE` and creates the lease outright — no reads, no lock
+/// table definition (the lease's `CREATE` makes it). Either statement fails when the target
+/// is not as the probe saw it (the table made meanwhile, a lease left behind, a server that
+/// makes only defined tables). A table made here is schemaless, so flotilla's two extra
+/// fields need no definitions. Two statements, for a transaction of their own.
+fn take_fresh(lease: Duration) -> String {
+    format!(
+        "DEFINE TABLE _migration_history SCHEMALESS;\n\
+         CREATE _migration_lock:lock CONTENT {{ {LEASE_CONTENT}{}ms }} RETURN NONE",
+        lease.as_millis()
+    )
+}
+
+/// Statements in [`take_fresh`].
+pub(crate) const TAKE_FRESH_STATEMENTS: usize = 2;
 
 /// Takes the lease if it is free or expired, in one transaction, and — when taken — reads
 /// the history in that same transaction, so the caller need not ask again. A target being
@@ -73,10 +86,10 @@ pub(crate) fn acquire(lease: Duration, definitions: Definitions) -> String {
         Definitions::Fresh => {
             return format!(
                 "BEGIN TRANSACTION;
-DEFINE TABLE _migration_history SCHEMALESS;
-CREATE _migration_lock:lock CONTENT {{ {LEASE_CONTENT}{ms}ms }} RETURN NONE;
+{};
 RETURN {{ acquired: true, previous: NONE, current: {SELECT_LEASE}, history: [] }};
-COMMIT TRANSACTION;"
+COMMIT TRANSACTION;",
+                take_fresh(lease)
             );
         }
         Definitions::All => std::iter::once(DEFINE_LOCK)
@@ -101,7 +114,7 @@ COMMIT TRANSACTION;"
 pub(crate) fn acquire_statements(definitions: Definitions) -> usize {
     match definitions {
         Definitions::None => 2,
-        Definitions::Fresh => 3,
+        Definitions::Fresh => TAKE_FRESH_STATEMENTS + 1,
         Definitions::All => 1 + DEFINE_HISTORY.len() + 2,
     }
 }
@@ -150,12 +163,22 @@ impl Layout {
     }
 }
 
-/// Consecutive migrations in one request, each its own `BEGIN … COMMIT` transaction.
+/// Consecutive migrations in one request, each its own `BEGIN … COMMIT` transaction,
+/// possibly after one that takes the lease.
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) text: String,
-    /// Per transaction, in order.
+    /// Whether the first transaction takes the lease ([`take_fresh`]); the migrations'
+    /// follow it.
+    pub(crate) takes: bool,
+    /// Per migration transaction, in order.
     pub(crate) layouts: Vec<Layout>,
+}
+
+/// One migration of a [`batch`]: its history record id and the statements it runs.
+pub(crate) struct Item<'a> {
+    pub(crate) id: String,
+    pub(crate) statements: &'a [Statement],
 }
 
 /// Which way a transaction moves history.
@@ -167,22 +190,31 @@ pub(crate) enum HistoryChange {
     Remove,
 }
 
-/// Each of `migrations` (statement lists) plus its history change, fenced by our lease token,
-/// as one transaction each, in one request. Every transaction after the first is also fenced
-/// on its predecessor's history change, so a failed (or conflicting) transaction stops the
-/// rest of the request. With `release`, the last transaction also removes the lease, so the
-/// lock is free exactly when every migration committed. Variables: `$fl_token`,
-/// `$fl_applied_by`, `$fl_deployment`, and per transaction `k`: `$fl_id_k`, `$fl_version_k`,
-/// `$fl_description_k`, `$fl_checksum_k`.
+/// Each of `migrations` plus its history change, fenced by our lease token, as one
+/// transaction each, in one request. Every transaction after the first is also fenced on its
+/// predecessor's history change, so a failed (or conflicting) transaction stops the rest of
+/// the request. With `release`, the last transaction also removes the lease, so the lock is
+/// free exactly when every migration committed. With `take`, a transaction that takes a
+/// lease of that length on a never-migrated target ([`take_fresh`]) comes first; when it
+/// fails, the first migration's fence stops everything. Variables: `$fl_token`,
+/// `$fl_applied_by`, `$fl_deployment`, with `take` also `$fl_host`, `$fl_pid`,
+/// `$fl_lock_deployment`, and per migration `k`: `$fl_version_k`, `$fl_description_k`,
+/// `$fl_checksum_k`.
 pub(crate) fn batch(
-    migrations: &[&[Statement]],
+    migrations: &[Item<'_>],
     change: HistoryChange,
     define_history: bool,
     release: bool,
+    take: Option<Duration>,
 ) -> Batch {
     let mut text = String::new();
+    if let Some(lease) = take {
+        text.push_str("BEGIN TRANSACTION;\n");
+        text.push_str(&take_fresh(lease));
+        text.push_str(";\nCOMMIT TRANSACTION;\n");
+    }
     let mut layouts = Vec::with_capacity(migrations.len());
-    for (k, statements) in migrations.iter().enumerate() {
+    for (k, item) in migrations.iter().enumerate() {
         // The fence and the timer in one statement: it throws when the lease is no longer
         // ours (or, after the first block, when the block before did not commit), else
         // starts the clock for `execution_time_ms`.
@@ -193,7 +225,7 @@ pub(crate) fn batch(
             let unmet = match change {
                 // The row the block before created, looked up by its id.
                 HistoryChange::Record => {
-                    format!("type::record('_migration_history', $fl_id_{prev}).version = NONE")
+                    format!("{}.version = NONE", history_record(&migrations[prev].id))
                 }
                 // Any row of that version (an adopted surql row may have another id).
                 HistoryChange::Remove => format!(
@@ -211,11 +243,12 @@ pub(crate) fn batch(
         }
         let postlude = match change {
             HistoryChange::Record => format!(
-                "CREATE type::record('_migration_history', $fl_id_{k}) SET \
+                "CREATE {} SET \
                  version = $fl_version_{k}, description = $fl_description_{k}, \
                  checksum = $fl_checksum_{k}, applied_at = time::now(), \
                  execution_time_ms = duration::millis(time::now() - $fl_started), \
-                 applied_by = $fl_applied_by, deployment_id = $fl_deployment RETURN NONE"
+                 applied_by = $fl_applied_by, deployment_id = $fl_deployment RETURN NONE",
+                history_record(&item.id)
             ),
             HistoryChange::Remove => {
                 format!("DELETE _migration_history WHERE version = $fl_version_{k} RETURN NONE")
@@ -226,7 +259,7 @@ pub(crate) fn batch(
             text.push_str(statement);
             text.push_str(";\n");
         }
-        for statement in *statements {
+        for statement in item.statements {
             text.push_str(&statement.text);
             text.push_str(";\n");
         }
@@ -239,11 +272,24 @@ pub(crate) fn batch(
         text.push_str(";\nCOMMIT TRANSACTION;\n");
         layouts.push(Layout {
             prelude: prelude.len(),
-            statements: statements.len(),
+            statements: item.statements.len(),
             releases,
         });
     }
-    Batch { text, layouts }
+    Batch {
+        text,
+        takes: take.is_some(),
+        layouts,
+    }
+}
+
+/// A history record as a literal: `id` is a [`record_id`] (letters, digits and `_` only),
+/// written in brackets so it is a string id whatever it looks like, as the surql toolkit's
+/// `type::thing` makes it. A literal, not a function call on a bound id: this is sent for
+/// every migration of every target, and the server parses it cheaper.
+fn history_record(id: &str) -> String {
+    debug_assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    format!("{HISTORY_TABLE}:⟨{id}⟩")
 }
 
 /// `name` as a quoted SurrealQL identifier (any characters).

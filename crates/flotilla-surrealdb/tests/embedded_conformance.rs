@@ -148,3 +148,56 @@ async fn a_deploy_is_two_requests_per_target() {
         "nothing pending: lock, then release"
     );
 }
+
+/// A target the health probe found never migrated is locked and migrated in one request: the
+/// apply request takes the lease in a transaction of its own ahead of the migrations'. Its
+/// lock is the apply's own: held while the migrations run, free after.
+#[tokio::test]
+async fn a_probed_new_target_is_locked_and_migrated_in_one_request() {
+    use flotilla_runner::testkit::migrations;
+    use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner, MigrationRunnerExt};
+
+    let runner = SurrealRunner::new();
+    let plan = MigrationPlan::up(migrations(&[
+        ("0001_a.surql", "DEFINE TABLE a; CREATE a:1;"),
+        ("0002_b.surql", "DEFINE TABLE b; CREATE b:1;"),
+    ]));
+    let lock = LockRequest::new(Some("test".into()), std::time::Duration::from_secs(10));
+    let targets = 4;
+    let tenants: Vec<TenantContext> = (0..targets)
+        .map(|i| {
+            TenantContext::new(
+                format!("t{i}"),
+                Connection::new("mem://", "one-request", format!("db{i}")),
+            )
+        })
+        .collect();
+    for tenant in &tenants {
+        assert!(!runner.health(tenant).await.expect("health").initialised);
+    }
+    let before = runner.request_count();
+    for tenant in &tenants {
+        let result = runner
+            .apply_locked(tenant, &plan, &lock)
+            .await
+            .expect("deploy");
+        assert_eq!(result.applied.len(), 2);
+        assert_eq!(result.lock_takeover, None);
+    }
+    assert_eq!(runner.request_count() - before, targets as u64);
+    for tenant in &tenants {
+        let health = runner.health(tenant).await.expect("health");
+        assert!(health.initialised);
+        assert_eq!(health.lock, None, "released with the last migration");
+        assert_eq!(health.history.map(|h| h.len()), Some(2));
+    }
+
+    // Without the deferral (a caller that holds the lock before deciding what to run), the
+    // lock is on the target when `acquire_lock` returns.
+    let fresh = TenantContext::new("held", Connection::new("mem://", "one-request", "held"));
+    assert!(!runner.health(&fresh).await.expect("health").initialised);
+    let guard = runner.acquire_lock(&fresh, &lock).await.expect("lock");
+    let holder = runner.health(&fresh).await.expect("health").lock;
+    assert_eq!(holder.map(|l| l.owner), Some(guard.info().owner));
+    guard.release().await.expect("release");
+}

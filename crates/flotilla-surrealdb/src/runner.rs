@@ -284,8 +284,10 @@ impl SurrealRunner {
 
     /// How many queries this runner sent on its pooled sessions — the round trips of
     /// health probes, history reads, locks, applies and releases (sign-ins and `USE` on a
-    /// new session not counted). A deploy of pending migrations costs 3 per target: lock with
-    /// history read, every migration with the release, and the pre-flight health probe.
+    /// new session not counted). A deploy of pending migrations costs 2 per target (lock with
+    /// history read; every migration with the release) — 1 on a target the health probe
+    /// found never migrated, whose lock the apply request takes — plus a share of a health
+    /// probe request.
     pub fn request_count(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
     }

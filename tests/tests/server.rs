@@ -369,6 +369,21 @@ async fn health_probes_share_requests_and_answer_per_target() {
     assert!(sent <= 8, "{sent} requests for 40 probes");
 }
 
+/// What a process that crashed after locking `tenant` and before its first migration
+/// committed leaves behind: a lease of `crashed-host` pid 7 expiring at `expires` (SurrealQL).
+async fn leave_lease(runner: &SurrealRunner, tenant: &TenantContext, expires: &str) {
+    let session = runner.session(tenant).await.expect("session");
+    session
+        .query(format!(
+            "CREATE _migration_lock:lock CONTENT {{ token: 'gone', host: 'crashed-host', pid: 7, \
+             acquired_at: time::now() - 2h, expires_at: {expires} }}"
+        ))
+        .await
+        .expect("leave a lease")
+        .check()
+        .expect("lease left");
+}
+
 /// A lease left on a target that has no history table (a process that crashed after locking
 /// and before its first migration committed): the health probe sees an empty target, the
 /// lock request that assumes one fails on the lease, and the one sent after it takes the
@@ -382,16 +397,7 @@ async fn a_lease_left_on_an_empty_target_is_taken_over_or_reported() {
         ("live", "time::now() + 1h", true),
     ] {
         let tenant = TenantContext::new(name, root(&server.ws_url(), "left", name));
-        let session = runner.session(&tenant).await.expect("session");
-        session
-            .query(format!(
-                "CREATE _migration_lock:lock CONTENT {{ token: 'gone', host: 'crashed-host', pid: 7, \
-                 acquired_at: time::now() - 2h, expires_at: {expires} }}"
-            ))
-            .await
-            .expect("leave a lease")
-            .check()
-            .expect("lease left");
+        leave_lease(&runner, &tenant, expires).await;
         let health = runner.health(&tenant).await.expect("health");
         assert!(!health.initialised, "{name}: no history table");
         assert_eq!(health.lock.is_some(), live, "{name}");
@@ -435,16 +441,7 @@ async fn a_lease_left_on_an_empty_target_stops_the_deploy_that_takes_the_lock() 
         ("live", "time::now() + 1h", true),
     ] {
         let tenant = TenantContext::new(name, root(&server.ws_url(), "left-deploy", name));
-        let session = runner.session(&tenant).await.expect("session");
-        session
-            .query(format!(
-                "CREATE _migration_lock:lock CONTENT {{ token: 'gone', host: 'crashed-host', pid: 7, \
-                 acquired_at: time::now() - 2h, expires_at: {expires} }}"
-            ))
-            .await
-            .expect("leave a lease")
-            .check()
-            .expect("lease left");
+        leave_lease(&runner, &tenant, expires).await;
         assert!(!runner.health(&tenant).await.expect("health").initialised);
 
         let deployed = runner.apply_locked(&tenant, &plan, &short).await;

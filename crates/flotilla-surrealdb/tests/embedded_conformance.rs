@@ -97,6 +97,18 @@ async fn a_history_table_removed_after_the_health_probe_is_defined_again() {
     assert_eq!(runner.history(&tenant).await.expect("history").len(), 1);
 }
 
+/// `count` targets in one `mem://` datastore: databases `db0`, `db1`, … of `namespace`.
+fn mem_tenants(namespace: &str, count: usize) -> Vec<TenantContext> {
+    (0..count)
+        .map(|i| {
+            TenantContext::new(
+                format!("t{i}"),
+                Connection::new("mem://", namespace, format!("db{i}")),
+            )
+        })
+        .collect()
+}
+
 /// The round trips a deploy costs per target, counted: the lock request (which reads
 /// history), one request for all pending migrations (which releases the lock with the
 /// last), and nothing else; a re-run with nothing pending takes the lock and releases it.
@@ -113,14 +125,7 @@ async fn a_deploy_is_two_requests_per_target() {
     ]));
     let lock = LockRequest::new(Some("test".into()), std::time::Duration::from_secs(10));
     let targets = 4;
-    let tenants: Vec<TenantContext> = (0..targets)
-        .map(|i| {
-            TenantContext::new(
-                format!("t{i}"),
-                Connection::new("mem://", "rt", format!("db{i}")),
-            )
-        })
-        .collect();
+    let tenants = mem_tenants("rt", targets);
     for tenant in &tenants {
         let result = runner
             .apply_locked(tenant, &plan, &lock)
@@ -164,14 +169,7 @@ async fn a_probed_new_target_is_locked_and_migrated_in_one_request() {
     ]));
     let lock = LockRequest::new(Some("test".into()), std::time::Duration::from_secs(10));
     let targets = 4;
-    let tenants: Vec<TenantContext> = (0..targets)
-        .map(|i| {
-            TenantContext::new(
-                format!("t{i}"),
-                Connection::new("mem://", "one-request", format!("db{i}")),
-            )
-        })
-        .collect();
+    let tenants = mem_tenants("one-request", targets);
     for tenant in &tenants {
         assert!(!runner.health(tenant).await.expect("health").initialised);
     }

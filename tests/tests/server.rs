@@ -513,3 +513,40 @@ async fn two_deploys_racing_to_a_new_target_apply_each_migration_once() {
         assert_eq!(health.history.map(|h| h.len()), Some(3));
     }
 }
+
+/// A runner whose probe saw a target empty still reverts what another process applied since:
+/// a revert has nothing to apply on an empty target, so its lock is taken the usual way and
+/// the revert works from the history read with it.
+#[tokio::test]
+async fn a_revert_after_a_stale_empty_probe_reads_history_under_the_lock() {
+    let server = server();
+    let set = migrations(&[
+        (
+            "0001_a.surql",
+            "-- @up\nDEFINE TABLE a;\n-- @down\nREMOVE TABLE a;\n",
+        ),
+        (
+            "0002_b.surql",
+            "-- @up\nDEFINE TABLE b;\n-- @down\nREMOVE TABLE b;\n",
+        ),
+    ]);
+    let tenant = TenantContext::new("stale", root(&server.ws_url(), "stale", "app"));
+    let (stale, other) = (SurrealRunner::new(), SurrealRunner::new());
+    assert!(!stale.health(&tenant).await.expect("health").initialised);
+    let deployed = other
+        .apply_locked(&tenant, &MigrationPlan::up(set.clone()), &lock())
+        .await
+        .expect("another process deploys");
+    assert_eq!(deployed.applied.len(), 2);
+
+    let down = MigrationPlan::down(set, vec![flotilla_core::Version::parse("0002").expect("v")]);
+    let reverted = stale
+        .apply_locked(&tenant, &down, &lock())
+        .await
+        .expect("revert");
+    let reverted: Vec<String> = reverted.applied.iter().map(ToString::to_string).collect();
+    assert_eq!(reverted, ["0002"]);
+    let history = stale.history(&tenant).await.expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(stale.health(&tenant).await.expect("health").lock, None);
+}

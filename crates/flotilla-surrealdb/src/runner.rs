@@ -898,6 +898,11 @@ impl SurrealRunner {
     }
 }
 
+/// Whether `plan` has anything to do on a target without history.
+fn applies_on_empty(tenant: &TenantContext, plan: &MigrationPlan) -> Result<bool> {
+    Ok(!flotilla_runner::execute::steps(tenant, plan, &[])?.is_empty())
+}
+
 /// History rows as the database returned them, as applied migrations, oldest first.
 fn history_from_rows(tenant: &TenantContext, rows: Value) -> Result<Vec<AppliedMigration>> {
     let rows: Vec<HistoryRow> = serde_json::from_value(rows).map_err(|e| RunnerError::Backend {
@@ -1388,15 +1393,20 @@ impl MigrationRunner for SurrealRunner {
             };
             return self.run(tenant, plan, &history, &lease, None).await;
         };
-        // The probe saw no history table: nothing applied, as the take checks.
-        let outcome = self.run(tenant, plan, &[], &lease, Some(&deferred)).await;
-        if !matches!(*lease.take_state(), Take::Refused) {
-            return outcome;
+        // The apply request takes the lease when there is something to apply: its take is
+        // what checks the target is still the empty one the probe saw. With nothing to apply
+        // (a revert, a plan without migrations) the lock is taken the usual way.
+        if applies_on_empty(tenant, plan)? {
+            let outcome = self.run(tenant, plan, &[], &lease, Some(&deferred)).await;
+            if !matches!(*lease.take_state(), Take::Refused) {
+                return outcome;
+            }
+            // The take failed, so nothing ran: someone holds the lock, or the target is no
+            // longer the empty one the probe saw.
+            self.set_history_table(&key, None);
         }
-        // The take failed, so nothing ran: someone holds the lock, or the target is no
-        // longer the empty one the probe saw. Take the lock as a request of its own (waiting
-        // for a live lease as `acquire_lock` would), and work from the history read with it.
-        self.set_history_table(&key, None);
+        // Take the lock as a request of its own (waiting for a live lease as `acquire_lock`
+        // would), and work from the history read with it.
         let ((info, history), took_over) = self.acquire_waiting(tenant, &deferred).await?;
         *lock(&lease.info) = info;
         *lock(&lease.took_over) = took_over;

@@ -550,3 +550,53 @@ async fn a_revert_after_a_stale_empty_probe_reads_history_under_the_lock() {
     assert_eq!(history.len(), 1);
     assert_eq!(stale.health(&tenant).await.expect("health").lock, None);
 }
+
+/// On a new target the lease is taken in the first migration's transaction; when that
+/// migration fails, the take is undone with it: the failure names the statement, and the
+/// target is left as it was — no tables, no history, no lease.
+#[tokio::test]
+async fn a_failing_first_migration_on_a_new_target_leaves_it_untouched() {
+    let server = server();
+    let runner = SurrealRunner::new();
+    let tenant = TenantContext::new("untouched", root(&server.ws_url(), "untouched", "app"));
+    assert!(!runner.health(&tenant).await.expect("health").initialised);
+    let broken = MigrationPlan::up(migrations(&[
+        (
+            "0001_a.surql",
+            "DEFINE TABLE a SCHEMAFULL; DEFINE FIELD n ON a TYPE int; CREATE a:1 SET n = 'x';",
+        ),
+        ("0002_b.surql", "DEFINE TABLE b;"),
+    ]));
+    let before = runner.request_count();
+    let error = runner
+        .apply_locked(&tenant, &broken, &lock())
+        .await
+        .expect_err("the first migration fails");
+    assert_eq!(
+        runner.request_count() - before,
+        1,
+        "no second try, no release: there was never a lease"
+    );
+    match &error {
+        RunnerError::StatementFailed {
+            version, statement, ..
+        } => {
+            assert_eq!(version.to_string(), "0001");
+            assert_eq!(*statement, 3, "{error}");
+        }
+        other => panic!("expected StatementFailed, got {other:?}"),
+    }
+    let snapshot = runner.snapshot(&tenant).await.expect("snapshot");
+    assert!(!snapshot.contains("_migration"), "{snapshot}");
+    assert!(!snapshot.contains("\"a\""), "{snapshot}");
+    let health = runner.health(&tenant).await.expect("health");
+    assert!(!health.initialised);
+    assert_eq!(health.lock, None);
+
+    let fixed = MigrationPlan::up(migrations(&[("0001_a.surql", "DEFINE TABLE a;")]));
+    let result = runner
+        .apply_locked(&tenant, &fixed, &lock())
+        .await
+        .expect("the fixed migration deploys");
+    assert_eq!(result.applied.len(), 1);
+}

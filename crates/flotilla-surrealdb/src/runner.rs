@@ -224,12 +224,15 @@ enum Take {
     /// On the target.
     Taken,
     /// A [`LockRequest::deferrable`] lock on a target the probe found never migrated: the
-    /// first apply request takes the lease, in a transaction ahead of the migrations'.
+    /// first apply request takes the lease, in its first migration's transaction.
     Deferred(Ask),
     /// That request is on its way, or its reply was lost: the lease may or may not exist.
     Sending,
     /// That request's take failed, so nothing of it ran: the lease is not ours.
     Refused,
+    /// The first migration failed, undoing the take in its transaction: the lease was never
+    /// on the target.
+    Undone,
 }
 
 /// What taking a lease needs: the lock request's variables, lease length and wait.
@@ -666,7 +669,7 @@ impl SurrealRunner {
                 *lease.take_state() = Take::Sending;
             }
             let outcomes = match self.send(tenant, &request.text, Some(&vars)).await {
-                Ok(Ok(raw)) => block_outcomes(raw, request.takes, &request.layouts),
+                Ok(Ok(raw)) => block_outcomes(raw, &request.layouts),
                 Ok(Err(error)) => Err(error),
                 Err(error) => {
                     if taking.is_some() {
@@ -677,21 +680,33 @@ impl SurrealRunner {
                 }
             };
             let outcomes = match outcomes {
-                Ok((taken, outcomes)) => {
+                Ok(outcomes) => {
                     if taking.take().is_some() {
-                        if !matches!(taken, Some(BlockOutcome::Committed)) {
-                            // Someone holds the lease, or the target is no longer the empty
-                            // one the probe saw; the fences stopped every migration.
-                            *lease.take_state() = Take::Refused;
-                            return Batch::failed(
-                                0,
-                                RunnerError::LockLost {
-                                    environment: tenant.environment.clone(),
-                                },
-                            );
+                        match outcomes.first() {
+                            Some(BlockOutcome::Committed) => {
+                                *lease.take_state() = Take::Taken;
+                                self.set_history_table(&key, Some(HistoryTable::Ready));
+                            }
+                            // The first migration failed after the take, which was undone
+                            // with it: a failure like any other, reported below.
+                            Some(BlockOutcome::Failed(position, _))
+                                if *position >= sql::TAKE_FRESH_STATEMENTS =>
+                            {
+                                *lease.take_state() = Take::Undone;
+                            }
+                            // The take failed (someone holds the lease, or the target is no
+                            // longer the empty one the probe saw) or conflicted: nothing
+                            // ran, the fences stopped the rest.
+                            _ => {
+                                *lease.take_state() = Take::Refused;
+                                return Batch::failed(
+                                    0,
+                                    RunnerError::LockLost {
+                                        environment: tenant.environment.clone(),
+                                    },
+                                );
+                            }
                         }
-                        *lease.take_state() = Take::Taken;
-                        self.set_history_table(&key, Some(HistoryTable::Ready));
                     }
                     outcomes
                 }
@@ -977,21 +992,15 @@ enum BlockOutcome {
     Failed(usize, surrealdb::Error),
 }
 
-/// Splits a batch's results into the take's outcome (when it `takes`) and one outcome per
-/// migration transaction. Every transaction contributes `BEGIN`, its body and `COMMIT`; a
-/// reply of another shape is an error (its effect is then read from history).
+/// Splits a batch's results into one outcome per transaction. Every transaction contributes
+/// `BEGIN`, its body and `COMMIT`; a reply of another shape is an error (its effect is then
+/// read from history).
 fn block_outcomes(
     mut raw: surrealdb::IndexedResults,
-    takes: bool,
     layouts: &[sql::Layout],
-) -> std::result::Result<(Option<BlockOutcome>, Vec<BlockOutcome>), surrealdb::Error> {
-    // The leading `USE`, then each transaction: the take's, and the migrations'.
-    let bodies: Vec<usize> = takes
-        .then_some(sql::TAKE_FRESH_STATEMENTS)
-        .into_iter()
-        .chain(layouts.iter().map(|l| l.body()))
-        .collect();
-    let expected: usize = 1 + bodies.iter().map(|body| body + 2).sum::<usize>();
+) -> std::result::Result<Vec<BlockOutcome>, surrealdb::Error> {
+    // The leading `USE`, then each transaction.
+    let expected: usize = 1 + layouts.iter().map(|l| l.body() + 2).sum::<usize>();
     if raw.num_statements() != expected {
         return Err(surrealdb::Error::internal(format!(
             "expected {expected} results from the migration request, got {}",
@@ -1005,10 +1014,10 @@ fn block_outcomes(
         return Err(errors.swap_remove(0).1);
     }
     let mut errors = errors.into_iter().peekable();
-    let mut outcomes = Vec::with_capacity(bodies.len());
+    let mut outcomes = Vec::with_capacity(layouts.len());
     let mut base = 1;
-    for body in bodies {
-        let end = base + body + 2;
+    for layout in layouts {
+        let end = base + layout.body() + 2;
         let mut mine = Vec::new();
         while let Some((index, _)) = errors.peek()
             && *index < end
@@ -1030,8 +1039,7 @@ fn block_outcomes(
         });
         base = end;
     }
-    let taken = takes.then(|| outcomes.remove(0));
-    Ok((taken, outcomes))
+    Ok(outcomes)
 }
 
 /// The error for a batch transaction that failed at body `position`.
@@ -1461,7 +1469,7 @@ impl LockGuard for SurrealLockGuard {
             // The request that took it lost its reply: remove it if it is there.
             Take::Sending => false,
             // Never on the target.
-            Take::Deferred(_) | Take::Refused => return Ok(()),
+            Take::Deferred(_) | Take::Refused | Take::Undone => return Ok(()),
         };
         let mut vars = Map::new();
         vars.insert("fl_token".into(), json!(self.lease.token));

@@ -62,13 +62,15 @@ const LEASE_CONTENT: &str = "token: $fl_token, host: $fl_host, pid: $fl_pid, \
 /// table definition (the lease's `CREATE` makes it). Either statement fails when the target
 /// is not as the probe saw it (the table made meanwhile, a lease left behind, a server that
 /// makes only defined tables). A table made here is schemaless, so flotilla's two extra
-/// fields need no definitions. Two statements, for a transaction of their own.
-fn take_fresh(lease: Duration) -> String {
-    format!(
-        "DEFINE TABLE _migration_history SCHEMALESS;\n\
-         CREATE _migration_lock:lock CONTENT {{ {LEASE_CONTENT}{}ms }} RETURN NONE",
-        lease.as_millis()
-    )
+/// fields need no definitions.
+fn take_fresh(lease: Duration) -> [String; TAKE_FRESH_STATEMENTS] {
+    [
+        "DEFINE TABLE _migration_history SCHEMALESS".to_owned(),
+        format!(
+            "CREATE _migration_lock:lock CONTENT {{ {LEASE_CONTENT}{}ms }} RETURN NONE",
+            lease.as_millis()
+        ),
+    ]
 }
 
 /// Statements in [`take_fresh`].
@@ -89,7 +91,7 @@ pub(crate) fn acquire(lease: Duration, definitions: Definitions) -> String {
 {};
 RETURN {{ acquired: true, previous: NONE, current: {SELECT_LEASE}, history: [] }};
 COMMIT TRANSACTION;",
-                take_fresh(lease)
+                take_fresh(lease).join(";\n")
             );
         }
         Definitions::All => std::iter::once(DEFINE_LOCK)
@@ -163,15 +165,11 @@ impl Layout {
     }
 }
 
-/// Consecutive migrations in one request, each its own `BEGIN … COMMIT` transaction,
-/// possibly after one that takes the lease.
+/// Consecutive migrations in one request, each its own `BEGIN … COMMIT` transaction.
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) text: String,
-    /// Whether the first transaction takes the lease ([`take_fresh`]); the migrations'
-    /// follow it.
-    pub(crate) takes: bool,
-    /// Per migration transaction, in order.
+    /// Per transaction, in order.
     pub(crate) layouts: Vec<Layout>,
 }
 
@@ -194,9 +192,10 @@ pub(crate) enum HistoryChange {
 /// transaction each, in one request. Every transaction after the first is also fenced on its
 /// predecessor's history change, so a failed (or conflicting) transaction stops the rest of
 /// the request. With `release`, the last transaction also removes the lease, so the lock is
-/// free exactly when every migration committed. With `take`, a transaction that takes a
-/// lease of that length on a never-migrated target ([`take_fresh`]) comes first; when it
-/// fails, the first migration's fence stops everything. Variables: `$fl_token`,
+/// free exactly when every migration committed. With `take`, the first transaction begins by
+/// taking a lease of that length on a never-migrated target ([`take_fresh`], its first
+/// [`TAKE_FRESH_STATEMENTS`] statements) instead of checking one: when the take fails, that
+/// migration does not run, and the next one's fence stops the rest. Variables: `$fl_token`,
 /// `$fl_applied_by`, `$fl_deployment`, with `take` also `$fl_host`, `$fl_pid`,
 /// `$fl_lock_deployment`, and per migration `k`: `$fl_version_k`, `$fl_description_k`,
 /// `$fl_checksum_k`.
@@ -208,11 +207,6 @@ pub(crate) fn batch(
     take: Option<Duration>,
 ) -> Batch {
     let mut text = String::new();
-    if let Some(lease) = take {
-        text.push_str("BEGIN TRANSACTION;\n");
-        text.push_str(&take_fresh(lease));
-        text.push_str(";\nCOMMIT TRANSACTION;\n");
-    }
     let mut layouts = Vec::with_capacity(migrations.len());
     for (k, item) in migrations.iter().enumerate() {
         // The fence and the timer in one statement: it throws when the lease is no longer
@@ -237,7 +231,15 @@ pub(crate) fn batch(
         let fence = format!(
             "LET $fl_started = IF $fl_token = NONE OR _migration_lock:lock.token != $fl_token {{ THROW \"{LOCK_LOST}\" }}{predecessor} ELSE {{ time::now() }}"
         );
-        let mut prelude = vec![fence];
+        let mut prelude = match take {
+            // The lease is taken here, so there is nothing to check yet.
+            Some(lease) if k == 0 => {
+                let mut prelude = take_fresh(lease).to_vec();
+                prelude.push("LET $fl_started = time::now()".to_owned());
+                prelude
+            }
+            _ => vec![fence],
+        };
         if define_history && k == 0 {
             prelude.extend(DEFINE_HISTORY.iter().map(|s| (*s).to_owned()));
         }
@@ -276,11 +278,7 @@ pub(crate) fn batch(
             releases,
         });
     }
-    Batch {
-        text,
-        takes: take.is_some(),
-        layouts,
-    }
+    Batch { text, layouts }
 }
 
 /// A history record as a literal: `id` is a [`record_id`] (letters, digits and `_` only),

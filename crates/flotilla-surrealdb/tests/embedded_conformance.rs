@@ -155,7 +155,7 @@ async fn a_deploy_is_two_requests_per_target() {
 }
 
 /// A target the health probe found never migrated is locked and migrated in one request: the
-/// apply request takes the lease in a transaction of its own ahead of the migrations'. Its
+/// apply request takes the lease in its first migration's transaction. Its
 /// lock is the apply's own: held while the migrations run, free after.
 #[tokio::test]
 async fn a_probed_new_target_is_locked_and_migrated_in_one_request() {

@@ -228,11 +228,13 @@ enum Take {
     Deferred(Ask),
     /// That request is on its way, or its reply was lost: the lease may or may not exist.
     Sending,
-    /// That request's take failed, so nothing of it ran: the lease is not ours.
+    /// That request's take failed, so nothing of it ran: the lease is not ours, and the lock
+    /// is asked for on its own.
     Refused,
-    /// The first migration failed, undoing the take in its transaction: the lease was never
-    /// on the target.
-    Undone,
+    /// That request could not be sent, or its first migration failed and undid the take in
+    /// its transaction: the lease was never on the target, and the failure is reported as it
+    /// is.
+    NotTaken,
 }
 
 /// What taking a lease needs: the lock request's variables, lease length and wait.
@@ -673,8 +675,9 @@ impl SurrealRunner {
                 Ok(Err(error)) => Err(error),
                 Err(error) => {
                     if taking.is_some() {
-                        // Not sent: no session to send it on.
-                        *lease.take_state() = Take::Refused;
+                        // Not sent (no session to send it on): asking for the lock on its own
+                        // would only meet the same error after another connect timeout.
+                        *lease.take_state() = Take::NotTaken;
                     }
                     return Batch::failed(next, error);
                 }
@@ -692,7 +695,7 @@ impl SurrealRunner {
                             Some(BlockOutcome::Failed(position, _))
                                 if *position >= sql::TAKE_FRESH_STATEMENTS =>
                             {
-                                *lease.take_state() = Take::Undone;
+                                *lease.take_state() = Take::NotTaken;
                             }
                             // The take failed (someone holds the lease, or the target is no
                             // longer the empty one the probe saw) or conflicted: nothing
@@ -1469,7 +1472,7 @@ impl LockGuard for SurrealLockGuard {
             // The request that took it lost its reply: remove it if it is there.
             Take::Sending => false,
             // Never on the target.
-            Take::Deferred(_) | Take::Refused | Take::Undone => return Ok(()),
+            Take::Deferred(_) | Take::Refused | Take::NotTaken => return Ok(()),
         };
         let mut vars = Map::new();
         vars.insert("fl_token".into(), json!(self.lease.token));

@@ -8,8 +8,7 @@ use async_trait::async_trait;
 use flotilla_core::{AuthLevel, Connection, MigrationSet, sha256_hex};
 use flotilla_runner::testkit::{Harness, migrations};
 use flotilla_runner::{
-    DynRunner, ErrorClass, LockRequest, MigrationPlan, MigrationRunner, MigrationRunnerExt,
-    RunnerError, TenantContext,
+    DynRunner, ErrorClass, LockRequest, MigrationPlan, MigrationRunner, RunnerError, TenantContext,
 };
 use flotilla_surrealdb::{SurrealConfig, SurrealRunner};
 use flotilla_tests::{ROOT_PASS, ROOT_USER, TestServer, free_port};
@@ -352,12 +351,13 @@ async fn health_probes_share_requests_and_answer_per_target() {
         .expect("another process locks t7");
 
     let before = runner.request_count();
-    let probes = futures::future::join_all(tenants.iter().map(|t| runner.health(t))).await;
+    let probes = futures::future::join_all(tenants.iter().map(|t| runner.probe(t))).await;
     let sent = runner.request_count() - before;
 
     for (i, probe) in probes.into_iter().enumerate() {
-        let health = probe.expect("healthy");
-        let history = health.history.expect("history read");
+        let probe = probe.expect("healthy");
+        let history = probe.history.expect("history read");
+        let health = probe.health;
         assert_eq!(history.len(), applied(i), "t{i}");
         let versions: Vec<String> = history.iter().map(|m| m.version.to_string()).collect();
         let expected: Vec<String> = (1..=applied(i)).map(|v| format!("000{v}")).collect();
@@ -466,9 +466,9 @@ async fn a_lease_left_on_an_empty_target_stops_the_deploy_that_takes_the_lock() 
             let previous = result.lock_takeover.expect("the takeover is reported");
             assert_eq!(previous.owner.host, "crashed-host");
             assert_eq!(previous.owner.pid, 7);
-            let health = runner.health(&tenant).await.expect("health");
-            assert_eq!(health.lock, None, "released");
-            assert_eq!(health.history.map(|h| h.len()), Some(2));
+            let probe = runner.probe(&tenant).await.expect("probe");
+            assert_eq!(probe.health.lock, None, "released");
+            assert_eq!(probe.history.map(|h| h.len()).ok(), Some(2));
         }
     }
 }
@@ -508,9 +508,9 @@ async fn two_deploys_racing_to_a_new_target_apply_each_migration_once() {
         assert_eq!(applied, ["0001", "0002", "0003"], "round {round}");
         let snapshot = one.snapshot(&tenant).await.expect("snapshot");
         assert!(snapshot.contains("a: [{\"id\":\"a:1\"}]"), "{snapshot}");
-        let health = one.health(&tenant).await.expect("health");
-        assert_eq!(health.lock, None);
-        assert_eq!(health.history.map(|h| h.len()), Some(3));
+        let probe = one.probe(&tenant).await.expect("probe");
+        assert_eq!(probe.health.lock, None);
+        assert_eq!(probe.history.map(|h| h.len()).ok(), Some(3));
     }
 }
 

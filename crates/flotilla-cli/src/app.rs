@@ -9,17 +9,16 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use flotilla_coordinator::{
     Approver, DeploymentCoordinator, DeploymentPlan, DeploymentReport, EnvironmentConfig,
-    EnvironmentRegistry, Outcome,
+    EnvironmentRegistry, Outcome, Stop,
 };
 use flotilla_core::config::{ProjectConfig, nearest};
 use flotilla_core::{DeploymentStatus, MigrationSet, Version, current_version, rfc3339};
 use flotilla_runner::execute::steps;
 use flotilla_runner::{
-    Backends, DynRunner, ErrorClass, LockRequest, MigrationPlan, MigrationRunnerExt, RunnerError,
-    TenantContext,
+    Backends, DynRunner, ErrorClass, LockRequest, MigrationPlan, Revert, RunnerError, TenantContext,
 };
 use flotilla_strategies::StrategyConfig;
-use flotilla_surrealdb::SurrealRunner;
+use flotilla_surrealdb::{SurrealConfig, SurrealRunner};
 use futures::StreamExt;
 
 use crate::cli::{Cli, Command, DeployArgs, LockCommand, Output, RollbackArgs, SelectArgs};
@@ -58,7 +57,7 @@ pub(crate) async fn run(cli: Cli) -> u8 {
 
 async fn dispatch(cli: Cli) -> CommandResult {
     match &cli.command {
-        Command::Init { dir } => init(dir),
+        Command::Init { dir } => init(dir, cli.output == Output::Json),
         Command::New { name } => new_migration(&cli, name),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -100,7 +99,32 @@ impl Project {
                 .register(environment(configured, &base))
                 .map_err(|e| usage(format!("{}: {e}", path.display())))?;
         }
-        let runner = SurrealRunner::new();
+        let defaults = &config.defaults;
+        let runner = SurrealRunner::with_config(SurrealConfig {
+            connect_timeout: cli
+                .connect_timeout
+                .or(defaults.connect_timeout)
+                .unwrap_or(SurrealConfig::DEFAULT_CONNECT_TIMEOUT),
+            request_timeout: cli
+                .request_timeout
+                .or(defaults.request_timeout)
+                .unwrap_or(SurrealConfig::DEFAULT_REQUEST_TIMEOUT),
+            ..SurrealConfig::default()
+        });
+        for (name, value) in [
+            (
+                "connect timeout",
+                runner_config_check(cli.connect_timeout.or(defaults.connect_timeout)),
+            ),
+            (
+                "request timeout",
+                runner_config_check(cli.request_timeout.or(defaults.request_timeout)),
+            ),
+        ] {
+            if let Err(problem) = value {
+                return Err(usage(format!("{name} {problem}")));
+            }
+        }
         let mut backends = Backends::new();
         runner.register(&mut backends);
         let migrations_dir = cli
@@ -163,6 +187,14 @@ impl Project {
         let tenant = tenant(environment);
         let runner = self.backends.runner_for(&tenant).map_err(usage)?;
         Ok((tenant, runner))
+    }
+}
+
+/// A connect or request timeout must be more than nothing (the parser bounds it above).
+fn runner_config_check(timeout: Option<Duration>) -> Result<(), &'static str> {
+    match timeout {
+        Some(timeout) if timeout.is_zero() => Err("must be more than 0s"),
+        _ => Ok(()),
     }
 }
 
@@ -256,17 +288,22 @@ async fn deploy(cli: &Cli, args: &DeployArgs) -> CommandResult {
     } else {
         return Err(usage("choose environments: -e a,b, --tag TAG or --all"));
     };
-    let lock_timeout = args
-        .lock_timeout
-        .or(defaults.lock_timeout_secs)
-        .unwrap_or(30);
     let plan = builder
         .migrations(migrations)
         .strategy(strategy)
         .verify_health(!args.skip_health_check)
         .auto_rollback(!args.no_rollback)
         .dry_run(args.dry_run)
-        .lock_timeout(Duration::from_secs(lock_timeout))
+        .lock_timeout(
+            args.lock_timeout
+                .or(defaults.lock_timeout)
+                .unwrap_or(LockRequest::DEFAULT_WAIT),
+        )
+        .lease(
+            args.lease
+                .or(defaults.lease)
+                .unwrap_or(LockRequest::DEFAULT_LEASE),
+        )
         .build()
         .map_err(usage)?;
     for name in &args.approve {
@@ -282,7 +319,9 @@ async fn deploy(cli: &Cli, args: &DeployArgs) -> CommandResult {
         DeploymentCoordinator::new(project.backends.clone()).with_approver(Arc::new(approver));
     let mut events = coordinator.subscribe();
     let mut progress = render::Progress::new(cli.output, &plan.environment_names());
-    let deployment = coordinator.deploy(&plan);
+    let stop = Stop::new();
+    let signal = crate::signals::watch(stop.clone());
+    let deployment = coordinator.deploy_until(&plan, stop);
     tokio::pin!(deployment);
     let report = loop {
         tokio::select! {
@@ -302,13 +341,16 @@ async fn deploy(cli: &Cli, args: &DeployArgs) -> CommandResult {
     };
     progress.finish();
     render::report(&report, cli.output);
-    Ok(deploy_exit_code(&report))
+    Ok(signal
+        .exit_code()
+        .unwrap_or_else(|| deploy_exit_code(&report)))
 }
 
 fn deploy_exit_code(report: &DeploymentReport) -> u8 {
     match report.outcome {
         Outcome::Succeeded | Outcome::DryRun => EXIT_OK,
         Outcome::Refused => EXIT_REFUSED,
+        Outcome::Interrupted | Outcome::RollbackFailed => EXIT_FAILED,
         Outcome::Failed | Outcome::RolledBack => {
             let classes: Vec<ErrorClass> = report
                 .environments
@@ -501,30 +543,38 @@ async fn rollback(cli: &Cli, args: &RollbackArgs) -> CommandResult {
         }
     }
     let (tenant, runner) = project.target(&environment)?;
-    let applied = runner.history(&tenant).await.map_err(runner_failure)?;
-    let mut newest_first: Vec<Version> = applied.iter().map(|row| row.version.clone()).collect();
-    newest_first.sort_by(|a, b| b.cmp(a));
-    let revert: Vec<Version> = match (&args.steps, &args.to) {
-        (Some(steps), _) => newest_first.into_iter().take(*steps).collect(),
-        (None, Some(to)) => {
-            let target = Version::parse(to)
-                .ok_or_else(|| usage(format!("`{to}` is not a migration version")))?;
-            if !newest_first.contains(&target) {
-                return Err(usage(format!(
-                    "{} has not applied {target}; see `flotilla history -e {}`",
-                    environment.name, environment.name
-                )));
-            }
-            newest_first.into_iter().filter(|v| *v > target).collect()
-        }
+    // What to revert is decided from history read under the target's lock, not before it.
+    let revert = match (&args.steps, &args.to) {
+        (Some(steps), _) => Revert::Newest(*steps),
+        (None, Some(to)) => Revert::NewerThan(
+            Version::parse(to)
+                .ok_or_else(|| usage(format!("`{to}` is not a migration version")))?,
+        ),
         (None, None) => return Err(usage("pass --steps N or --to VERSION")),
     };
-    let plan = MigrationPlan::down(migrations, revert);
-    let lock = LockRequest::new(None, Duration::from_secs(args.lock_timeout));
+    let plan = MigrationPlan::revert(migrations, revert);
+    let defaults = &project.config.defaults;
+    let lock = LockRequest::new(
+        None,
+        args.lock_timeout
+            .or(defaults.lock_timeout)
+            .unwrap_or(LockRequest::DEFAULT_WAIT),
+    )
+    .with_lease(
+        args.lease
+            .or(defaults.lease)
+            .unwrap_or(LockRequest::DEFAULT_LEASE),
+    );
     let result = runner
         .apply_locked(&tenant, &plan, &lock)
         .await
-        .map_err(runner_failure)?;
+        .map_err(|error| match error {
+            RunnerError::NotApplied { .. } => usage(format!(
+                "{error}; see `flotilla history -e {}`",
+                environment.name
+            )),
+            other => runner_failure(other),
+        })?;
     let reverted: Vec<String> = result.applied.iter().map(ToString::to_string).collect();
     let line = if reverted.is_empty() {
         format!("{}: nothing to roll back", environment.name)
@@ -673,7 +723,7 @@ tags = ["local"]
 # allow_destructive = false
 "#;
 
-fn init(dir: &Path) -> CommandResult {
+fn init(dir: &Path, json: bool) -> CommandResult {
     let config = dir.join("flotilla.toml");
     if config.exists() {
         return Err(usage(format!(
@@ -690,10 +740,13 @@ fn init(dir: &Path) -> CommandResult {
     let text = "-- @metadata\n-- description: an example table to start from\n-- @up\nDEFINE TABLE example SCHEMAFULL;\nDEFINE FIELD name ON example TYPE string;\nDEFINE FIELD created_at ON example TYPE datetime DEFAULT time::now();\n-- @down\nREMOVE TABLE example;\n";
     std::fs::write(&first, text)
         .map_err(|e| usage(format!("cannot write {}: {e}", first.display())))?;
-    println!(
-        "created {}\ncreated {}\nnext: flotilla deploy --all",
-        config.display(),
-        first.display()
+    render::lines(
+        &[
+            format!("created {}", config.display()),
+            format!("created {}", first.display()),
+            "next: flotilla deploy --all".to_owned(),
+        ],
+        json,
     );
     Ok(EXIT_OK)
 }

@@ -1,15 +1,24 @@
 //! The command line's shape. No logic lives here.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// A duration on the command line: `30s`, `500ms`, `2m`, `1h`, or seconds.
+fn duration(text: &str) -> Result<Duration, String> {
+    flotilla_core::parse_duration(text)
+}
+
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success, or nothing to do
-  1  an environment failed or was rolled back
-  2  usage, configuration or migration-file error
-  3  refused by a gate: health, approval, destructive change, drift, lock timeout";
+  0    success, or nothing to do
+  1    an environment failed or was rolled back
+  2    usage, configuration or migration-file error
+  3    refused by a gate: health, approval, destructive change, drift, lock timeout
+  130  stopped by Ctrl-C (SIGINT); 143 stopped by SIGTERM. A first signal stops gracefully:
+       no new environment starts, running ones finish, leases are released; a second
+       exits at once.";
 
 /// Deploy schema migrations to a fleet of SurrealDB databases as one planned rollout.
 #[derive(Debug, Parser)]
@@ -35,6 +44,15 @@ pub(crate) struct Cli {
     /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
+
+    /// How long to wait for a server to accept a connection (default: the config's, else 10s).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = duration)]
+    pub(crate) connect_timeout: Option<Duration>,
+
+    /// How long to wait for the answer to a request that is not a migration (default: the
+    /// config's, else 30s). Migrations run as long as they need while their lease is renewed.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = duration)]
+    pub(crate) request_timeout: Option<Duration>,
 
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -149,9 +167,13 @@ pub(crate) struct DeployArgs {
     /// Approve every environment that requires approval.
     #[arg(long, short = 'y')]
     pub(crate) yes: bool,
-    /// Seconds to wait for each environment's lock.
-    #[arg(long, value_name = "SECONDS")]
-    pub(crate) lock_timeout: Option<u64>,
+    /// How long to wait for each environment's lock (default: the config's, else 30s).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub(crate) lock_timeout: Option<Duration>,
+    /// Lease length of each environment's lock, renewed every third (default: the
+    /// config's, else 30s). A crashed deploy's leases block others this long.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub(crate) lease: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -168,9 +190,12 @@ pub(crate) struct RollbackArgs {
     /// Approve the environment if it requires approval.
     #[arg(long, short = 'y')]
     pub(crate) yes: bool,
-    /// Seconds to wait for the lock.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
-    pub(crate) lock_timeout: u64,
+    /// How long to wait for the lock (default: the config's, else 30s).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub(crate) lock_timeout: Option<Duration>,
+    /// Lease length of the lock (default: the config's, else 30s).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub(crate) lease: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 mod app;
 mod cli;
 mod render;
+mod signals;
 
 use std::process::ExitCode;
 

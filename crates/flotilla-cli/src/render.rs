@@ -57,16 +57,43 @@ fn print_typed(kind: &str, value: &impl serde::Serialize) {
 }
 
 fn print_json(value: &serde_json::Value) {
+    // serde_json escapes the C0 controls; DEL and the C1 controls (U+0080–U+009F, which
+    // some terminals read as escape sequences) are escaped here too.
+    let text: String = value
+        .to_string()
+        .chars()
+        .map(|c| {
+            if ('\u{7f}'..='\u{9f}').contains(&c) {
+                format!("\\u{:04x}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{value}");
+    let _ = writeln!(out, "{text}");
     let _ = out.flush();
+}
+
+/// `text` safe to show on a terminal: control characters (escape sequences among them) that
+/// came from a database or another program are shown escaped, not obeyed.
+pub(crate) fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 pub(crate) fn error(message: &str, json: bool) {
     if json {
         print_json(&json!({ "type": "error", "message": message }));
     }
-    eprintln!("error: {message}");
+    eprintln!("error: {}", clean(message));
 }
 
 pub(crate) fn lines(lines: &[String], json: bool) {
@@ -74,9 +101,22 @@ pub(crate) fn lines(lines: &[String], json: bool) {
         if json {
             print_json(&json!({ "type": "message", "message": line }));
         } else {
-            println!("{line}");
+            println!("{}", clean(line));
         }
     }
+}
+
+/// [`clean`], except for the colour codes flotilla itself wraps a status in.
+fn clean_keeping_colour(cell: &str) -> String {
+    let colour = cell.starts_with("\x1b[") && cell.ends_with("\x1b[0m");
+    if !colour {
+        return clean(cell);
+    }
+    let Some(start) = cell.find('m') else {
+        return clean(cell);
+    };
+    let inner = &cell[start + 1..cell.len() - 4];
+    format!("{}{}\x1b[0m", &cell[..=start], clean(inner))
 }
 
 /// Characters a terminal shows: colour escapes take no room.
@@ -96,6 +136,11 @@ fn visible_len(text: &str) -> usize {
 
 /// Columns padded to their widest cell.
 fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| clean_keeping_colour(cell)).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -236,6 +281,13 @@ pub(crate) fn report(report: &DeploymentReport, output: Output) {
         .map(|e| {
             let migrations = if report.dry_run {
                 format!("would apply {}", e.pending.len())
+            } else if !e.still_applied.is_empty() {
+                format!(
+                    "{} applied, {} rolled back, {} STILL APPLIED",
+                    e.applied.len(),
+                    e.rolled_back.len(),
+                    e.still_applied.len()
+                )
             } else if e.rolled_back.is_empty() {
                 format!("{} applied", e.applied.len())
             } else {
@@ -269,7 +321,7 @@ pub(crate) fn report(report: &DeploymentReport, output: Output) {
         if let Some(error) = &environment.error
             && environment.status != DeploymentStatus::Skipped
         {
-            println!("  {}: {}", environment.environment, error.message);
+            println!("  {}: {}", environment.environment, clean(&error.message));
         }
     }
     if let Some(refusal) = &report.refusal {
@@ -278,7 +330,7 @@ pub(crate) fn report(report: &DeploymentReport, output: Output) {
             refusal.gate
         );
         for reason in &refusal.reasons {
-            println!("  - {reason}");
+            println!("  - {}", clean(reason));
         }
     }
     if let Some(halted) = &report.halted {
@@ -293,6 +345,12 @@ pub(crate) fn report(report: &DeploymentReport, output: Output) {
         Outcome::DryRun => "dry run: nothing was changed".to_owned(),
         Outcome::Failed => "deployment failed".to_owned(),
         Outcome::RolledBack => "deployment failed; its migrations were rolled back".to_owned(),
+        Outcome::RollbackFailed => {
+            "deployment failed, and rolling it back failed: see STILL APPLIED above".to_owned()
+        }
+        Outcome::Interrupted => {
+            "deployment stopped by a signal: environments not yet started were skipped".to_owned()
+        }
         Outcome::Refused => "deployment refused; nothing was changed".to_owned(),
     };
     println!(
@@ -358,7 +416,7 @@ pub(crate) fn status(rows: &[StatusRow], output: Output) {
     );
     for row in rows {
         if let Some(problem) = row.error.as_ref().or(row.drift.as_ref()) {
-            println!("  {}: {problem}", row.environment);
+            println!("  {}: {}", row.environment, clean(problem));
         }
     }
 }

@@ -1,30 +1,26 @@
-//! The coordinator: resolve, approve, probe, check, deploy, roll back, report.
+//! The coordinator: resolve, approve, pre-flight, gates, deploy, reconcile, roll back, report.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use flotilla_core::{DeploymentEvent, DeploymentStatus, Migration, Version, current_version};
-use flotilla_runner::execute::steps;
+use flotilla_core::{DeploymentEvent, DeploymentStatus};
+use flotilla_runner::util::lock_unpoisoned;
 use flotilla_runner::{
-    Backends, ErrorClass, LockRequest, MigrationPlan, MigrationRunnerExt, RunnerError,
-    TenantContext,
+    Backends, ErrorClass, LockRequest, MigrationPlan, RunnerError, TenantContext,
 };
 use flotilla_strategies::{
-    Deployment, EnvironmentSnapshot, Progress, Target, TargetError, TargetOutcome,
+    Deployment, DeploymentStrategy, EnvironmentSnapshot, Progress, Stop, Target, TargetError,
+    TargetOutcome,
 };
-use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use crate::approval::{ApproveList, Approver};
 use crate::error::PlanError;
+use crate::gates::{self, Culprits};
 use crate::plan::DeploymentPlan;
+use crate::preflight::{Facts, preflight};
 use crate::report::{DeploymentReport, EnvironmentReport, Gate, Outcome, Refusal};
-
-/// Pre-flight reads (health, history) in flight at once; they are cheap reads, so more than
-/// a deploy's `max_concurrent`, but bounded so a thousand targets do not open a thousand
-/// requests at once.
-const PREFLIGHT_CONCURRENCY: usize = 64;
+use crate::rollback::{reconcile_unknown, roll_back};
 
 /// Runs deployment plans against the runners in its [`Backends`].
 #[derive(Debug)]
@@ -33,13 +29,6 @@ pub struct DeploymentCoordinator {
     approver: Arc<dyn Approver>,
     events: broadcast::Sender<DeploymentEvent>,
     live: Mutex<Option<Progress>>,
-}
-
-/// What pre-flight learned about one target.
-struct Preflight {
-    history_read: bool,
-    version_before: Option<Version>,
-    pending: Vec<Version>,
 }
 
 impl DeploymentCoordinator {
@@ -68,9 +57,7 @@ impl DeploymentCoordinator {
 
     /// The live state of the current (or last) deployment's environments.
     pub fn status(&self) -> Vec<EnvironmentSnapshot> {
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock_unpoisoned(&self.live)
             .as_ref()
             .map(Progress::snapshot)
             .unwrap_or_default()
@@ -79,9 +66,69 @@ impl DeploymentCoordinator {
     /// Deploys `plan`. `Err` only for plan-level problems (no backend for a URL); everything
     /// that happens to environments — gates refusing, failures, rollbacks — is in the report.
     pub async fn deploy(&self, plan: &DeploymentPlan) -> Result<DeploymentReport, PlanError> {
+        self.deploy_until(plan, Stop::new()).await
+    }
+
+    /// Deploys `plan` until `stop` is requested: then no further environment starts, those
+    /// running finish (each migration is atomic), what this deployment applied is rolled back
+    /// when the plan says so, every lease is released, and the report says it was
+    /// interrupted. Dropping the returned future requests the stop too: the deployment then
+    /// winds down the same way in the background, with nobody to read its report.
+    pub async fn deploy_until(
+        &self,
+        plan: &DeploymentPlan,
+        stop: Stop,
+    ) -> Result<DeploymentReport, PlanError> {
         let started = Instant::now();
-        let targets = plan
-            .environments
+        let targets = self.targets(plan)?;
+        let names = plan.environment_names();
+        let progress = Progress::new(&names, self.events.clone());
+        *lock_unpoisoned(&self.live) = Some(progress.clone());
+        let mut run = Run {
+            plan: plan.clone(),
+            started,
+            reports: names.into_iter().map(EnvironmentReport::pending).collect(),
+            progress: progress.clone(),
+        };
+
+        // Approval first: it needs no database.
+        let unapproved = gates::approval(plan, self.approver.as_ref()).await;
+        if !unapproved.is_empty() {
+            return Ok(run.refuse(Gate::Approval, unapproved));
+        }
+        let up = MigrationPlan::up(Arc::clone(&plan.migrations))
+            .with_deployment_id(plan.deployment_id.clone())
+            .with_policy(plan.drift_policy);
+        let facts = preflight(&targets, &up, plan.verify_health).await;
+        run.record(&facts);
+        if let Some((gate, culprits)) = gates::after_preflight(plan, &facts) {
+            return Ok(run.refuse(gate, culprits));
+        }
+        if plan.dry_run {
+            return Ok(run.dry_run());
+        }
+
+        let strategy = plan.strategy.build()?;
+        let deployment = Arc::new(Deployment {
+            targets,
+            plan: up,
+            lock: LockRequest::new(Some(plan.deployment_id.clone()), plan.lock_timeout)
+                .with_lease(plan.lease),
+            progress,
+            canary_health_gate: plan.verify_health,
+            stop: stop.clone(),
+        });
+        // The rollout runs as a task of its own, so that dropping this future stops it
+        // gracefully instead of abandoning leases mid-flight.
+        let _stop_when_dropped = StopOnDrop(stop);
+        let rollout = tokio::spawn(run.execute(strategy, deployment));
+        rollout
+            .await
+            .map_err(|error| PlanError::Internal(error.to_string()))
+    }
+
+    fn targets(&self, plan: &DeploymentPlan) -> Result<Vec<Target>, PlanError> {
+        plan.environments
             .iter()
             .map(|environment| {
                 let tenant = TenantContext {
@@ -92,304 +139,140 @@ impl DeploymentCoordinator {
                 let runner = self.backends.runner_for(&tenant)?;
                 Ok(Target { tenant, runner })
             })
-            .collect::<Result<Vec<_>, RunnerError>>()?;
-        let names = plan.environment_names();
-        let progress = Progress::new(&names, self.events.clone());
-        *self.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(progress.clone());
-        let mut reports: Vec<EnvironmentReport> = names
-            .iter()
-            .cloned()
-            .map(EnvironmentReport::pending)
-            .collect();
-        let finish = |reports, outcome, refusal, halted| DeploymentReport {
-            deployment_id: plan.deployment_id.clone(),
-            strategy: plan.strategy.kind,
-            dry_run: plan.dry_run,
+            .collect::<Result<Vec<_>, RunnerError>>()
+            .map_err(PlanError::from)
+    }
+}
+
+/// Requests a stop when dropped: the caller stopped waiting for the deployment.
+struct StopOnDrop(Stop);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+/// One deployment's report in the making.
+struct Run {
+    plan: DeploymentPlan,
+    started: Instant,
+    reports: Vec<EnvironmentReport>,
+    progress: Progress,
+}
+
+impl Run {
+    /// What pre-flight found goes into the report: version before, pending, unreadable.
+    fn record(&mut self, facts: &[Facts]) {
+        for (report, found) in self.reports.iter_mut().zip(facts) {
+            match &found.read {
+                Ok(read) => {
+                    report.pending.clone_from(&read.pending);
+                    report.version_before.clone_from(&read.version_before);
+                }
+                // Unreadable now (unreachable, say): it fails at its turn, and the strategy
+                // decides what that means for the others.
+                Err(error) => report.error = Some(TargetError::from_runner(error)),
+            }
+        }
+    }
+
+    /// Marks the culprits Failed (refused) and everyone else Skipped; nothing has run.
+    fn refuse(mut self, gate: Gate, culprits: Culprits) -> DeploymentReport {
+        let gate_name = format!("{gate:?}").to_lowercase();
+        for (index, report) in self.reports.iter_mut().enumerate() {
+            let (status, message) = match culprits.get(&index) {
+                Some(reason) => (DeploymentStatus::Failed, reason.clone()),
+                None => (
+                    DeploymentStatus::Skipped,
+                    format!("deployment refused by the {gate_name} gate before anything ran"),
+                ),
+            };
+            report.status = status;
+            report.version_after.clone_from(&report.version_before);
+            report.error = Some(TargetError {
+                class: ErrorClass::RefusedByGate,
+                message,
+            });
+            self.progress.status(index, status);
+        }
+        let refusal = Refusal {
+            gate,
+            reasons: culprits.into_values().collect(),
+        };
+        self.finish(Outcome::Refused, Some(refusal), None, false)
+    }
+
+    fn dry_run(mut self) -> DeploymentReport {
+        let mut outcome = Outcome::DryRun;
+        for report in &mut self.reports {
+            report.version_after.clone_from(&report.version_before);
+            if report.error.is_some() {
+                report.status = DeploymentStatus::Failed;
+                outcome = Outcome::Failed;
+            }
+        }
+        self.finish(outcome, None, None, false)
+    }
+
+    /// Runs the strategy, learns what it applied where that is unknown, rolls back when the
+    /// deployment failed or was stopped (and the plan says so), and reports.
+    async fn execute(
+        mut self,
+        strategy: Arc<dyn DeploymentStrategy>,
+        deployment: Arc<Deployment>,
+    ) -> DeploymentReport {
+        let ran = strategy.deploy(Arc::clone(&deployment)).await;
+        let interrupted = deployment.stop.is_stopped();
+        let failed = ran.failed() || interrupted;
+        let mut outcomes = ran.outcomes;
+        let known = reconcile_unknown(&deployment, &self.plan.deployment_id, &mut outcomes).await;
+        for (report, outcome) in self.reports.iter_mut().zip(&outcomes) {
+            apply_outcome(report, outcome);
+        }
+        let mut rollback = crate::rollback::Rollback::default();
+        if failed && self.plan.auto_rollback {
+            rollback = roll_back(
+                &deployment,
+                &self.plan,
+                &deployment.lock,
+                &known,
+                &mut self.reports,
+            )
+            .await;
+        }
+        let outcome = if rollback.failed {
+            Outcome::RollbackFailed
+        } else if interrupted {
+            Outcome::Interrupted
+        } else if !failed {
+            Outcome::Succeeded
+        } else if rollback.reverted {
+            Outcome::RolledBack
+        } else {
+            Outcome::Failed
+        };
+        self.finish(outcome, None, ran.halted, interrupted)
+    }
+
+    fn finish(
+        self,
+        outcome: Outcome,
+        refusal: Option<Refusal>,
+        halted: Option<String>,
+        interrupted: bool,
+    ) -> DeploymentReport {
+        DeploymentReport {
+            deployment_id: self.plan.deployment_id.clone(),
+            strategy: self.plan.strategy.kind.name().to_owned(),
+            dry_run: self.plan.dry_run,
             outcome,
             refusal,
             halted,
-            environments: reports,
-            duration: started.elapsed(),
-        };
-
-        // Approval first: it needs no database.
-        let needing: Vec<String> = plan
-            .environments
-            .iter()
-            .filter(|e| e.require_approval)
-            .map(|e| e.name.clone())
-            .collect();
-        if !needing.is_empty() {
-            let approved = self.approver.approve(&needing).await;
-            let refused: BTreeMap<usize, String> = needing
-                .iter()
-                .filter(|name| !approved.contains(name))
-                .filter_map(|name| {
-                    let index = names.iter().position(|n| n == name)?;
-                    Some((
-                        index,
-                        format!("{name} requires approval and was not approved (approve it with --approve {name} or --yes)"),
-                    ))
-                })
-                .collect();
-            if !refused.is_empty() {
-                let refusal = refuse(&mut reports, &progress, Gate::Approval, refused);
-                return Ok(finish(reports, Outcome::Refused, Some(refusal), None));
-            }
+            interrupted,
+            environments: self.reports,
+            duration: self.started.elapsed(),
         }
-
-        // Health, concurrently. A probe may bring the history along (one round trip saved).
-        let mut probed_history: Vec<Option<Vec<flotilla_core::AppliedMigration>>> =
-            vec![None; targets.len()];
-        if plan.verify_health {
-            let probes = futures::stream::iter(targets.iter().enumerate())
-                .map(|(index, target)| async move {
-                    (index, target.runner.health(&target.tenant).await)
-                })
-                .buffered(PREFLIGHT_CONCURRENCY)
-                .collect::<Vec<_>>()
-                .await;
-            let mut unhealthy = BTreeMap::new();
-            for (index, probe) in probes {
-                match probe {
-                    Ok(health) => probed_history[index] = health.history,
-                    Err(error) => {
-                        unhealthy.insert(index, format!("unhealthy: {error}"));
-                    }
-                }
-            }
-            if !unhealthy.is_empty() {
-                let refusal = refuse(&mut reports, &progress, Gate::Health, unhealthy);
-                return Ok(finish(reports, Outcome::Refused, Some(refusal), None));
-            }
-        }
-
-        // History, drift and pending per target, concurrently; nothing is written.
-        let up = MigrationPlan::up(Arc::clone(&plan.migrations))
-            .with_deployment_id(plan.deployment_id.clone())
-            .with_policy(plan.drift_policy);
-        let reads = futures::stream::iter(targets.iter().zip(probed_history))
-            .map(|(target, probed)| {
-                let up = &up;
-                async move {
-                    let history = match probed {
-                        Some(history) => history,
-                        None => target.runner.history(&target.tenant).await?,
-                    };
-                    let pending = steps(&target.tenant, up, &history)?
-                        .into_iter()
-                        .map(|m| m.version.clone())
-                        .collect();
-                    Ok::<_, RunnerError>(Preflight {
-                        history_read: true,
-                        version_before: current_version(&history).cloned(),
-                        pending,
-                    })
-                }
-            })
-            .buffered(PREFLIGHT_CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await;
-        let mut drifted = BTreeMap::new();
-        let mut preflight = Vec::with_capacity(reads.len());
-        for (index, read) in reads.into_iter().enumerate() {
-            match read {
-                Ok(found) => preflight.push(found),
-                Err(error) => {
-                    if matches!(
-                        error.class(),
-                        ErrorClass::ChecksumMismatch | ErrorClass::Drift
-                    ) {
-                        drifted.insert(index, error.to_string());
-                    } else {
-                        // Unreadable now (unreachable, say): it fails at its turn, and the
-                        // strategy decides what that means for the others.
-                        reports[index].error = Some(TargetError::from_runner(&error));
-                    }
-                    preflight.push(Preflight {
-                        history_read: false,
-                        version_before: None,
-                        pending: Vec::new(),
-                    });
-                }
-            }
-        }
-        for (report, found) in reports.iter_mut().zip(&preflight) {
-            report.pending.clone_from(&found.pending);
-            report.version_before.clone_from(&found.version_before);
-        }
-        if !drifted.is_empty() {
-            let refusal = refuse(&mut reports, &progress, Gate::Drift, drifted);
-            return Ok(finish(reports, Outcome::Refused, Some(refusal), None));
-        }
-
-        // Destructive statements towards environments that forbid them.
-        let mut destructive = BTreeMap::new();
-        for (index, environment) in plan.environments.iter().enumerate() {
-            if environment.allow_destructive {
-                continue;
-            }
-            let found = &preflight[index];
-            let candidates: Vec<&Migration> = if found.history_read {
-                found
-                    .pending
-                    .iter()
-                    .filter_map(|v| plan.migrations.get(v))
-                    .collect()
-            } else {
-                // Unknown history: judge every migration.
-                plan.migrations.as_slice().iter().collect()
-            };
-            let findings: Vec<String> = candidates
-                .into_iter()
-                .flat_map(flotilla_core::lint::destructive)
-                .map(|finding| {
-                    format!(
-                        "{} does not allow destructive changes: {finding}",
-                        environment.name
-                    )
-                })
-                .collect();
-            if !findings.is_empty() {
-                destructive.insert(index, findings.join("; "));
-            }
-        }
-        if !destructive.is_empty() {
-            let refusal = refuse(&mut reports, &progress, Gate::Destructive, destructive);
-            return Ok(finish(reports, Outcome::Refused, Some(refusal), None));
-        }
-
-        // Auto-rollback needs a way back for everything that may run.
-        if plan.auto_rollback && !plan.dry_run {
-            let mut irreversible = BTreeMap::new();
-            for (index, found) in preflight.iter().enumerate() {
-                let missing: Vec<String> = found
-                    .pending
-                    .iter()
-                    .filter_map(|v| plan.migrations.get(v))
-                    .filter(|m| m.down.is_none())
-                    .map(|m| format!("{} ({})", m.version, m.path.display()))
-                    .collect();
-                if !missing.is_empty() {
-                    irreversible.insert(
-                        index,
-                        format!(
-                            "{}: pending migration(s) without a down section: {} (add `-- @down` or deploy without auto-rollback)",
-                            names[index],
-                            missing.join(", ")
-                        ),
-                    );
-                }
-            }
-            if !irreversible.is_empty() {
-                let refusal = refuse(&mut reports, &progress, Gate::Rollback, irreversible);
-                return Ok(finish(reports, Outcome::Refused, Some(refusal), None));
-            }
-        }
-
-        if plan.dry_run {
-            let mut outcome = Outcome::DryRun;
-            for report in &mut reports {
-                if report.error.is_some() {
-                    report.status = DeploymentStatus::Failed;
-                    outcome = Outcome::Failed;
-                }
-            }
-            return Ok(finish(reports, outcome, None, None));
-        }
-
-        // Deploy.
-        let strategy = plan.strategy.build()?;
-        let lock = LockRequest::new(Some(plan.deployment_id.clone()), plan.lock_timeout);
-        let deployment = Arc::new(Deployment {
-            targets,
-            plan: up,
-            lock: lock.clone(),
-            progress: progress.clone(),
-            canary_health_gate: plan.verify_health,
-        });
-        let ran = strategy.deploy(Arc::clone(&deployment)).await;
-        let failed = ran.failed();
-        for (report, outcome) in reports.iter_mut().zip(&ran.outcomes) {
-            apply_outcome(report, outcome);
-        }
-
-        let mut rolled_back_any = false;
-        if failed && plan.auto_rollback {
-            rolled_back_any = self
-                .roll_back(&deployment, plan, &lock, &ran.outcomes, &mut reports)
-                .await;
-        }
-        let outcome = match (failed, rolled_back_any) {
-            (false, _) => Outcome::Succeeded,
-            (true, true) => Outcome::RolledBack,
-            (true, false) => Outcome::Failed,
-        };
-        Ok(finish(reports, outcome, None, ran.halted))
-    }
-
-    /// Reverts, newest first, exactly what this deployment applied on each target; returns
-    /// whether anything was reverted.
-    async fn roll_back(
-        &self,
-        deployment: &Deployment,
-        plan: &DeploymentPlan,
-        lock: &LockRequest,
-        outcomes: &[TargetOutcome],
-        reports: &mut [EnvironmentReport],
-    ) -> bool {
-        let work: Vec<(usize, Vec<Version>)> = outcomes
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| !o.applied.is_empty())
-            .map(|(index, o)| (index, o.applied.iter().rev().cloned().collect()))
-            .collect();
-        let reverts = futures::stream::iter(work)
-            .map(|(index, versions)| async move {
-                let target = &deployment.targets[index];
-                let down = MigrationPlan::down(Arc::clone(&plan.migrations), versions)
-                    .with_deployment_id(plan.deployment_id.clone())
-                    .with_policy(plan.drift_policy);
-                let result = target
-                    .runner
-                    .apply_locked(&target.tenant, &down, lock)
-                    .await;
-                (index, result)
-            })
-            .buffer_unordered(plan.strategy.max_concurrent.max(1))
-            .collect::<Vec<_>>()
-            .await;
-        let mut any = false;
-        for (index, result) in reverts {
-            let report = &mut reports[index];
-            match result {
-                Ok(result) => {
-                    any = true;
-                    report.status = DeploymentStatus::RolledBack;
-                    report.rolled_back = result.applied;
-                    report.version_after = result.version_after;
-                    deployment
-                        .progress
-                        .status(index, DeploymentStatus::RolledBack);
-                }
-                Err(error) => {
-                    tracing::error!(environment = %report.environment, %error, "auto-rollback failed");
-                    report.status = DeploymentStatus::Failed;
-                    let message = format!("auto-rollback failed: {error}");
-                    report.error = Some(match report.error.take() {
-                        Some(previous) => TargetError {
-                            class: previous.class,
-                            message: format!("{}; {message}", previous.message),
-                        },
-                        None => TargetError {
-                            class: error.class(),
-                            message,
-                        },
-                    });
-                }
-            }
-        }
-        any
     }
 }
 
@@ -410,34 +293,4 @@ fn apply_outcome(report: &mut EnvironmentReport, outcome: &TargetOutcome) {
     report.duration = outcome.duration;
     report.error.clone_from(&outcome.error);
     report.lock_takeover.clone_from(&outcome.lock_takeover);
-}
-
-/// Marks the culprits Failed (refused) and everyone else Skipped; nothing has run.
-fn refuse(
-    reports: &mut [EnvironmentReport],
-    progress: &Progress,
-    gate: Gate,
-    culprits: BTreeMap<usize, String>,
-) -> Refusal {
-    for (index, report) in reports.iter_mut().enumerate() {
-        let (status, message) = match culprits.get(&index) {
-            Some(reason) => (DeploymentStatus::Failed, reason.clone()),
-            None => (
-                DeploymentStatus::Skipped,
-                format!("deployment refused by the {gate:?} gate before anything ran")
-                    .to_lowercase(),
-            ),
-        };
-        report.status = status;
-        report.version_after.clone_from(&report.version_before);
-        report.error = Some(TargetError {
-            class: ErrorClass::RefusedByGate,
-            message,
-        });
-        progress.status(index, status);
-    }
-    Refusal {
-        gate,
-        reasons: culprits.into_values().collect(),
-    }
 }

@@ -29,6 +29,32 @@ pub enum PlanError {
     /// A strategy parameter is wrong.
     #[error(transparent)]
     Strategy(#[from] StrategyError),
+    /// Two environments of the plan are one database: deploying to both would be deploying
+    /// twice to it.
+    #[error(
+        "environments `{first}` and `{second}` point at the same database ({database}); a plan may name each database once"
+    )]
+    SameDatabase {
+        /// The first environment.
+        first: String,
+        /// The second.
+        second: String,
+        /// The database they share (server, namespace, database; no credentials).
+        database: String,
+    },
+    /// A wait, lease or timeout out of range.
+    #[error("{parameter} must be {expected}, got {got}")]
+    InvalidParameter {
+        /// The setting.
+        parameter: &'static str,
+        /// Its valid range.
+        expected: &'static str,
+        /// What was given.
+        got: String,
+    },
+    /// The deployment's task ended abnormally (it panicked); leases it held expire.
+    #[error("the deployment stopped unexpectedly: {0}")]
+    Internal(String),
     /// No backend serves an environment's URL.
     #[error(transparent)]
     Backend(#[from] flotilla_runner::RunnerError),

@@ -15,13 +15,17 @@ mod approval;
 mod coordinator;
 mod environment;
 mod error;
+mod gates;
 mod plan;
+mod preflight;
 mod report;
+mod rollback;
 
 pub use approval::{ApproveAll, ApproveList, Approver};
 pub use coordinator::DeploymentCoordinator;
 pub use environment::EnvironmentRegistry;
 pub use error::PlanError;
 pub use flotilla_core::config::{EnvironmentConfig, InvalidEnvironmentName, validate_name};
+pub use flotilla_strategies::Stop;
 pub use plan::{DeploymentPlan, DeploymentPlanBuilder};
 pub use report::{DeploymentReport, EnvironmentReport, Gate, Outcome, Refusal};

@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use flotilla_core::{DriftPolicy, MigrationSet};
+use std::collections::HashMap;
+
+use flotilla_core::{DriftPolicy, MAX_DURATION, MigrationSet, format_duration};
+use flotilla_runner::{DatabaseKey, LockRequest};
 use flotilla_strategies::{StrategyConfig, StrategyKind};
 
 use flotilla_core::config::EnvironmentConfig;
@@ -29,6 +32,8 @@ pub struct DeploymentPlan {
     pub dry_run: bool,
     /// How long to wait for each environment's lock.
     pub lock_timeout: Duration,
+    /// Lease length of each environment's lock; a heartbeat renews it every third.
+    pub lease: Duration,
     /// Which history/directory disagreements are tolerated.
     pub drift_policy: DriftPolicy,
     /// Identifies this deployment in history rows, locks and events.
@@ -46,7 +51,8 @@ impl DeploymentPlan {
             verify_health: true,
             auto_rollback: true,
             dry_run: false,
-            lock_timeout: Duration::from_secs(30),
+            lock_timeout: LockRequest::DEFAULT_WAIT,
+            lease: LockRequest::DEFAULT_LEASE,
             drift_policy: DriftPolicy::default(),
             deployment_id: None,
         }
@@ -77,6 +83,7 @@ pub struct DeploymentPlanBuilder {
     auto_rollback: bool,
     dry_run: bool,
     lock_timeout: Duration,
+    lease: Duration,
     drift_policy: DriftPolicy,
     deployment_id: Option<String>,
 }
@@ -166,9 +173,15 @@ impl DeploymentPlanBuilder {
         self
     }
 
-    /// Lock wait per environment (default 30 s).
+    /// Lock wait per environment (default 30 s, at most 24 h).
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
+        self
+    }
+
+    /// Lease length per environment's lock (default 30 s; from 300 ms to 24 h).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
         self
     }
 
@@ -187,6 +200,20 @@ impl DeploymentPlanBuilder {
     /// Validates and builds the plan.
     pub fn build(self) -> Result<DeploymentPlan, PlanError> {
         self.strategy.validate()?;
+        if self.lock_timeout > MAX_DURATION {
+            return Err(PlanError::InvalidParameter {
+                parameter: "lock_timeout",
+                expected: "at most 24h",
+                got: format_duration(self.lock_timeout),
+            });
+        }
+        if self.lease < MIN_LEASE || self.lease > MAX_DURATION {
+            return Err(PlanError::InvalidParameter {
+                parameter: "lease",
+                expected: "between 300ms and 24h",
+                got: format_duration(self.lease),
+            });
+        }
         let migrations = self.migrations.ok_or(PlanError::NoMigrations)?;
         let mut environments = match &self.selection {
             Selection::None => {
@@ -231,6 +258,7 @@ impl DeploymentPlanBuilder {
         }
         // Stable: equal priorities keep the requested order.
         environments.sort_by_key(|e| e.priority);
+        refuse_shared_databases(&environments)?;
         Ok(DeploymentPlan {
             environments,
             migrations,
@@ -239,10 +267,34 @@ impl DeploymentPlanBuilder {
             auto_rollback: self.auto_rollback,
             dry_run: self.dry_run,
             lock_timeout: self.lock_timeout,
+            lease: self.lease,
             drift_policy: self.drift_policy,
             deployment_id: self.deployment_id.unwrap_or_else(generate_id),
         })
     }
+}
+
+/// The shortest lease: a heartbeat renews every third of it, and each renewal is a round
+/// trip that must land before the lease runs out.
+const MIN_LEASE: Duration = Duration::from_millis(300);
+
+/// Two environments naming one database (same server, namespace and database) would deploy
+/// to it twice; the plan names both.
+fn refuse_shared_databases(environments: &[EnvironmentConfig]) -> Result<(), PlanError> {
+    let mut seen: HashMap<DatabaseKey, &str> = HashMap::with_capacity(environments.len());
+    for environment in environments {
+        let connection = &environment.connection;
+        let key = DatabaseKey::new(&connection.url, &connection.namespace, &connection.database);
+        if let Some(first) = seen.get(&key) {
+            return Err(PlanError::SameDatabase {
+                first: (*first).to_owned(),
+                second: environment.name.clone(),
+                database: key.to_string(),
+            });
+        }
+        seen.insert(key, &environment.name);
+    }
+    Ok(())
 }
 
 fn generate_id() -> String {
@@ -347,6 +399,11 @@ mod tests {
             .contains("canary_percentage")
         );
         assert!(error_of(DeploymentPlan::builder(&r).all()).contains("no migrations"));
+        let huge = error_of(base().all().lock_timeout(Duration::from_secs(u64::MAX)));
+        assert!(huge.contains("lock_timeout"), "{huge}");
+        assert!(error_of(base().all().lease(Duration::from_millis(10))).contains("lease"));
+        let crowded = error_of(base().all().max_concurrent(usize::MAX));
+        assert!(crowded.contains("max_concurrent"), "{crowded}");
         assert!(EnvironmentConfig::new("bad name!", Connection::new("mem://", "n", "d")).is_err());
     }
 
@@ -361,5 +418,45 @@ mod tests {
         assert!(r.unregister("qa").is_some());
         assert_eq!(r.len(), 3);
         assert_eq!(r.with_tag("pre").len(), 1);
+    }
+
+    #[test]
+    fn two_environments_on_one_database_are_refused_naming_both() {
+        let r = EnvironmentRegistry::new();
+        let conn = |url: &str| {
+            Connection::new(url, "tenant_a", "app").with_credentials(
+                "root",
+                "pw",
+                flotilla_core::AuthLevel::Root,
+            )
+        };
+        r.register(EnvironmentConfig::new("blue", conn("ws://db.example:8000")).expect("valid"))
+            .expect("register");
+        r.register(
+            EnvironmentConfig::new("green", conn("WS://user:pw@DB.example:8000/rpc/"))
+                .expect("valid"),
+        )
+        .expect("register");
+        r.register(
+            EnvironmentConfig::new(
+                "other",
+                Connection::new("ws://db.example:8000", "tenant_b", "app"),
+            )
+            .expect("valid"),
+        )
+        .expect("register");
+        let message = error_of(DeploymentPlan::builder(&r).all().migrations(set()));
+        assert!(
+            message.contains("`blue`")
+                && message.contains("`green`")
+                && message.contains("same database"),
+            "{message}"
+        );
+        assert!(!message.contains("pw"), "{message}");
+        DeploymentPlan::builder(&r)
+            .environments(["blue", "other"])
+            .migrations(set())
+            .build()
+            .expect("different namespaces are different databases");
     }
 }

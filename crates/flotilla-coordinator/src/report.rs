@@ -4,15 +4,16 @@ use std::time::Duration;
 
 use flotilla_core::{DeploymentStatus, Version};
 use flotilla_runner::LockInfo;
-use flotilla_strategies::{StrategyKind, TargetError};
+use flotilla_runner::util::serialize_millis;
+use flotilla_strategies::TargetError;
 
 /// The result of [`crate::DeploymentCoordinator::deploy`].
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct DeploymentReport {
     /// The deployment's id.
     pub deployment_id: String,
-    /// The strategy used.
-    pub strategy: StrategyKind,
+    /// The strategy used (its name).
+    pub strategy: String,
     /// Whether this was a dry run.
     pub dry_run: bool,
     /// How it ended.
@@ -21,10 +22,12 @@ pub struct DeploymentReport {
     pub refusal: Option<Refusal>,
     /// Why the strategy stopped early, if it did.
     pub halted: Option<String>,
+    /// Whether the deployment was stopped (a signal, a cancelled token) before it finished.
+    pub interrupted: bool,
     /// Every planned environment exactly once, in plan order.
     pub environments: Vec<EnvironmentReport>,
     /// Wall time.
-    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    #[serde(rename = "duration_ms", serialize_with = "serialize_millis")]
     pub duration: Duration,
 }
 
@@ -50,6 +53,12 @@ pub enum Outcome {
     Failed,
     /// Some environment failed and this deployment's migrations were reverted.
     RolledBack,
+    /// Some environment failed, and reverting this deployment's migrations failed somewhere:
+    /// the report says per environment what is still applied.
+    RollbackFailed,
+    /// The deployment was stopped before it finished; environments that had not started
+    /// were skipped, and (with auto-rollback) what it applied was reverted.
+    Interrupted,
     /// A gate refused before anything ran.
     Refused,
     /// A dry run: nothing was applied.
@@ -92,6 +101,9 @@ pub struct EnvironmentReport {
     pub applied: Vec<Version>,
     /// Versions reverted here by auto-rollback.
     pub rolled_back: Vec<Version>,
+    /// Versions this deployment applied here that are still applied although they should
+    /// have been rolled back (auto-rollback failed here).
+    pub still_applied: Vec<Version>,
     /// Versions pending here when the deployment was planned (what a dry run would apply).
     pub pending: Vec<Version>,
     /// Newest applied version before.
@@ -99,7 +111,7 @@ pub struct EnvironmentReport {
     /// Newest applied version after.
     pub version_after: Option<Version>,
     /// Time spent here.
-    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    #[serde(rename = "duration_ms", serialize_with = "serialize_millis")]
     pub duration: Duration,
     /// What went wrong, if anything.
     pub error: Option<TargetError>,
@@ -114,6 +126,7 @@ impl EnvironmentReport {
             status: DeploymentStatus::Pending,
             applied: Vec::new(),
             rolled_back: Vec::new(),
+            still_applied: Vec::new(),
             pending: Vec::new(),
             version_before: None,
             version_after: None,
@@ -122,8 +135,4 @@ impl EnvironmentReport {
             lock_takeover: None,
         }
     }
-}
-
-fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

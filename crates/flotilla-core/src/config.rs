@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -26,9 +27,9 @@ pub struct ProjectConfig {
     pub environments: Vec<EnvironmentConfig>,
 }
 
-/// Deployment defaults.
-#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Deployment defaults the command line may override. Durations are written `30s`, `500ms`,
+/// `2m`, `1h` or as a number of seconds.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Defaults {
     /// Strategy name.
     pub strategy: Option<String>,
@@ -40,8 +41,14 @@ pub struct Defaults {
     pub canary_percentage: Option<f64>,
     /// Stop starting environments after a failure (parallel).
     pub fail_fast: Option<bool>,
-    /// Lock wait per environment, in seconds.
-    pub lock_timeout_secs: Option<u64>,
+    /// How long to wait for each environment's lock (`lock_timeout`, or `lock_timeout_secs`).
+    pub lock_timeout: Option<Duration>,
+    /// Lease length of each environment's lock; a heartbeat renews it every third.
+    pub lease: Option<Duration>,
+    /// How long to wait for a server to accept a connection.
+    pub connect_timeout: Option<Duration>,
+    /// How long to wait for the answer to a request that is not a migration.
+    pub request_timeout: Option<Duration>,
 }
 
 /// One named target of deployments: a database plus the rules for deploying to it.
@@ -145,7 +152,11 @@ const DEFAULT_KEYS: &[&str] = &[
     "batch_size",
     "canary_percentage",
     "fail_fast",
+    "lock_timeout",
     "lock_timeout_secs",
+    "lease",
+    "connect_timeout",
+    "request_timeout",
 ];
 const TOML_ENV_KEYS: &[&str] = &[
     "name",
@@ -209,12 +220,10 @@ impl ProjectConfig {
         let tree: Value = match format {
             Format::Toml => {
                 let parsed: toml::Table =
-                    toml::from_str(text).map_err(|e| fail(format!("invalid TOML: {e}")))?;
+                    toml::from_str(text).map_err(|e| fail(toml_error(text, &e)))?;
                 serde_json::to_value(parsed).map_err(|e| fail(e.to_string()))?
             }
-            Format::Json => {
-                serde_json::from_str(text).map_err(|e| fail(format!("invalid JSON: {e}")))?
-            }
+            Format::Json => serde_json::from_str(text).map_err(|e| fail(json_error(&e)))?,
         };
         let Value::Object(top) = tree else {
             return Err(fail("expected a table of settings at the top level".into()));
@@ -222,11 +231,7 @@ impl ProjectConfig {
         check_keys(&top, TOP_KEYS, "at the top level").map_err(fail)?;
         let defaults = match top.get("defaults") {
             None => Defaults::default(),
-            Some(Value::Object(map)) => {
-                check_keys(map, DEFAULT_KEYS, "in [defaults]").map_err(fail)?;
-                serde_json::from_value(Value::Object(map.clone()))
-                    .map_err(|e| fail(format!("in [defaults]: {e}")))?
-            }
+            Some(Value::Object(map)) => defaults(map).map_err(fail)?,
             Some(_) => return Err(fail("`defaults` must be a table".into())),
         };
         let migrations = match top.get("migrations") {
@@ -315,7 +320,7 @@ fn environment(
                     "{label}: variable {variable} is not set (in `{key}`); set it or write ${{{variable}:-default}}"
                 )
             }),
-            Some(other) => Err(format!("{label}: `{key}` must be a string, found {other}")),
+            Some(other) => Err(format!("{label}: `{key}` must be a string, found {}", kind(other))),
         }
     };
     let required = |key: &str, source: &serde_json::Map<String, Value>| -> Result<String, String> {
@@ -359,19 +364,21 @@ fn environment(
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
             Some(other) => Err(format!(
-                "{label}: `{key}` must be true or false, found {other}"
+                "{label}: `{key}` must be true or false, found {}",
+                kind(other)
             )),
         }
     };
     let priority = match map.get("priority") {
-        None => 100,
+        None => EnvironmentConfig::DEFAULT_PRIORITY,
         Some(Value::Number(n)) => n
             .as_i64()
             .and_then(|n| i32::try_from(n).ok())
             .ok_or_else(|| format!("{label}: `priority` must be a whole number"))?,
         Some(other) => {
             return Err(format!(
-                "{label}: `priority` must be a number, found {other}"
+                "{label}: `priority` must be a number, found {}",
+                kind(other)
             ));
         }
     };
@@ -385,7 +392,12 @@ fn environment(
                     .ok_or_else(|| format!("{label}: `tags` must be strings"))
             })
             .collect::<Result<_, _>>()?,
-        Some(other) => return Err(format!("{label}: `tags` must be a list, found {other}")),
+        Some(other) => {
+            return Err(format!(
+                "{label}: `tags` must be a list, found {}",
+                kind(other)
+            ));
+        }
     };
     Ok(EnvironmentConfig {
         name,
@@ -394,6 +406,149 @@ fn environment(
         tags,
         require_approval: flag("require_approval", false)?,
         allow_destructive: flag("allow_destructive", true)?,
+    })
+}
+
+/// What kind of value `value` is, for messages: the value itself may be a secret (a password
+/// written without quotes is a number), so it is never echoed.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "true or false",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a table",
+    }
+}
+
+/// A TOML syntax error by line and column, without the offending line: the TOML parser's own
+/// message quotes it, and the line may hold a password.
+fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    let place = error
+        .span()
+        .map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(" at line {line}, column {column}")
+        })
+        .unwrap_or_default();
+    // The first line of the message is the parser's description; what follows quotes input.
+    let what = error
+        .message()
+        .lines()
+        .next()
+        .unwrap_or("syntax error")
+        .trim();
+    let what = if what.contains(['`', '"', '\'']) {
+        "syntax error"
+    } else {
+        what
+    };
+    format!("invalid TOML{place}: {what}")
+}
+
+/// A JSON syntax error by line and column (serde_json's messages name positions, not values).
+fn json_error(error: &serde_json::Error) -> String {
+    let what = match error.classify() {
+        serde_json::error::Category::Eof => "unexpected end of file",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Data => "unexpected value",
+    };
+    format!(
+        "invalid JSON at line {}, column {}: {what}",
+        error.line(),
+        error.column()
+    )
+}
+
+/// `[defaults]`, checked key by key.
+fn defaults(map: &serde_json::Map<String, Value>) -> Result<Defaults, String> {
+    check_keys(map, DEFAULT_KEYS, "in [defaults]")?;
+    let count = |key: &str| -> Result<Option<usize>, String> {
+        match map.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    format!("in [defaults]: `{key}` must be a whole number of at least 0")
+                }),
+            Some(other) => Err(format!(
+                "in [defaults]: `{key}` must be a whole number, found {}",
+                kind(other)
+            )),
+        }
+    };
+    let duration = |key: &str| -> Result<Option<Duration>, String> {
+        let parsed = match map.get(key) {
+            None => return Ok(None),
+            Some(Value::String(text)) => crate::duration::parse_duration(text),
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .map(|secs| secs.to_string())
+                .ok_or_else(String::new)
+                .and_then(|secs| crate::duration::parse_duration(&secs)),
+            Some(other) => {
+                return Err(format!(
+                    "in [defaults]: `{key}` must be a duration like \"30s\", found {}",
+                    kind(other)
+                ));
+            }
+        };
+        parsed
+            .map(Some)
+            .map_err(|problem| format!("in [defaults]: `{key}`: {problem}"))
+    };
+    let strategy = match map.get("strategy") {
+        None => None,
+        Some(Value::String(name)) => Some(name.clone()),
+        Some(other) => {
+            return Err(format!(
+                "in [defaults]: `strategy` must be a string, found {}",
+                kind(other)
+            ));
+        }
+    };
+    let canary_percentage = match map.get("canary_percentage") {
+        None => None,
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(other) => {
+            return Err(format!(
+                "in [defaults]: `canary_percentage` must be a number, found {}",
+                kind(other)
+            ));
+        }
+    };
+    let fail_fast = match map.get("fail_fast") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => {
+            return Err(format!(
+                "in [defaults]: `fail_fast` must be true or false, found {}",
+                kind(other)
+            ));
+        }
+    };
+    if map.contains_key("lock_timeout") && map.contains_key("lock_timeout_secs") {
+        return Err("in [defaults]: set `lock_timeout` or `lock_timeout_secs`, not both".into());
+    }
+    Ok(Defaults {
+        strategy,
+        max_concurrent: count("max_concurrent")?,
+        batch_size: count("batch_size")?,
+        canary_percentage,
+        fail_fast,
+        lock_timeout: match duration("lock_timeout")? {
+            Some(wait) => Some(wait),
+            None => duration("lock_timeout_secs")?,
+        },
+        lease: duration("lease")?,
+        connect_timeout: duration("connect_timeout")?,
+        request_timeout: duration("request_timeout")?,
     })
 }
 
@@ -607,5 +762,73 @@ allow_destructive = false
         let twice = parse("[[environments]]\nname=\"a\"\nurl=\"mem://\"\nnamespace=\"n\"\ndatabase=\"d\"\n[[environments]]\nname=\"a\"\nurl=\"mem://\"\nnamespace=\"n\"\ndatabase=\"d\"\n", Format::Toml)
             .expect_err("duplicate");
         assert!(twice.to_string().contains("defined twice"), "{twice}");
+    }
+
+    #[test]
+    fn errors_never_echo_a_password() {
+        let secret = "12345678";
+        let cases = [
+            // A password written without quotes is a number: its type is named, not its value.
+            format!(
+                "[[environments]]\nname = \"prod\"\nurl = \"ws://db\"\nnamespace = \"a\"\ndatabase = \"b\"\nusername = \"u\"\npassword = {secret}\n"
+            ),
+            // A syntax error on the password's line: the parser's own message quotes the line.
+            format!("[[environments]]\nname = \"prod\"\npassword = \"{secret}\" oops\n"),
+            format!("[[environments]]\nname = \"prod\"\npassword = '{secret}\n"),
+            format!("[[environments]]\nname = \"prod\"\npassword = {secret}x{secret}\n"),
+        ];
+        for text in &cases {
+            let error = parse(text, Format::Toml).expect_err("invalid");
+            let message = error.to_string();
+            assert!(!message.contains(secret), "{message}");
+            assert!(message.contains("conf/flotilla.toml"), "{message}");
+        }
+        let number = parse(&cases[0], Format::Toml)
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            number.contains("`password` must be a string, found a number"),
+            "{number}"
+        );
+        let syntax = parse(&cases[1], Format::Toml)
+            .expect_err("invalid")
+            .to_string();
+        assert!(syntax.contains("invalid TOML at line 3"), "{syntax}");
+        let json = parse(
+            &format!(r#"{{"environments": [{{"name": "x", "connection": {{"db_url": "mem://", "db_ns": "a", "db": "b", "username": "u", "password": {secret}}}}}]}}"#),
+            Format::Json,
+        )
+        .expect_err("number password");
+        assert!(!json.to_string().contains(secret), "{json}");
+        let broken =
+            parse(&format!(r#"{{"password": "{secret}" "#), Format::Json).expect_err("syntax");
+        assert!(!broken.to_string().contains(secret), "{broken}");
+    }
+
+    #[test]
+    fn defaults_take_durations_and_refuse_nonsense() {
+        let config = parse(
+            "[defaults]\nlock_timeout = \"2m\"\nlease = \"10s\"\nconnect_timeout = 3\nrequest_timeout = \"1.5s\"\nmax_concurrent = 4\n",
+            Format::Toml,
+        )
+        .expect("valid");
+        let d = &config.defaults;
+        assert_eq!(d.lock_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(d.lease, Some(Duration::from_secs(10)));
+        assert_eq!(d.connect_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(d.request_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(d.max_concurrent, Some(4));
+        let legacy = parse("[defaults]\nlock_timeout_secs = 45\n", Format::Toml).expect("valid");
+        assert_eq!(legacy.defaults.lock_timeout, Some(Duration::from_secs(45)));
+        for bad in [
+            "[defaults]\nlock_timeout = \"forever\"\n",
+            "[defaults]\nlease = 99999999999\n",
+            "[defaults]\nmax_concurrent = -1\n",
+            "[defaults]\nlock_timeout = \"1s\"\nlock_timeout_secs = 1\n",
+            "[defaults]\nrequest_timeout = true\n",
+        ] {
+            let error = parse(bad, Format::Toml).expect_err(bad).to_string();
+            assert!(error.contains("[defaults]"), "{error}");
+        }
     }
 }

@@ -136,14 +136,57 @@ impl Connection {
 }
 
 /// Masks the user-info part of a URL (`ws://user:pw@host` → `ws://***@host`).
+///
+/// The user-info ends at the last `@` of the URL: a password may itself hold `/`, `?`, `#` or
+/// `@`, so the first of those cannot be trusted to end the authority. A URL whose path or
+/// query holds an `@` is masked up to it too; hiding a little too much is the safe mistake.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+    match rest.rfind('@') {
+        Some(at) => match scheme {
+            Some(scheme) => format!("{scheme}://***@{}", &rest[at + 1..]),
+            None => format!("***@{}", &rest[at + 1..]),
+        },
         None => url.to_owned(),
+    }
+}
+
+impl Connection {
+    /// `text` (a driver's message, say) with this connection's secrets masked: the password,
+    /// the URL's user-info, and the URL as written when it has user-info. Use it on any text
+    /// that came from outside flotilla before it can be printed.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut scrubbed = text.to_owned();
+        let mut secrets: Vec<String> = Vec::new();
+        if redact_url(&self.url) != self.url {
+            secrets.push(self.url.clone());
+            let rest = self
+                .url
+                .split_once("://")
+                .map_or(self.url.as_str(), |(_, r)| r);
+            if let Some(at) = rest.rfind('@') {
+                let user_info = &rest[..at];
+                secrets.push(user_info.to_owned());
+                if let Some((_, password)) = user_info.split_once(':') {
+                    secrets.push(password.to_owned());
+                }
+            }
+        }
+        if let Some(credentials) = &self.credentials {
+            secrets.push(credentials.password.expose().to_owned());
+        }
+        // Longest first, so a password inside the URL does not leave the URL half-masked.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        for secret in secrets {
+            // A one- or two-character "secret" would mask half the message and hide nothing.
+            if secret.chars().count() >= 3 {
+                scrubbed = scrubbed.replace(&secret, "***");
+            }
+        }
+        scrubbed
     }
 }
 
@@ -200,10 +243,28 @@ mod tests {
     }
 
     #[test]
-    fn redacts_only_user_info() {
+    fn redacts_user_info_whatever_the_password_holds() {
         assert_eq!(redact_url("ws://u:p@h:1/rpc"), "ws://***@h:1/rpc");
-        assert_eq!(redact_url("ws://h:1/rpc?x=a@b"), "ws://h:1/rpc?x=a@b");
         assert_eq!(redact_url("mem://"), "mem://");
         assert_eq!(redact_url("surrealkv:///tmp/db"), "surrealkv:///tmp/db");
+        for password in ["pa/ss", "pa?ss", "pa#ss", "pa@ss", "p/a?s#s@"] {
+            let url = format!("wss://user:{password}@db.example:8000/rpc");
+            let redacted = redact_url(&url);
+            assert_eq!(redacted, "wss://***@db.example:8000/rpc", "{url}");
+            assert!(!redacted.contains(password));
+        }
+        assert_eq!(redact_url("user:secret@host"), "***@host");
+    }
+
+    #[test]
+    fn scrub_masks_every_form_of_the_secrets() {
+        let connection = Connection::new("ws://admin:url/pass@db:8000", "ns", "db")
+            .with_credentials("admin", "hunter2-secret", AuthLevel::Root);
+        let message = "invalid URL ws://admin:url/pass@db:8000 (password url/pass); sign-in with hunter2-secret failed";
+        let scrubbed = connection.scrub(message);
+        for secret in ["url/pass", "hunter2-secret", "admin:url"] {
+            assert!(!scrubbed.contains(secret), "{scrubbed}");
+        }
+        assert!(scrubbed.contains("sign-in with *** failed"), "{scrubbed}");
     }
 }

@@ -79,6 +79,9 @@ pub enum Problem {
     DownWithoutUp,
     /// A `BEGIN`, `COMMIT` or `CANCEL`: flotilla wraps each migration in its own transaction.
     TransactionStatement(String),
+    /// A top-level `RETURN`, `USE` or `OPTION`: it would end the migration's transaction early
+    /// or send the rest of it (and its history row) somewhere else.
+    BreaksTransaction(String),
     /// The file is not valid UTF-8.
     NotUtf8,
     /// The SurrealQL could not be split into statements.
@@ -120,6 +123,17 @@ impl fmt::Display for Problem {
                 f,
                 "`{keyword}` is not allowed: flotilla runs each migration in its own transaction"
             ),
+            Problem::BreaksTransaction(keyword) => {
+                let why = match keyword.as_str() {
+                    "RETURN" => "it ends the migration's transaction early, so its history row would not be written and it would run again on the next deploy",
+                    "USE" => "it would send the rest of the migration, and its history row, to another namespace or database",
+                    _ => "it changes settings of the session that every later request shares",
+                };
+                write!(
+                    f,
+                    "a top-level `{keyword}` is not allowed in a migration: {why} (inside a block or a function it is fine)"
+                )
+            }
             Problem::NotUtf8 => f.write_str("file is not valid UTF-8"),
             Problem::Split(e) => write!(f, "{e}"),
         }

@@ -9,6 +9,7 @@
 
 pub mod config;
 mod connection;
+pub mod duration;
 mod error;
 mod history;
 pub mod lint;
@@ -18,6 +19,7 @@ mod status;
 mod version;
 
 pub use connection::{AuthLevel, Connection, Credentials, Secret, redact_url};
+pub use duration::{MAX_DURATION, format_duration, parse_duration};
 pub use error::{DriftError, Error, Problem, Result};
 pub use history::{AppliedMigration, DriftPolicy, current_version, pending};
 pub use migration::{Migration, MigrationSet, sha256_hex};

@@ -103,18 +103,8 @@ impl Migration {
         }
         let all = sections.up.iter().chain(sections.down.iter().flatten());
         for statement in all {
-            let keyword = statement
-                .text
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_ascii_uppercase();
-            if matches!(keyword.as_str(), "BEGIN" | "COMMIT" | "CANCEL") {
-                return Err(invalid(
-                    &path,
-                    Some(statement.line),
-                    Problem::TransactionStatement(keyword),
-                ));
+            if let Some(problem) = breaks_the_transaction(&statement.text) {
+                return Err(invalid(&path, Some(statement.line), problem));
             }
         }
         if let Some(declared) = sections.metadata.get("version")
@@ -462,6 +452,25 @@ impl Sections {
     }
 }
 
+/// Why a top-level statement cannot run inside the transaction flotilla wraps a migration in,
+/// if it cannot: its own transaction markers, and statements that end the transaction early
+/// (`RETURN`: the history row would not be written, so the migration would run again) or move
+/// what follows elsewhere (`USE`: the rest of the migration and its history row would land in
+/// another namespace or database; `OPTION`: changes the session every later request shares).
+fn breaks_the_transaction(text: &str) -> Option<Problem> {
+    let keyword: String = text
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect::<String>()
+        .to_ascii_uppercase();
+    match keyword.as_str() {
+        "BEGIN" | "COMMIT" | "CANCEL" => Some(Problem::TransactionStatement(keyword)),
+        "RETURN" | "USE" | "OPTION" => Some(Problem::BreaksTransaction(keyword)),
+        _ => None,
+    }
+}
+
 fn marker_name(section: Section) -> &'static str {
     match section {
         Section::Up => "up",
@@ -638,6 +647,32 @@ mod tests {
             )),
             (Some(2), Problem::TransactionStatement("BEGIN".into()))
         );
+    }
+
+    #[test]
+    fn statements_that_break_the_transaction_are_rejected_naming_the_line() {
+        for (text, line, keyword) in [
+            ("-- @up\nCREATE a:1;\nRETURN 'done';\n", 3, "RETURN"),
+            ("-- @up\nDEFINE TABLE a;\n\nuse NS other DB x;\n", 4, "USE"),
+            ("-- @up\nOPTION IMPORT;\nDEFINE TABLE a;\n", 2, "OPTION"),
+            (
+                "-- @up\nDEFINE TABLE a;\n-- @down\nREMOVE TABLE a;\nRETURN(1);\n",
+                5,
+                "RETURN",
+            ),
+        ] {
+            let (got_line, problem) = problem_of(parse("0001_a.surql", text));
+            assert_eq!(
+                (got_line, problem.clone()),
+                (Some(line), Problem::BreaksTransaction(keyword.into())),
+                "{text}"
+            );
+            assert!(problem.to_string().contains(keyword), "{problem}");
+        }
+        // Inside a function or a block they are ordinary, and words that only start alike
+        // are not the keyword.
+        let fine = "-- @up\nDEFINE FUNCTION fn::f() { RETURN 1; };\nIF true { RETURN 2 };\nDEFINE TABLE user_returns;\nCREATE user SET used = true;\n";
+        parse("0001_a.surql", fine).expect("parses");
     }
 
     #[test]

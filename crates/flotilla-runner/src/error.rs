@@ -30,13 +30,72 @@ pub enum RunnerError {
         /// How long this caller waited.
         waited: Duration,
     },
-    /// Our lease was lost (expired and taken over) while we thought we held it.
+    /// Our lease was lost (expired and taken over, broken, or not renewable for a whole lease)
+    /// while we thought we held it. Nothing further was applied.
     #[error(
-        "{environment}: the migration lock was lost (lease expired and taken over); nothing further was applied"
+        "{environment}: the migration lock was lost (its lease was taken over, broken, or could not be renewed in time); nothing further was applied"
     )]
     LockLost {
         /// The target.
         environment: String,
+    },
+    /// A revert would leave a newer migration applied on top of an older one reverted.
+    #[error(
+        "{environment}: cannot revert {version} while {newer}, which is newer, stays applied (revert newest first)"
+    )]
+    RevertOrder {
+        /// The target.
+        environment: String,
+        /// The version asked to revert.
+        version: Version,
+        /// A newer applied version the revert would leave behind.
+        newer: Version,
+    },
+    /// A version a plan names is not applied on the target.
+    #[error("{environment}: {version} is not applied here")]
+    NotApplied {
+        /// The target.
+        environment: String,
+        /// The version.
+        version: Version,
+    },
+    /// History changed under a revert: the row of a version being reverted was already gone
+    /// when its revert ran (someone else reverted it with a stale view of ours, or we of theirs).
+    #[error(
+        "{environment}: the history row of {version} was gone when its revert ran (reverted by someone else meanwhile); nothing was reverted twice"
+    )]
+    AlreadyReverted {
+        /// The target.
+        environment: String,
+        /// The version.
+        version: Version,
+    },
+    /// A request's reply never came (lost connection, timeout) and history could not be
+    /// read to learn what committed. A rerun finds out: each migration is recorded atomically.
+    #[error(
+        "{environment}: the outcome of applying {} is unknown (the reply was lost and history could not be read back: {source}); rerun to finish, each migration commits at most once",
+        list(versions)
+    )]
+    OutcomeUnknown {
+        /// The target.
+        environment: String,
+        /// The migrations whose fate is unknown.
+        versions: Vec<Version>,
+        /// Why history could not be read.
+        #[source]
+        source: Box<RunnerError>,
+    },
+    /// The target did not answer in time.
+    #[error("{environment}: {endpoint} did not answer {what} within {}", flotilla_core::format_duration(*after))]
+    Timeout {
+        /// The target.
+        environment: String,
+        /// The (redacted) URL.
+        endpoint: String,
+        /// What was asked (`a connection`, `the request`, …).
+        what: &'static str,
+        /// The limit that passed.
+        after: Duration,
     },
     /// `execute_migration` was called without holding the target's lock.
     #[error(
@@ -194,6 +253,10 @@ pub enum ErrorClass {
     StatementFailed,
     /// A gate (health, approval, destructive, …) refused the deployment.
     RefusedByGate,
+    /// A reply was lost and what committed could not be learned; a rerun finishes.
+    OutcomeUnknown,
+    /// The deployment was stopped (a signal, a cancelled token) before this target ran.
+    Cancelled,
     /// Anything else.
     Internal,
 }
@@ -224,12 +287,17 @@ impl RunnerError {
                 source: DriftError::ChecksumMismatch { .. },
                 ..
             } => ErrorClass::ChecksumMismatch,
-            RunnerError::Drift { .. } => ErrorClass::Drift,
+            RunnerError::Drift { .. }
+            | RunnerError::RevertOrder { .. }
+            | RunnerError::NotApplied { .. }
+            | RunnerError::AlreadyReverted { .. } => ErrorClass::Drift,
+            RunnerError::OutcomeUnknown { .. } => ErrorClass::OutcomeUnknown,
             RunnerError::StatementFailed { .. } => ErrorClass::StatementFailed,
             RunnerError::Unreachable { .. }
             | RunnerError::Authentication { .. }
             | RunnerError::NotFound { .. }
-            | RunnerError::UnsupportedUrl { .. } => ErrorClass::TargetUnreachable,
+            | RunnerError::UnsupportedUrl { .. }
+            | RunnerError::Timeout { .. } => ErrorClass::TargetUnreachable,
             _ => ErrorClass::Internal,
         }
     }

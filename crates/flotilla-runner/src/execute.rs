@@ -1,13 +1,14 @@
 //! The part of executing a plan every backend shares: deciding the steps from history and
 //! running them one atomic step at a time. A backend supplies only the atomic step.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Instant;
 
 use flotilla_core::{AppliedMigration, DriftError, Migration, Version, current_version, pending};
 
 use crate::error::{Result, RunnerError};
-use crate::tenant::{Direction, MigrationPlan, MigrationResult, TenantContext};
+use crate::tenant::{Direction, MigrationPlan, MigrationResult, Revert, TenantContext};
 
 /// The migrations `plan` would apply (up) or revert (down) given `history`, in order.
 ///
@@ -25,26 +26,36 @@ pub fn steps<'p>(
     match plan.direction {
         Direction::Up => {
             let mut todo = pending(&plan.migrations, history, plan.policy).map_err(drift)?;
-            if let Some(target) = &plan.target {
-                todo.retain(|m| m.version <= *target);
+            if let Some(last) = &plan.up_to {
+                todo.retain(|m| m.version <= *last);
             }
             Ok(todo)
         }
         Direction::Down => {
-            let mut todo = Vec::with_capacity(plan.revert.len());
-            for version in &plan.revert {
-                let Some(row) = history.iter().find(|row| row.version == *version) else {
+            let chosen = reverts(tenant, plan, history)?;
+            // What stays applied as the revert goes: nothing newer may be left behind.
+            let mut applied: BTreeSet<&Version> = history.iter().map(|row| &row.version).collect();
+            let mut todo = Vec::with_capacity(chosen.len());
+            for version in chosen {
+                let Some(row) = history.iter().find(|row| row.version == version) else {
                     continue; // not applied: nothing to revert
                 };
-                let Some(migration) = plan.migrations.get(version) else {
+                if let Some(newer) = applied.iter().rev().find(|v| ***v > version) {
+                    return Err(RunnerError::RevertOrder {
+                        environment: tenant.environment.clone(),
+                        version,
+                        newer: (**newer).clone(),
+                    });
+                }
+                let Some(migration) = plan.migrations.get(&version) else {
                     return Err(drift(DriftError::MissingFile {
-                        version: version.clone(),
+                        version,
                         description: row.description.clone(),
                     }));
                 };
                 if row.checksum != migration.checksum {
                     return Err(drift(DriftError::ChecksumMismatch {
-                        version: version.clone(),
+                        version,
                         file: migration.path.clone(),
                         recorded: row.checksum.clone(),
                         actual: migration.checksum.clone(),
@@ -53,15 +64,72 @@ pub fn steps<'p>(
                 if migration.down.is_none() {
                     return Err(RunnerError::NoDownSection {
                         environment: tenant.environment.clone(),
-                        version: version.clone(),
+                        version,
                         file: migration.path.clone(),
                     });
                 }
+                applied.remove(&row.version);
                 todo.push(migration);
             }
             Ok(todo)
         }
     }
+}
+
+/// The versions a down plan names, in the order it reverts them, from `history`.
+fn reverts(
+    tenant: &TenantContext,
+    plan: &MigrationPlan,
+    history: &[AppliedMigration],
+) -> Result<Vec<Version>> {
+    let mut newest_first: Vec<&AppliedMigration> = history.iter().collect();
+    newest_first.sort_by(|a, b| b.version.cmp(&a.version));
+    Ok(match &plan.revert {
+        Revert::Versions(list) => list.clone(),
+        Revert::Newest(n) => newest_first
+            .iter()
+            .take(*n)
+            .map(|row| row.version.clone())
+            .collect(),
+        Revert::NewerThan(base) => {
+            if !history.iter().any(|row| row.version == *base) {
+                return Err(RunnerError::NotApplied {
+                    environment: tenant.environment.clone(),
+                    version: base.clone(),
+                });
+            }
+            newest_first
+                .iter()
+                .filter(|row| row.version > *base)
+                .map(|row| row.version.clone())
+                .collect()
+        }
+        Revert::AppliedBy(deployment) => newest_first
+            .iter()
+            .filter(|row| row.deployment_id.as_deref() == Some(deployment.as_str()))
+            .map(|row| row.version.clone())
+            .collect(),
+    })
+}
+
+/// How many of `sent` (consecutive migrations of `plan`, in order) history shows committed
+/// by this plan's process: for an up plan, rows it wrote; for a down plan, rows that are gone.
+/// Used when a reply is lost: each migration is atomic and fenced on its predecessor, so what
+/// committed is a prefix.
+pub fn committed_prefix(
+    plan: &MigrationPlan,
+    sent: &[&Migration],
+    history: &[AppliedMigration],
+) -> usize {
+    sent.iter()
+        .take_while(|migration| {
+            let row = history.iter().find(|row| row.version == migration.version);
+            match plan.direction {
+                Direction::Up => row.is_some_and(|row| plan.wrote(row)),
+                Direction::Down => row.is_none(),
+            }
+        })
+        .count()
 }
 
 /// Runs `step` for each of `steps(tenant, plan, history)`, stopping at the first failure.
@@ -80,8 +148,8 @@ where
         let applying = step(batch[0]);
         async move {
             match applying.await {
-                Ok(()) => Batch::committed(1),
-                Err(error) => Batch::failed(0, error),
+                Ok(()) => BatchOutcome::committed(1),
+                Err(error) => BatchOutcome::failed(0, error),
             }
         }
     })
@@ -91,14 +159,14 @@ where
 /// What became of a batch of consecutive migrations sent together: each one still commits
 /// in its own transaction, in order, and none runs after one that did not commit.
 #[derive(Debug)]
-pub struct Batch {
+pub struct BatchOutcome {
     /// How many of the batch's migrations committed, from its start.
     pub committed: usize,
     /// Why the one after them did not; `None` when all committed.
     pub error: Option<RunnerError>,
 }
 
-impl Batch {
+impl BatchOutcome {
     /// The first `committed` migrations committed and nothing failed.
     pub fn committed(committed: usize) -> Self {
         Self {
@@ -118,8 +186,8 @@ impl Batch {
 
 /// Like [`run_steps`], but hands `apply` up to `max_batch` consecutive migrations at a time,
 /// so a backend can send them in one request (each still its own transaction); `apply` is
-/// also told whether the batch is the plan's last (where a backend may fold in the release a
-/// plan asks for with [`MigrationPlan::release_after`]). Observers see `started` for every
+/// also told whether the batch is the plan's last (where a backend may fold in the release of
+/// a lock taken for this plan alone). Observers see `started` for every
 /// migration of a batch as it is handed over, and `committed` for each one that committed.
 pub async fn run_batched<'p, F, Fut>(
     tenant: &TenantContext,
@@ -130,7 +198,7 @@ pub async fn run_batched<'p, F, Fut>(
 ) -> Result<MigrationResult>
 where
     F: FnMut(Vec<&'p Migration>, bool) -> Fut,
-    Fut: Future<Output = Batch>,
+    Fut: Future<Output = BatchOutcome>,
 {
     let started = Instant::now();
     let todo = steps(tenant, plan, history)?;
@@ -183,5 +251,43 @@ where
         version_after,
         duration: started.elapsed(),
         lock_takeover: None,
+    })
+}
+
+/// After a request whose reply never came: reads history back (a few times, backing off, each
+/// read bounded by the runner's own timeouts) and returns how many of `sent` committed (see
+/// [`committed_prefix`]). When history cannot be read the outcome stays unknown:
+/// [`RunnerError::OutcomeUnknown`], wrapping the last read's error.
+pub async fn reconcile<R: crate::MigrationRunner + ?Sized>(
+    runner: &R,
+    tenant: &TenantContext,
+    plan: &MigrationPlan,
+    sent: &[&Migration],
+) -> Result<usize> {
+    const READS: usize = 4;
+    let mut backoff = crate::Backoff::new(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(2),
+    );
+    let mut last = None;
+    for read in 1..=READS {
+        match runner.history(tenant).await {
+            Ok(history) => return Ok(committed_prefix(plan, sent, &history)),
+            Err(error) => {
+                tracing::warn!(environment = %tenant.environment, %error, read, "reading history back after a lost reply failed");
+                last = Some(error);
+                if read < READS {
+                    backoff.wait().await;
+                }
+            }
+        }
+    }
+    Err(RunnerError::OutcomeUnknown {
+        environment: tenant.environment.clone(),
+        versions: sent.iter().map(|m| m.version.clone()).collect(),
+        source: Box::new(last.unwrap_or_else(|| RunnerError::Backend {
+            environment: tenant.environment.clone(),
+            source: "history could not be read".into(),
+        })),
     })
 }

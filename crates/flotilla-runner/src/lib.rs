@@ -16,20 +16,22 @@ mod runner;
 mod tenant;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod util;
 
 pub use error::{BoxError, ErrorClass, Result, RunnerError};
 #[cfg(any(test, feature = "mock"))]
 pub use lock::MockLockGuard;
 pub use lock::{
-    Attempt, Heartbeat, LockGuard, LockInfo, LockOwner, LockRequest, jitter, wait_for_lock,
+    Attempt, Backoff, Heartbeat, LeaseWatch, LocalHold, LocalLocks, LockGuard, LockInfo, LockOwner,
+    LockRequest, Renewal, jitter, wait_for_lock,
 };
 pub use memory::MemoryRunner;
 #[cfg(any(test, feature = "mock"))]
 pub use runner::MockMigrationRunner;
-pub use runner::{Backends, DynRunner, MigrationRunner, MigrationRunnerExt};
+pub use runner::{Backends, DynRunner, MigrationRunner, lock_execute_release};
 pub use tenant::{
-    DatabaseKey, Direction, HealthStatus, MigrationObserver, MigrationPlan, MigrationResult,
-    TenantContext,
+    DatabaseKey, Direction, HealthStatus, MigrationObserver, MigrationPlan, MigrationResult, Probe,
+    Revert, TenantContext,
 };
 
 #[cfg(test)]
@@ -61,11 +63,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn apply_locked_releases_the_lock_when_execution_fails() {
+    async fn the_default_apply_locked_releases_the_lock_when_execution_fails() {
         let mut runner = MockMigrationRunner::new();
         let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&released);
-        runner.expect_acquire_lock().returning(move |_, request| {
+        runner.expect_acquire_lock().returning(move |_, _| {
             let mut guard = MockLockGuard::new();
             let flag = Arc::clone(&flag);
             guard.expect_took_over().return_const(None);
@@ -73,10 +75,9 @@ mod tests {
                 flag.store(true, std::sync::atomic::Ordering::SeqCst);
                 Ok(())
             });
-            let _ = request;
             Ok(Box::new(guard))
         });
-        runner.expect_execute_migration().returning(|tenant, _| {
+        runner.expect_execute_migration().returning(|tenant, _, _| {
             Err(RunnerError::Unreachable {
                 environment: tenant.environment.clone(),
                 endpoint: "mem://".into(),
@@ -86,8 +87,7 @@ mod tests {
         let tenant = TenantContext::new("dev", Connection::new("mem://", "ns", "db"));
         let plan = MigrationPlan::up(Arc::new(flotilla_core::MigrationSet::default()));
         let request = LockRequest::new(None, std::time::Duration::from_millis(10));
-        let err = runner
-            .apply_locked(&tenant, &plan, &request)
+        let err = lock_execute_release(&runner, &tenant, &plan, &request)
             .await
             .expect_err("execution fails");
         assert_eq!(err.class(), ErrorClass::TargetUnreachable);

@@ -1,39 +1,45 @@
 //! An in-memory runner: the reference implementation of the seam, suitable for testing,
-//! with injectable faults (a failing statement, a dropped connection, a lock held elsewhere).
+//! with injectable faults (a failing statement, a dropped connection, a reply lost after its
+//! commit, a lock held elsewhere).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use flotilla_core::{AppliedMigration, Version, rfc3339};
+use flotilla_core::{AppliedMigration, Migration, Statement, Version, rfc3339};
 use tokio::time::Instant;
 
 use crate::error::{Result, RunnerError};
-use crate::execute::run_steps;
-use crate::lock::{Attempt, Heartbeat, LockGuard, LockInfo, LockOwner, LockRequest, wait_for_lock};
+use crate::execute::{reconcile, run_steps};
+use crate::lock::{
+    Attempt, Heartbeat, LocalHold, LocalLocks, LockGuard, LockInfo, LockOwner, LockRequest,
+    Renewal, wait_for_lock,
+};
 use crate::runner::MigrationRunner;
 use crate::tenant::{
     DatabaseKey, Direction, HealthStatus, MigrationPlan, MigrationResult, TenantContext,
 };
+use crate::util::lock_unpoisoned;
 
 /// A runner keeping every target in memory.
 ///
 /// A "database" here is its history plus the list of statements that committed, so tests can
 /// see exactly what a failed migration left behind (nothing). A statement starting with
-/// `THROW` fails, as it does in SurrealDB. Clones share state.
+/// `THROW` fails, as it does in SurrealDB, and `SLEEP <duration>` takes that long (while
+/// the migration's transaction is open, as in SurrealDB). Clones share state.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryRunner {
     state: Arc<Mutex<State>>,
+    local: Arc<LocalLocks>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     targets: HashMap<DatabaseKey, Target>,
-    /// Locks this runner holds: target → lease token.
-    held: HashMap<DatabaseKey, u64>,
     next_token: u64,
     failing: HashMap<Version, usize>,
+    lost_replies: HashSet<Version>,
     disconnected: HashSet<String>,
 }
 
@@ -48,7 +54,7 @@ struct Target {
 
 #[derive(Debug, Clone)]
 struct Lease {
-    token: u64,
+    token: String,
     info: LockInfo,
     expires: Instant,
 }
@@ -72,9 +78,19 @@ impl MemoryRunner {
         }
     }
 
-    /// Removes every injected statement failure.
+    /// Makes the reply to migration `version`'s next commit go missing: it commits, and the
+    /// runner must learn so by reading history back, as a backend whose connection dropped.
+    pub fn lose_reply_after_commit(&self, version: &str) {
+        if let Some(version) = Version::parse(version) {
+            self.state().lost_replies.insert(version);
+        }
+    }
+
+    /// Removes every injected statement failure and lost reply.
     pub fn clear_failures(&self) {
-        self.state().failing.clear();
+        let mut state = self.state();
+        state.failing.clear();
+        state.lost_replies.clear();
     }
 
     /// Makes every call for `environment` fail as unreachable until [`Self::reconnect`].
@@ -113,92 +129,145 @@ impl MemoryRunner {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves plain data; keep using it.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock_unpoisoned(&self.state)
     }
 
     fn reachable(&self, tenant: &TenantContext) -> Result<()> {
         if self.state().disconnected.contains(&tenant.environment) {
-            return Err(RunnerError::Unreachable {
-                environment: tenant.environment.clone(),
-                endpoint: tenant.connection.redacted_url(),
-                source: "connection dropped (injected fault)".into(),
-            });
+            return Err(unreachable(tenant, "connection dropped (injected fault)"));
         }
         Ok(())
     }
 
-    fn apply_one(
+    /// One migration as one transaction: the fence at its start, its statements (sleeping
+    /// where they say so), then the commit, which — like a database's unique history key —
+    /// refuses a version someone else recorded (or removed) meanwhile. `Ok(false)`: it
+    /// committed, but the reply was lost (an injected fault).
+    async fn apply_one(
         &self,
         tenant: &TenantContext,
         plan: &MigrationPlan,
-        migration: &flotilla_core::Migration,
-    ) -> Result<()> {
-        self.reachable(tenant)?;
-        let mut state = self.state();
-        let key = tenant.database_key();
-        let token = state.held.get(&key).copied();
-        let failing = state.failing.get(&migration.version).copied();
-        let target = state.target(tenant);
-        if token.is_none() || target.lease.as_ref().map(|l| l.token) != token {
-            return Err(RunnerError::LockLost {
-                environment: tenant.environment.clone(),
-            });
+        lock: &(dyn LockGuard + 'static),
+        migration: &Migration,
+    ) -> Result<bool> {
+        let lost = RunnerError::LockLost {
+            environment: tenant.environment.clone(),
+        };
+        if lock.is_lost() {
+            return Err(lost);
         }
         let (statements, file) = match plan.direction {
-            Direction::Up => (&migration.up, &migration.path),
+            Direction::Up => (&migration.up, migration.path.clone()),
             Direction::Down => (
                 migration.down.as_ref().unwrap_or(&migration.up),
-                &migration.down_file().to_path_buf(),
+                migration.down_file().to_path_buf(),
             ),
         };
-        // Run against a copy and commit only if every statement succeeds.
-        let mut objects = target.objects.clone();
+        let failing = {
+            let mut state = self.state();
+            let failing = state.failing.get(&migration.version).copied();
+            let target = state.target(tenant);
+            if target.lease.as_ref().map(|l| l.token.as_str()) != Some(lock.token()) {
+                return Err(lost);
+            }
+            failing
+        };
         for (index, statement) in statements.iter().enumerate() {
             let injected = plan.direction == Direction::Up && failing == Some(index + 1);
-            if injected
-                || statement
-                    .text
-                    .trim_start()
-                    .to_ascii_uppercase()
-                    .starts_with("THROW")
-            {
+            if injected || keyword(statement) == "THROW" {
                 return Err(RunnerError::StatementFailed {
                     environment: tenant.environment.clone(),
                     version: migration.version.clone(),
-                    file: file.clone(),
+                    file,
                     statement: index + 1,
                     line: statement.line,
                     message: format!("An error occurred: {}", statement.text),
                 });
             }
-            if plan.direction == Direction::Up {
-                objects.push((migration.version.clone(), statement.text.clone()));
+            if let Some(pause) = sleep_of(statement) {
+                tokio::time::sleep(pause).await;
             }
         }
-        if plan.direction == Direction::Down {
-            objects.retain(|(version, _)| *version != migration.version);
-        }
-        target.objects = objects;
-        target.initialised = true;
+        let mut state = self.state();
+        let lose_reply = state.lost_replies.remove(&migration.version);
+        let target = state.target(tenant);
+        let recorded = target
+            .history
+            .iter()
+            .any(|r| r.version == migration.version);
         match plan.direction {
-            Direction::Up => target.history.push(AppliedMigration {
-                version: migration.version.clone(),
-                description: migration.description.clone(),
-                checksum: migration.checksum.clone(),
-                applied_at: Some(rfc3339(SystemTime::now())),
-                execution_time_ms: Some(0),
-                applied_by: Some(plan.applied_by.clone()),
-                deployment_id: plan.deployment_id.clone(),
-            }),
-            Direction::Down => target
-                .history
-                .retain(|row| row.version != migration.version),
+            Direction::Up if recorded => {
+                return Err(RunnerError::Backend {
+                    environment: tenant.environment.clone(),
+                    source: format!(
+                        "migration {} was recorded by someone else while it ran; nothing was applied twice",
+                        migration.version
+                    )
+                    .into(),
+                });
+            }
+            Direction::Down if !recorded => {
+                return Err(RunnerError::AlreadyReverted {
+                    environment: tenant.environment.clone(),
+                    version: migration.version.clone(),
+                });
+            }
+            _ => {}
         }
-        Ok(())
+        match plan.direction {
+            Direction::Up => {
+                for statement in statements {
+                    target
+                        .objects
+                        .push((migration.version.clone(), statement.text.clone()));
+                }
+                target.history.push(AppliedMigration {
+                    version: migration.version.clone(),
+                    description: migration.description.clone(),
+                    checksum: migration.checksum.clone(),
+                    applied_at: Some(rfc3339(SystemTime::now())),
+                    execution_time_ms: Some(0),
+                    applied_by: Some(plan.applied_by.clone()),
+                    deployment_id: plan.deployment_id.clone(),
+                });
+            }
+            Direction::Down => {
+                target.objects.retain(|(v, _)| *v != migration.version);
+                target
+                    .history
+                    .retain(|row| row.version != migration.version);
+            }
+        }
+        target.initialised = true;
+        Ok(!lose_reply)
     }
+}
+
+fn unreachable(tenant: &TenantContext, why: &'static str) -> RunnerError {
+    RunnerError::Unreachable {
+        environment: tenant.environment.clone(),
+        endpoint: tenant.connection.redacted_url(),
+        source: why.into(),
+    }
+}
+
+fn keyword(statement: &Statement) -> String {
+    statement
+        .text
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
+
+/// `SLEEP 250ms` → 250 ms.
+fn sleep_of(statement: &Statement) -> Option<Duration> {
+    if keyword(statement) != "SLEEP" {
+        return None;
+    }
+    let argument = statement.text.trim_start()[5..].trim();
+    flotilla_core::parse_duration(argument).ok()
 }
 
 impl State {
@@ -206,9 +275,9 @@ impl State {
         self.targets.entry(tenant.database_key()).or_default()
     }
 
-    fn token(&mut self) -> u64 {
+    fn token(&mut self) -> String {
         self.next_token += 1;
-        self.next_token
+        format!("memory-{}", self.next_token)
     }
 }
 
@@ -216,7 +285,6 @@ impl State {
 impl MigrationRunner for MemoryRunner {
     async fn health(&self, tenant: &TenantContext) -> Result<HealthStatus> {
         self.reachable(tenant)?;
-        let history = self.history(tenant).await?;
         let mut state = self.state();
         let target = state.target(tenant);
         Ok(HealthStatus {
@@ -228,7 +296,6 @@ impl MigrationRunner for MemoryRunner {
                 .filter(|l| l.live())
                 .map(|l| l.info.clone()),
             server_version: Some("memory".to_owned()),
-            history: Some(history),
         })
     }
 
@@ -251,31 +318,9 @@ impl MigrationRunner for MemoryRunner {
     ) -> Result<Box<dyn LockGuard>> {
         self.reachable(tenant)?;
         let key = tenant.database_key();
+        let local = self.local.claim(&key, &tenant.environment, request).await?;
         let outcome = wait_for_lock(request.wait, || {
-            let attempt = (|| {
-                self.reachable(tenant)?;
-                let mut state = self.state();
-                let token = state.token();
-                let target = state.target(tenant);
-                let previous = match &target.lease {
-                    Some(lease) if lease.live() => return Ok(Attempt::Held(lease.info.clone())),
-                    Some(lease) => Some(lease.info.clone()),
-                    None => None,
-                };
-                let now = SystemTime::now();
-                let info = LockInfo {
-                    owner: request.owner.clone(),
-                    acquired_at: rfc3339(now),
-                    expires_at: rfc3339(now + request.lease),
-                };
-                target.lease = Some(Lease {
-                    token,
-                    info: info.clone(),
-                    expires: Instant::now() + request.lease,
-                });
-                state.held.insert(key.clone(), token);
-                Ok(Attempt::Acquired((token, info), previous))
-            })();
+            let attempt = self.try_acquire(tenant, request);
             async move { attempt }
         })
         .await?;
@@ -285,8 +330,10 @@ impl MigrationRunner for MemoryRunner {
                 holder,
                 waited,
             })?;
+        local.set_holder(info.clone());
         let runner = self.clone();
         let renew_key = key.clone();
+        let renew_token = token.clone();
         let lease = request.lease;
         let heartbeat = Heartbeat::spawn(lease, move || {
             let mut state = runner.state();
@@ -295,11 +342,11 @@ impl MigrationRunner for MemoryRunner {
                 .get_mut(&renew_key)
                 .and_then(|t| t.lease.as_mut())
             {
-                Some(l) if l.token == token => {
+                Some(l) if l.token == renew_token => {
                     l.expires = Instant::now() + lease;
-                    true
+                    Renewal::Renewed
                 }
-                _ => false,
+                _ => Renewal::Gone,
             };
             async move { Ok(renewed) }
         });
@@ -311,6 +358,7 @@ impl MigrationRunner for MemoryRunner {
             info,
             took_over,
             heartbeat,
+            _local: local,
             released: false,
         }))
     }
@@ -325,19 +373,73 @@ impl MigrationRunner for MemoryRunner {
         &self,
         tenant: &TenantContext,
         plan: &MigrationPlan,
+        lock: &(dyn LockGuard + 'static),
     ) -> Result<MigrationResult> {
         self.reachable(tenant)?;
-        if !self.state().held.contains_key(&tenant.database_key()) {
-            return Err(RunnerError::NotLocked {
-                environment: tenant.environment.clone(),
+        let issued = lock.token().starts_with("memory-")
+            && self
+                .state()
+                .targets
+                .get(&tenant.database_key())
+                .and_then(|t| t.lease.as_ref())
+                .is_some_and(|l| l.token == lock.token());
+        if !issued {
+            return Err(if lock.token().starts_with("memory-") {
+                RunnerError::LockLost {
+                    environment: tenant.environment.clone(),
+                }
+            } else {
+                RunnerError::NotLocked {
+                    environment: tenant.environment.clone(),
+                }
             });
         }
         let history = self.history(tenant).await?;
-        run_steps(tenant, plan, &history, |migration| {
-            let outcome = self.apply_one(tenant, plan, migration);
-            async move { outcome }
+        run_steps(tenant, plan, &history, |migration| async move {
+            self.reachable(tenant)?;
+            if self.apply_one(tenant, plan, lock, migration).await? {
+                return Ok(());
+            }
+            // The reply never came: learn from history whether it committed.
+            match reconcile(self, tenant, plan, &[migration]).await? {
+                1 => Ok(()),
+                _ => Err(unreachable(
+                    tenant,
+                    "the connection dropped before the commit",
+                )),
+            }
         })
         .await
+    }
+}
+
+impl MemoryRunner {
+    fn try_acquire(
+        &self,
+        tenant: &TenantContext,
+        request: &LockRequest,
+    ) -> Result<Attempt<(String, LockInfo)>> {
+        self.reachable(tenant)?;
+        let mut state = self.state();
+        let token = state.token();
+        let target = state.target(tenant);
+        let previous = match &target.lease {
+            Some(lease) if lease.live() => return Ok(Attempt::Held(lease.info.clone())),
+            Some(lease) => Some(lease.info.clone()),
+            None => None,
+        };
+        let now = SystemTime::now();
+        let info = LockInfo {
+            owner: request.owner.clone(),
+            acquired_at: rfc3339(now),
+            expires_at: rfc3339(now + request.lease),
+        };
+        target.lease = Some(Lease {
+            token: token.clone(),
+            info: info.clone(),
+            expires: Instant::now() + request.lease,
+        });
+        Ok(Attempt::Acquired((token, info), previous))
     }
 }
 
@@ -346,10 +448,11 @@ struct MemoryLockGuard {
     runner: MemoryRunner,
     environment: String,
     key: DatabaseKey,
-    token: u64,
+    token: String,
     info: LockInfo,
     took_over: Option<LockInfo>,
     heartbeat: Heartbeat,
+    _local: LocalHold,
     released: bool,
 }
 
@@ -363,13 +466,18 @@ impl LockGuard for MemoryLockGuard {
         self.took_over.clone()
     }
 
+    fn token(&self) -> &str {
+        &self.token
+    }
+
+    fn is_lost(&self) -> bool {
+        self.heartbeat.is_lost()
+    }
+
     async fn release(mut self: Box<Self>) -> Result<()> {
         self.heartbeat.stop();
         self.released = true;
         let mut state = self.runner.state();
-        if state.held.get(&self.key) == Some(&self.token) {
-            state.held.remove(&self.key);
-        }
         let target = state.targets.entry(self.key.clone()).or_default();
         match &target.lease {
             Some(lease) if lease.token == self.token => {
@@ -387,10 +495,6 @@ impl Drop for MemoryLockGuard {
     fn drop(&mut self) {
         if !self.released {
             tracing::warn!(environment = %self.environment, "migration lock guard dropped without release; the lease will expire");
-            let mut state = self.runner.state();
-            if state.held.get(&self.key) == Some(&self.token) {
-                state.held.remove(&self.key);
-            }
         }
     }
 }

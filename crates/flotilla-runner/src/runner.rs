@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use flotilla_core::{AppliedMigration, Version};
 
 use crate::error::{Result, RunnerError};
+
 use crate::lock::{LockGuard, LockRequest};
-use crate::tenant::{HealthStatus, MigrationPlan, MigrationResult, TenantContext};
+use crate::tenant::{HealthStatus, MigrationPlan, MigrationResult, Probe, TenantContext};
 
 /// The shared handle strategies and the coordinator hold.
 pub type DynRunner = Arc<dyn MigrationRunner>;
@@ -20,10 +21,16 @@ pub type DynRunner = Arc<dyn MigrationRunner>;
 /// common case). Implementations must:
 /// - apply each migration's statements and its history row atomically;
 /// - compute what to apply from history read while the lock is held, refusing to execute
-///   without the lock ([`RunnerError::NotLocked`]);
+///   without the lock ([`RunnerError::NotLocked`]), and apply nothing once the lease is lost;
 /// - fail on drift before changing anything ([`flotilla_core::pending`] does the comparing).
 ///
 /// The conformance suite in `flotilla_runner::testkit` (feature `testkit`) checks all this.
+/// [`MigrationRunner::apply_locked`] and [`MigrationRunner::probe`] are provided with the plain
+/// composition of the others; a backend may override them with a path that takes fewer round
+/// trips, keeping what the composition promises.
+// `unused_parens`: mockall's expansion needs the guard's `'static` spelled out, and the
+// grammar needs the parentheses around `dyn LockGuard + 'static`; the lint misreads them.
+#[allow(unused_parens)]
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait MigrationRunner: Send + Sync + fmt::Debug {
@@ -34,7 +41,16 @@ pub trait MigrationRunner: Send + Sync + fmt::Debug {
     /// The target's applied migrations, oldest first. Reads only.
     async fn history(&self, tenant: &TenantContext) -> Result<Vec<AppliedMigration>>;
 
+    /// Health and history together, as a pre-flight reads them. The default asks
+    /// [`MigrationRunner::health`], then [`MigrationRunner::history`].
+    async fn probe(&self, tenant: &TenantContext) -> Result<Probe> {
+        let health = self.health(tenant).await?;
+        let history = self.history(tenant).await;
+        Ok(Probe { health, history })
+    }
+
     /// Takes the target's lock, waiting up to `request.wait` for a live lease to go away.
+    /// When this returns, the lease is on the target and the guard's heartbeat renews it.
     async fn acquire_lock(
         &self,
         tenant: &TenantContext,
@@ -61,56 +77,64 @@ pub trait MigrationRunner: Send + Sync + fmt::Debug {
     /// the lease removed. The holder's next fenced apply then fails with `LockLost`.
     async fn break_lock(&self, tenant: &TenantContext) -> Result<Option<crate::LockInfo>>;
 
-    /// Executes `plan` on the target; the caller must hold the target's lock.
+    /// Executes `plan` on the target under `lock`, which this runner's
+    /// [`MigrationRunner::acquire_lock`] returned for this target; anything else is refused
+    /// ([`RunnerError::NotLocked`]). Does not release the lock.
     async fn execute_migration(
         &self,
         tenant: &TenantContext,
         plan: &MigrationPlan,
+        lock: &(dyn LockGuard + 'static),
     ) -> Result<MigrationResult>;
-}
 
-/// Conveniences over any [`MigrationRunner`].
-#[async_trait]
-pub trait MigrationRunnerExt: MigrationRunner {
-    /// Lock, execute, release — the lock is released on every path, including errors. The
-    /// lock is [`LockRequest::deferrable`]: a backend may take it with the first apply.
+    /// Lock, execute, release — the lock is released on every path, including errors, and
+    /// the result reports a taken-over lease. The default is exactly
+    /// [`lock_execute_release`]; a backend may do the same in fewer round trips (take the
+    /// lease with the first apply, release it with the last), never holding less of a lock.
     async fn apply_locked(
         &self,
         tenant: &TenantContext,
         plan: &MigrationPlan,
         lock: &LockRequest,
     ) -> Result<MigrationResult> {
-        let lock = lock.clone().deferrable();
-        let guard = self.acquire_lock(tenant, &lock).await?;
-        let plan = plan.clone().releasing_after();
-        let outcome = self.execute_migration(tenant, &plan).await;
-        let took_over = guard.took_over();
-        let released = guard.release().await;
-        match (outcome, released) {
-            (Ok(mut result), Ok(())) => {
-                result.lock_takeover = took_over;
-                Ok(result)
-            }
-            (Ok(result), Err(error)) => {
-                // Every apply was fenced by the lease, so what committed is sound; the
-                // failed release only means the lease was already gone.
-                tracing::warn!(environment = %tenant.environment, %error, "releasing the migration lock failed");
-                Ok(MigrationResult {
-                    lock_takeover: took_over,
-                    ..result
-                })
-            }
-            (Err(error), released) => {
-                if let Err(release_error) = released {
-                    tracing::warn!(environment = %tenant.environment, error = %release_error, "releasing the migration lock failed");
-                }
-                Err(error)
-            }
-        }
+        lock_execute_release(self, tenant, plan, lock).await
     }
 }
 
-impl<T: MigrationRunner + ?Sized> MigrationRunnerExt for T {}
+/// [`MigrationRunner::apply_locked`]'s plain form: [`MigrationRunner::acquire_lock`], then
+/// [`MigrationRunner::execute_migration`], then [`LockGuard::release`] whatever happened.
+pub async fn lock_execute_release<R: MigrationRunner + ?Sized>(
+    runner: &R,
+    tenant: &TenantContext,
+    plan: &MigrationPlan,
+    lock: &LockRequest,
+) -> Result<MigrationResult> {
+    let guard = runner.acquire_lock(tenant, lock).await?;
+    let outcome = runner.execute_migration(tenant, plan, guard.as_ref()).await;
+    let took_over = guard.took_over();
+    let released = guard.release().await;
+    match (outcome, released) {
+        (Ok(result), Ok(())) => Ok(MigrationResult {
+            lock_takeover: took_over,
+            ..result
+        }),
+        (Ok(result), Err(error)) => {
+            // Every apply was fenced by the lease, so what committed is sound; the failed
+            // release only means the lease was already gone.
+            tracing::warn!(environment = %tenant.environment, %error, "releasing the migration lock failed");
+            Ok(MigrationResult {
+                lock_takeover: took_over,
+                ..result
+            })
+        }
+        (Err(error), released) => {
+            if let Err(release_error) = released {
+                tracing::warn!(environment = %tenant.environment, error = %release_error, "releasing the migration lock failed");
+            }
+            Err(error)
+        }
+    }
+}
 
 /// Chooses the runner for a target by its URL scheme.
 #[derive(Clone, Debug, Default)]

@@ -32,11 +32,11 @@ impl TenantContext {
     /// Identifies the database regardless of the environment's name: two environments
     /// pointing at the same database share one lock and one history.
     pub fn database_key(&self) -> DatabaseKey {
-        DatabaseKey {
-            url: self.connection.url.clone(),
-            namespace: self.connection.namespace.clone(),
-            database: self.connection.database.clone(),
-        }
+        DatabaseKey::new(
+            &self.connection.url,
+            &self.connection.namespace,
+            &self.connection.database,
+        )
     }
 }
 
@@ -46,15 +46,65 @@ impl fmt::Display for TenantContext {
     }
 }
 
-/// URL, namespace and database of a target.
+/// Server, namespace and database of a target: equal keys are one database. The server is
+/// the URL normalised (scheme family, host case, user-info, `/rpc` and trailing `/` dropped),
+/// so `ws://Db:8000/rpc` and `http://db:8000` are one key; it never holds a password, so the
+/// key may be printed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DatabaseKey {
-    /// Server URL.
-    pub url: String,
+    /// The normalised server URL.
+    pub server: String,
     /// Namespace.
     pub namespace: String,
     /// Database.
     pub database: String,
+}
+
+impl DatabaseKey {
+    /// The key of database `database` in `namespace` at `url`.
+    pub fn new(url: &str, namespace: &str, database: &str) -> Self {
+        Self {
+            server: normalise_server(url),
+            namespace: namespace.to_owned(),
+            database: database.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for DatabaseKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.server, self.namespace, self.database)
+    }
+}
+
+/// `url` without what does not change which server it names.
+fn normalise_server(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return flotilla_core::redact_url(url);
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let family = match scheme.as_str() {
+        "ws" | "http" => "http",
+        "wss" | "https" => "https",
+        _ => {
+            // A path on this machine (embedded stores): the path is the database.
+            let path = rest.trim_end_matches('/');
+            return format!("{scheme}://{path}");
+        }
+    };
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let path = path.trim_end_matches('/');
+    let path = path
+        .strip_suffix("rpc")
+        .unwrap_or(path)
+        .trim_end_matches('/');
+    let mut server = format!("{family}://{}", host.to_ascii_lowercase());
+    if !path.is_empty() {
+        server.push('/');
+        server.push_str(path);
+    }
+    server
 }
 
 /// Whether a plan applies or reverts migrations.
@@ -67,13 +117,27 @@ pub enum Direction {
     Down,
 }
 
+/// What a down plan reverts, decided from history read under the target's lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Revert {
+    /// These versions, in this order; versions the target has not applied are skipped.
+    Versions(Vec<Version>),
+    /// The newest `n` applied versions.
+    Newest(usize),
+    /// Every applied version newer than this one, which must be applied.
+    NewerThan(Version),
+    /// Every version whose history row carries this deployment id, newest first: exactly
+    /// what that deployment applied, whatever its process believed.
+    AppliedBy(String),
+}
+
 /// What to do on one target.
 ///
 /// The migrations are shared (`Arc`) so a fleet-wide plan costs one copy, not one per target.
 /// `Up` applies every migration of the set missing from the target's history (optionally
-/// only up to `target`); pending is computed from history read under the lock, so concurrent
-/// deploys never apply a migration twice. `Down` reverts `revert`, in that order, skipping
-/// versions the target has not applied.
+/// only up to `up_to`); pending is computed from history read under the lock, so concurrent
+/// deploys never apply a migration twice. `Down` reverts what `revert` selects, newest first:
+/// a version is never reverted while a newer one stays applied.
 #[derive(Clone, Debug)]
 pub struct MigrationPlan {
     /// Up or down.
@@ -81,22 +145,18 @@ pub struct MigrationPlan {
     /// Every migration of the directory.
     pub migrations: Arc<MigrationSet>,
     /// Up only: apply nothing newer than this version.
-    pub target: Option<Version>,
-    /// Down only: the versions to revert, in order (newest first for a rollback).
-    pub revert: Vec<Version>,
+    pub up_to: Option<Version>,
+    /// Down only: what to revert.
+    pub revert: Revert,
     /// Which history/directory disagreements are tolerated.
     pub policy: DriftPolicy,
     /// Recorded in history rows and lock records.
     pub deployment_id: Option<String>,
-    /// Recorded in history rows (`host pid N` by default).
+    /// Recorded in history rows (`host pid N` by default): with the deployment id, it tells
+    /// this process's rows from anyone else's when a reply is lost.
     pub applied_by: String,
     /// Told about each migration as it starts and commits, for progress reporting.
     pub observer: Option<Arc<dyn MigrationObserver>>,
-    /// A hint: the caller releases the lock right after executing this plan. A backend may
-    /// then remove the lease in the request that commits the last migration — only when all
-    /// of them committed — and the guard's `release` confirms without another round trip.
-    /// Whatever the backend does, the caller still calls `release`.
-    pub release_after: bool,
 }
 
 /// Watches a plan's progress on one target. Called from the runner's task; keep it quick.
@@ -116,21 +176,25 @@ impl MigrationPlan {
         Self {
             direction: Direction::Up,
             migrations,
-            target: None,
-            revert: Vec::new(),
+            up_to: None,
+            revert: Revert::Versions(Vec::new()),
             policy: DriftPolicy::default(),
             deployment_id: None,
             applied_by: crate::lock::LockOwner::current(None).to_string(),
             observer: None,
-            release_after: false,
         }
     }
 
-    /// Revert `versions`, in the given order.
+    /// Revert `versions`, in the given order (each must be the newest applied at its turn).
     pub fn down(migrations: Arc<MigrationSet>, versions: Vec<Version>) -> Self {
+        Self::revert(migrations, Revert::Versions(versions))
+    }
+
+    /// Revert what `revert` selects.
+    pub fn revert(migrations: Arc<MigrationSet>, revert: Revert) -> Self {
         Self {
             direction: Direction::Down,
-            revert: versions,
+            revert,
             ..Self::up(migrations)
         }
     }
@@ -147,17 +211,16 @@ impl MigrationPlan {
         self
     }
 
-    /// The same plan, telling the runner the lock is released right after it (see
-    /// [`MigrationPlan::release_after`]).
-    pub fn releasing_after(mut self) -> Self {
-        self.release_after = true;
-        self
-    }
-
     /// The same plan with another drift policy.
     pub fn with_policy(mut self, policy: DriftPolicy) -> Self {
         self.policy = policy;
         self
+    }
+
+    /// Whether history row `row` was written by this plan's process and deployment.
+    pub fn wrote(&self, row: &flotilla_core::AppliedMigration) -> bool {
+        row.deployment_id == self.deployment_id
+            && row.applied_by.as_deref() == Some(&self.applied_by)
     }
 }
 
@@ -173,7 +236,7 @@ pub struct MigrationResult {
     /// Newest applied version after.
     pub version_after: Option<Version>,
     /// Wall time of the execution.
-    #[serde(with = "millis")]
+    #[serde(serialize_with = "crate::util::serialize_millis")]
     pub duration: Duration,
     /// Set when the lock was taken over from a holder whose lease had expired.
     pub lock_takeover: Option<LockInfo>,
@@ -184,7 +247,7 @@ pub struct MigrationResult {
 pub struct HealthStatus {
     /// From asking to the answer: the probe's round trip (a backend may send probes asked at
     /// the same time in one request, so this can include waiting for others').
-    #[serde(with = "millis")]
+    #[serde(serialize_with = "crate::util::serialize_millis")]
     pub latency: Duration,
     /// Whether the history table exists; a new database is healthy but uninitialised.
     pub initialised: bool,
@@ -192,16 +255,14 @@ pub struct HealthStatus {
     pub lock: Option<LockInfo>,
     /// The server's version, when it reports one.
     pub server_version: Option<String>,
-    /// The target's history, when the probe read it in the same round trip (`None`: ask
-    /// [`crate::MigrationRunner::history`]). Lets a pre-flight skip a second request.
-    #[serde(skip)]
-    pub history: Option<Vec<flotilla_core::AppliedMigration>>,
 }
 
-pub(crate) mod millis {
-    use std::time::Duration;
-
-    pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
+/// Health and history of a target, read together by [`crate::MigrationRunner::probe`].
+#[derive(Debug)]
+pub struct Probe {
+    /// The target's health.
+    pub health: HealthStatus,
+    /// Its history, oldest first, or why it could not be read (a healthy target's history
+    /// may still be unreadable, say a row another tool wrote badly).
+    pub history: crate::Result<Vec<flotilla_core::AppliedMigration>>,
 }

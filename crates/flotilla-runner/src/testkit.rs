@@ -13,9 +13,10 @@ use async_trait::async_trait;
 use flotilla_core::{DriftError, DriftPolicy, MigrationSet, Version};
 
 use crate::error::{ErrorClass, RunnerError};
+use crate::lock::{LockGuard, LockInfo};
 use crate::lock::{LockOwner, LockRequest};
-use crate::runner::{DynRunner, MigrationRunnerExt};
-use crate::tenant::{MigrationPlan, TenantContext};
+use crate::runner::DynRunner;
+use crate::tenant::{MigrationPlan, Revert, TenantContext};
 
 /// What the suite needs from a backend.
 #[async_trait]
@@ -48,8 +49,13 @@ macro_rules! conformance_tests {
             health_is_truthful,
             validation_changes_nothing,
             lock_is_released_when_a_migration_fails,
-            releasing_after_frees_the_lock_only_when_all_committed,
+            a_failed_execution_keeps_the_lease_until_release,
             a_broken_lock_is_free_and_its_holder_applies_nothing,
+            a_long_final_migration_commits_once_while_the_lease_is_renewed,
+            a_lease_lost_during_a_migration_stops_the_next_one,
+            a_revert_never_leaves_a_newer_version_applied,
+            a_deployment_reverts_exactly_what_it_applied,
+            one_process_holds_one_lease_per_database,
         );
     };
     (@each $harness:expr; $($check:ident),* $(,)?) => {
@@ -534,15 +540,65 @@ pub async fn heartbeat_keeps_the_lease_alive(h: &impl Harness) {
     held.release().await.expect("release");
 }
 
-/// Executing without holding the lock is refused and changes nothing.
+/// A guard the runner never issued, standing in for "no lock".
+#[derive(Debug)]
+struct Forged;
+
+#[async_trait]
+impl LockGuard for Forged {
+    fn info(&self) -> LockInfo {
+        LockInfo {
+            owner: owner("forger"),
+            acquired_at: String::new(),
+            expires_at: String::new(),
+        }
+    }
+
+    fn took_over(&self) -> Option<LockInfo> {
+        None
+    }
+
+    fn token(&self) -> &str {
+        "forged-token"
+    }
+
+    fn is_lost(&self) -> bool {
+        false
+    }
+
+    async fn release(self: Box<Self>) -> crate::Result<()> {
+        Ok(())
+    }
+}
+
+/// Executing without holding the target's lock — a guard the runner never issued, or one
+/// for another target — is refused and changes nothing.
 pub async fn execute_requires_the_lock(h: &impl Harness) {
     let runner = h.runner().await;
     let tenant = h.tenant("unlocked");
+    let plan = MigrationPlan::up(migrations(&base()));
     let err = runner
-        .execute_migration(&tenant, &MigrationPlan::up(migrations(&base())))
+        .execute_migration(&tenant, &plan, &Forged)
         .await
         .expect_err("no lock held");
     assert!(matches!(err, RunnerError::NotLocked { .. }), "{err:?}");
+    let elsewhere = h.tenant("unlocked-elsewhere");
+    let other = runner
+        .acquire_lock(&elsewhere, &lock(Duration::ZERO))
+        .await
+        .expect("lock another target");
+    let err = runner
+        .execute_migration(&tenant, &plan, other.as_ref())
+        .await
+        .expect_err("that lock is another target's");
+    assert!(
+        matches!(
+            err,
+            RunnerError::NotLocked { .. } | RunnerError::LockLost { .. }
+        ),
+        "{err:?}"
+    );
+    other.release().await.expect("release");
     assert!(history_versions(&runner, &tenant).await.is_empty());
 }
 
@@ -755,13 +811,12 @@ pub async fn lock_is_released_when_a_migration_fails(h: &impl Harness) {
     retaken.release().await.expect("release");
 }
 
-/// A plan that says the lock is released right after it ([`MigrationPlan::releasing_after`])
-/// leaves the lease held when a migration fails — until the guard releases it — and when
-/// all committed, the guard's release still succeeds and the lock is free.
-pub async fn releasing_after_frees_the_lock_only_when_all_committed(h: &impl Harness) {
+/// A failed execution leaves the lease held — until the guard releases it — and a
+/// successful one under the same kind of guard ends with the lock free once released.
+pub async fn a_failed_execution_keeps_the_lease_until_release(h: &impl Harness) {
     let runner = h.runner().await;
     let other = h.runner().await;
-    let tenant = h.tenant("releasing-after");
+    let tenant = h.tenant("failed-keeps-lease");
     let mut files = base();
     files.push(("0004_audit.surql", FAILING));
     let guard = runner
@@ -771,19 +826,15 @@ pub async fn releasing_after_frees_the_lock_only_when_all_committed(h: &impl Har
     let err = runner
         .execute_migration(
             &tenant,
-            &MigrationPlan::up(migrations(&files)).releasing_after(),
+            &MigrationPlan::up(migrations(&files)),
+            guard.as_ref(),
         )
         .await
         .expect_err("0004 fails");
     assert_eq!(err.class(), ErrorClass::StatementFailed);
-    assert!(
-        runner
-            .health(&tenant)
-            .await
-            .expect("healthy")
-            .lock
-            .is_some(),
-        "the lease outlives a failed execution until the guard releases it"
+    assert_eq!(
+        versions(err.applied_before_failure()),
+        ["0001", "0002", "0003"]
     );
     let refused = other
         .acquire_lock(&tenant, &lock(Duration::ZERO))
@@ -803,15 +854,13 @@ pub async fn releasing_after_frees_the_lock_only_when_all_committed(h: &impl Har
     let result = runner
         .execute_migration(
             &tenant,
-            &MigrationPlan::up(migrations(&files)).releasing_after(),
+            &MigrationPlan::up(migrations(&files)),
+            guard.as_ref(),
         )
         .await
         .expect("0004 fixed");
     assert_eq!(versions(&result.applied), ["0004"]);
-    guard
-        .release()
-        .await
-        .expect("the guard's release confirms a lease its execution removed");
+    guard.release().await.expect("release");
     assert_eq!(runner.health(&tenant).await.expect("healthy").lock, None);
     other
         .acquire_lock(&tenant, &lock(Duration::ZERO))
@@ -840,7 +889,11 @@ pub async fn a_broken_lock_is_free_and_its_holder_applies_nothing(h: &impl Harne
     let removed = h.runner().await.break_lock(&tenant).await.expect("break");
     assert_eq!(removed.map(|l| l.owner), Some(owner("stuck")));
     let err = runner
-        .execute_migration(&tenant, &MigrationPlan::up(migrations(&base()[..1])))
+        .execute_migration(
+            &tenant,
+            &MigrationPlan::up(migrations(&base()[..1])),
+            held.as_ref(),
+        )
         .await
         .expect_err("the lease is gone");
     assert!(
@@ -870,6 +923,194 @@ pub async fn a_broken_lock_is_free_and_its_holder_applies_nothing(h: &impl Harne
             .expect("nothing to break"),
         None
     );
+}
+
+/// A final migration that takes longer than a third of the lease — so the heartbeat renews
+/// the lease while it runs — commits once, first time, and the lock is free afterwards.
+pub async fn a_long_final_migration_commits_once_while_the_lease_is_renewed(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("long-final");
+    let lease = Duration::from_millis(900);
+    let long = "-- @up\nCREATE backfill:1 SET note = 'slow';\nSLEEP 2s;\nCREATE backfill:2 SET note = 'done';\n-- @down\nDELETE backfill;\n";
+    let mut files = base();
+    files.push(("0004_backfill.surql", long));
+    let request = lock(Duration::from_secs(10)).with_lease(lease);
+    let result = runner
+        .apply_locked(&tenant, &MigrationPlan::up(migrations(&files)), &request)
+        .await
+        .expect("a long migration commits while its lease is renewed");
+    assert_eq!(versions(&result.applied), ["0001", "0002", "0003", "0004"]);
+    assert_eq!(runner.health(&tenant).await.expect("healthy").lock, None);
+    // A second target, already migrated except for the long one: the apply is its last.
+    let second = h.tenant("long-final-again");
+    apply(&runner, &second, &MigrationPlan::up(migrations(&base())))
+        .await
+        .expect("first three");
+    let result = runner
+        .apply_locked(&second, &MigrationPlan::up(migrations(&files)), &request)
+        .await
+        .expect("the long one alone");
+    assert_eq!(versions(&result.applied), ["0004"]);
+    assert_eq!(runner.health(&second).await.expect("healthy").lock, None);
+}
+
+/// When the lease is broken while a migration runs, that migration may still commit (it was
+/// fenced when it started), but nothing after it runs, and the error says the lock was lost.
+pub async fn a_lease_lost_during_a_migration_stops_the_next_one(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("lost-midway");
+    let slow = "-- @up\nSLEEP 1500ms;\nCREATE slow:1;\n-- @down\nDELETE slow;\n";
+    let after = "-- @up\nCREATE after:1;\n-- @down\nDELETE after;\n";
+    let set = migrations(&[("0001_slow.surql", slow), ("0002_after.surql", after)]);
+    let lease = Duration::from_millis(600);
+    let guard = runner
+        .acquire_lock(&tenant, &lock(Duration::ZERO).with_lease(lease))
+        .await
+        .expect("acquire");
+    let breaker = h.runner().await;
+    let breaking = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        breaker.break_lock(&tenant).await.expect("break");
+    };
+    let plan = MigrationPlan::up(set);
+    let (executed, ()) = tokio::join!(
+        runner.execute_migration(&tenant, &plan, guard.as_ref()),
+        breaking
+    );
+    let err = executed.expect_err("the lease was broken");
+    assert_eq!(err.class(), ErrorClass::LockLost, "{err:?}");
+    let applied = history_versions(&runner, &tenant).await;
+    assert!(
+        !applied.contains(&"0002".to_owned()),
+        "nothing runs after the lease is lost: {applied:?}"
+    );
+    assert!(matches!(
+        guard.release().await,
+        Err(RunnerError::LockLost { .. })
+    ));
+}
+
+/// A revert names versions newest first; asked to revert one while a newer stays applied,
+/// the runner refuses before anything runs.
+pub async fn a_revert_never_leaves_a_newer_version_applied(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("revert-order");
+    let set = migrations(&base());
+    apply(&runner, &tenant, &MigrationPlan::up(Arc::clone(&set)))
+        .await
+        .expect("deploy");
+    let before = h.snapshot(&tenant).await;
+    let v = |s: &str| Version::parse(s).expect("version");
+    let err = apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::down(Arc::clone(&set), vec![v("0002"), v("0003")]),
+    )
+    .await
+    .expect_err("0003 is newer than 0002");
+    assert!(
+        matches!(err, RunnerError::RevertOrder { ref version, ref newer, .. } if version.as_str() == "0002" && newer.as_str() == "0003"),
+        "{err:?}"
+    );
+    assert_eq!(h.snapshot(&tenant).await, before, "nothing was reverted");
+    let newest = apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::revert(Arc::clone(&set), Revert::Newest(2)),
+    )
+    .await
+    .expect("the newest two");
+    assert_eq!(versions(&newest.applied), ["0003", "0002"]);
+    let err = apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::revert(set, Revert::NewerThan(v("0003"))),
+    )
+    .await
+    .expect_err("0003 is no longer applied");
+    assert!(matches!(err, RunnerError::NotApplied { .. }), "{err:?}");
+}
+
+/// [`Revert::AppliedBy`] reverts the versions whose history rows carry a deployment's id —
+/// and, when another deployment applied something newer since, refuses rather than leave it
+/// on top of a hole.
+pub async fn a_deployment_reverts_exactly_what_it_applied(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("revert-applied-by");
+    let set = migrations(&base());
+    apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::up(migrations(&base()[..1])),
+    )
+    .await
+    .expect("0001 by someone else");
+    let ours = MigrationPlan::up(Arc::clone(&set)).with_deployment_id("deploy-ours");
+    apply(&runner, &tenant, &ours)
+        .await
+        .expect("0002, 0003 by us");
+    let result = apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::revert(Arc::clone(&set), Revert::AppliedBy("deploy-ours".into())),
+    )
+    .await
+    .expect("revert ours");
+    assert_eq!(versions(&result.applied), ["0003", "0002"]);
+    assert_eq!(history_versions(&runner, &tenant).await, ["0001"]);
+
+    apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::up(migrations(&base()[..2])).with_deployment_id("deploy-ours"),
+    )
+    .await
+    .expect("0002 by us again");
+    apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::up(Arc::clone(&set)).with_deployment_id("deploy-later"),
+    )
+    .await
+    .expect("0003 by a later deployment");
+    let err = apply(
+        &runner,
+        &tenant,
+        &MigrationPlan::revert(set, Revert::AppliedBy("deploy-ours".into())),
+    )
+    .await
+    .expect_err("0003 stays on top");
+    assert!(matches!(err, RunnerError::RevertOrder { .. }), "{err:?}");
+    assert_eq!(
+        history_versions(&runner, &tenant).await,
+        ["0001", "0002", "0003"]
+    );
+}
+
+/// One process holds at most one lease per database: a second `acquire_lock` from the same
+/// runner waits for the first to be released, then gets the lock.
+pub async fn one_process_holds_one_lease_per_database(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("one-lease");
+    let first = runner
+        .acquire_lock(&tenant, &lock(Duration::ZERO))
+        .await
+        .expect("first");
+    let err = runner
+        .acquire_lock(&tenant, &lock(Duration::from_millis(200)))
+        .await
+        .expect_err("this process holds it already");
+    assert!(matches!(err, RunnerError::LockHeld { .. }), "{err:?}");
+    let patient = lock(Duration::from_secs(10));
+    let waiting = runner.acquire_lock(&tenant, &patient);
+    let releasing = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        first.release().await.expect("release");
+    };
+    let (second, ()) = tokio::join!(waiting, releasing);
+    let second = second.expect("taken once the first is released");
+    assert!(second.took_over().is_none());
+    second.release().await.expect("release");
 }
 
 /// The in-memory runner's harness, also a model for backends' own.

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use flotilla_core::{DeploymentEvent, DeploymentStatus, Version};
+use flotilla_runner::util::{lock_unpoisoned, serialize_millis};
 use flotilla_runner::{
     Direction, DynRunner, ErrorClass, LockInfo, LockRequest, MigrationObserver, MigrationPlan,
     RunnerError, TenantContext,
@@ -52,7 +53,7 @@ pub struct TargetOutcome {
     /// Newest applied version after, when known.
     pub version_after: Option<Version>,
     /// Time spent on this target.
-    #[serde(serialize_with = "millis")]
+    #[serde(serialize_with = "serialize_millis")]
     pub duration: Duration,
     /// Why it failed or was skipped.
     pub error: Option<TargetError>,
@@ -60,13 +61,18 @@ pub struct TargetOutcome {
     pub lock_takeover: Option<LockInfo>,
 }
 
-fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl TargetOutcome {
     /// A target that never started, and why.
     pub fn skipped(reason: impl Into<String>) -> Self {
+        Self::not_started(ErrorClass::RefusedByGate, reason)
+    }
+
+    /// A target that never started because the deployment was stopped.
+    pub fn cancelled(reason: impl Into<String>) -> Self {
+        Self::not_started(ErrorClass::Cancelled, reason)
+    }
+
+    fn not_started(class: ErrorClass, reason: impl Into<String>) -> Self {
         Self {
             status: DeploymentStatus::Skipped,
             applied: Vec::new(),
@@ -74,11 +80,19 @@ impl TargetOutcome {
             version_after: None,
             duration: Duration::ZERO,
             error: Some(TargetError {
-                class: ErrorClass::RefusedByGate,
+                class,
                 message: reason.into(),
             }),
             lock_takeover: None,
         }
+    }
+
+    /// Whether what this target applied is known exactly (a lost reply that history could
+    /// not settle, or a task that died, leaves it unknown until history is read).
+    pub fn applied_known(&self) -> bool {
+        self.error
+            .as_ref()
+            .is_none_or(|e| e.class != ErrorClass::OutcomeUnknown)
     }
 
     fn failed(error: &RunnerError, duration: Duration) -> Self {
@@ -141,7 +155,7 @@ impl Progress {
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<EnvironmentSnapshot>> {
-        self.snapshot.lock().unwrap_or_else(|p| p.into_inner())
+        lock_unpoisoned(&self.snapshot)
     }
 
     /// Records and publishes environment `index`'s new status.
@@ -223,58 +237,93 @@ pub struct Deployment {
     pub progress: Progress,
     /// Canary only: re-probe the canaries' health before the rest start.
     pub canary_health_gate: bool,
+    /// Once stopped, strategies start no further target (those running finish).
+    pub stop: Stop,
+}
+
+/// A request to stop a deployment gracefully: no new target starts, running ones finish.
+/// Cheap to clone; every clone sees the same stop.
+#[derive(Clone, Debug, Default)]
+pub struct Stop {
+    inner: Arc<StopInner>,
+}
+
+#[derive(Debug, Default)]
+struct StopInner {
+    stopped: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    /// A stop not yet requested.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests the stop.
+    pub fn stop(&self) {
+        self.inner
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.notify.notify_waiters();
+    }
+
+    /// Whether the stop was requested.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once the stop is requested.
+    pub async fn stopped(&self) {
+        loop {
+            let notified = self.inner.notify.notified();
+            if self.is_stopped() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl Deployment {
-    /// Deploys target `index`: lock, execute, release (always), reporting each step.
+    /// Deploys target `index`: lock, execute, release (always, [`flotilla_runner::MigrationRunner::apply_locked`]),
+    /// reporting each step.
     pub async fn deploy_target(&self, index: usize) -> TargetOutcome {
         let target = &self.targets[index];
         let tenant = &target.tenant;
         self.progress.status(index, DeploymentStatus::InProgress);
         let started = Instant::now();
-        let plan = self
-            .plan
-            .clone()
-            .with_observer(Arc::new(TargetObserver {
-                progress: self.progress.clone(),
-                index,
-            }))
-            .releasing_after();
-        // Executed right away, so the backend may take the lock with the first apply.
-        let lock = self.lock.clone().deferrable();
-        let outcome = match target.runner.acquire_lock(tenant, &lock).await {
+        let plan = self.plan.clone().with_observer(Arc::new(TargetObserver {
+            progress: self.progress.clone(),
+            index,
+        }));
+        let outcome = match target.runner.apply_locked(tenant, &plan, &self.lock).await {
+            Ok(result) => TargetOutcome {
+                status: DeploymentStatus::Success,
+                applied: result.applied,
+                version_before: result.version_before,
+                version_after: result.version_after,
+                duration: started.elapsed(),
+                error: None,
+                lock_takeover: result.lock_takeover,
+            },
             Err(error) => TargetOutcome::failed(&error, started.elapsed()),
-            Ok(guard) => {
-                let executed = target.runner.execute_migration(tenant, &plan).await;
-                let took_over = guard.took_over();
-                if let Err(error) = guard.release().await {
-                    tracing::warn!(environment = %tenant.environment, %error, "releasing the migration lock failed");
-                }
-                match executed {
-                    Ok(result) => TargetOutcome {
-                        status: DeploymentStatus::Success,
-                        applied: result.applied,
-                        version_before: result.version_before,
-                        version_after: result.version_after,
-                        duration: started.elapsed(),
-                        error: None,
-                        lock_takeover: took_over,
-                    },
-                    Err(error) => TargetOutcome {
-                        lock_takeover: took_over,
-                        ..TargetOutcome::failed(&error, started.elapsed())
-                    },
-                }
-            }
         };
         self.progress.status(index, outcome.status);
         outcome
     }
 
-    /// Marks target `index` skipped, for `reason`.
+    /// Marks target `index` skipped, for `reason`: cancelled when the deployment was
+    /// stopped, else refused by what stopped the strategy.
     pub fn skip(&self, index: usize, reason: &str) -> TargetOutcome {
         self.progress.status(index, DeploymentStatus::Skipped);
-        TargetOutcome::skipped(reason)
+        if self.stop.is_stopped() {
+            TargetOutcome::cancelled(
+                "skipped: the deployment was stopped before this environment started",
+            )
+        } else {
+            TargetOutcome::skipped(reason)
+        }
     }
 
     /// Re-probes the health of `indices`; the first failure, if any, as a message.

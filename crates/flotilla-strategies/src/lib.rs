@@ -9,7 +9,7 @@ mod deployment;
 mod strategy;
 
 pub use deployment::{
-    Deployment, EnvironmentSnapshot, Progress, Target, TargetError, TargetOutcome,
+    Deployment, EnvironmentSnapshot, Progress, Stop, Target, TargetError, TargetOutcome,
 };
 pub use strategy::{
     Canary, DeploymentStrategy, Parallel, Rolling, Sequential, StrategyConfig, StrategyError,

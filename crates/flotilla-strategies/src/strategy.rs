@@ -146,13 +146,17 @@ pub enum StrategyError {
 }
 
 impl StrategyConfig {
+    /// The most targets a deployment runs at once: far beyond what a server or a machine
+    /// serves well, and within what a semaphore holds.
+    pub const MAX_CONCURRENT: usize = 4096;
+
     /// Checks the parameters the chosen strategy uses.
     pub fn validate(&self) -> Result<(), StrategyError> {
-        if self.max_concurrent == 0 {
+        if self.max_concurrent == 0 || self.max_concurrent > Self::MAX_CONCURRENT {
             return Err(StrategyError::InvalidParameter {
                 parameter: "max_concurrent",
-                expected: "at least 1",
-                got: "0".into(),
+                expected: "between 1 and 4096",
+                got: self.max_concurrent.to_string(),
             });
         }
         if self.kind == StrategyKind::Rolling && self.batch_size == 0 {
@@ -228,6 +232,10 @@ async fn run_wave(
         while let Some(joined) = running.try_join_next_with_id() {
             collect(deployment, joined, &mut index_of_task, outcomes);
         }
+        if deployment.stop.is_stopped() {
+            outcomes[index] = Some(deployment.skip(index, "skipped: the deployment was stopped"));
+            continue;
+        }
         if stop_on_failure && failed.load(Ordering::SeqCst) {
             outcomes[index] =
                 Some(deployment.skip(index, "skipped: an earlier environment failed"));
@@ -269,12 +277,13 @@ fn collect(
             };
             tracing::error!(%error, "deploy task died");
             deployment.progress.status(index, DeploymentStatus::Failed);
+            // What it committed before dying is unknown here; history will tell.
             outcomes[index] = Some(TargetOutcome {
                 status: DeploymentStatus::Failed,
                 error: Some(TargetError {
-                    class: flotilla_runner::ErrorClass::Internal,
+                    class: flotilla_runner::ErrorClass::OutcomeUnknown,
                     message: format!(
-                        "{}: deploy task died: {error}",
+                        "{}: deploy task died ({error}); what it applied is read back from history",
                         deployment.targets[index].tenant.environment
                     ),
                 }),
@@ -463,8 +472,8 @@ mod tests {
 
     use flotilla_core::{Connection, MigrationSet};
     use flotilla_runner::{
-        Direction, DynRunner, LockInfo, LockRequest, MigrationPlan, MigrationResult, MockLockGuard,
-        MockMigrationRunner, RunnerError, TenantContext,
+        Direction, DynRunner, LockRequest, MigrationPlan, MigrationResult, RunnerError,
+        TenantContext,
     };
     use tokio::sync::broadcast;
 
@@ -488,38 +497,87 @@ mod tests {
             .expect("env-N")
     }
 
-    fn runner(failing: &[usize], unhealthy: &[usize], probe: &Arc<Probe>) -> DynRunner {
-        let failing: HashSet<usize> = failing.iter().copied().collect();
-        let unhealthy: HashSet<usize> = unhealthy.iter().copied().collect();
-        let mut mock = MockMigrationRunner::new();
-        // In flight = between taking a target's lock and releasing it. The wait happens in
-        // each guard's own mock (the runner mock serialises its calls), blocking on purpose
-        // so overlapping deploys really overlap and the peak is measured, not assumed.
-        let locks = Arc::clone(probe);
-        mock.expect_acquire_lock().returning(move |tenant, _| {
+    /// A runner whose deploys take a little while, so overlapping ones really overlap and the
+    /// peak in flight is measured, not assumed; `failing` targets fail, `unhealthy` ones fail
+    /// their health probe.
+    #[derive(Debug)]
+    struct Scripted {
+        failing: HashSet<usize>,
+        unhealthy: HashSet<usize>,
+        probe: Arc<Probe>,
+    }
+
+    fn unreachable(tenant: &TenantContext, why: &'static str) -> RunnerError {
+        RunnerError::Unreachable {
+            environment: tenant.environment.clone(),
+            endpoint: "mem://".into(),
+            source: why.into(),
+        }
+    }
+
+    #[async_trait]
+    impl flotilla_runner::MigrationRunner for Scripted {
+        async fn health(
+            &self,
+            tenant: &TenantContext,
+        ) -> flotilla_runner::Result<flotilla_runner::HealthStatus> {
+            if self.unhealthy.contains(&env_index(tenant)) {
+                return Err(unreachable(tenant, "down after deploy"));
+            }
+            Ok(flotilla_runner::HealthStatus {
+                latency: Duration::ZERO,
+                initialised: true,
+                lock: None,
+                server_version: None,
+            })
+        }
+
+        async fn history(
+            &self,
+            tenant: &TenantContext,
+        ) -> flotilla_runner::Result<Vec<flotilla_core::AppliedMigration>> {
+            Err(unreachable(tenant, "not scripted"))
+        }
+
+        async fn acquire_lock(
+            &self,
+            tenant: &TenantContext,
+            _: &LockRequest,
+        ) -> flotilla_runner::Result<Box<dyn flotilla_runner::LockGuard>> {
+            Err(unreachable(tenant, "not scripted"))
+        }
+
+        async fn break_lock(
+            &self,
+            tenant: &TenantContext,
+        ) -> flotilla_runner::Result<Option<flotilla_runner::LockInfo>> {
+            Err(unreachable(tenant, "not scripted"))
+        }
+
+        async fn execute_migration(
+            &self,
+            tenant: &TenantContext,
+            _: &MigrationPlan,
+            _: &(dyn flotilla_runner::LockGuard + 'static),
+        ) -> flotilla_runner::Result<MigrationResult> {
+            Err(unreachable(tenant, "not scripted"))
+        }
+
+        async fn apply_locked(
+            &self,
+            tenant: &TenantContext,
+            _: &MigrationPlan,
+            _: &LockRequest,
+        ) -> flotilla_runner::Result<MigrationResult> {
             let index = env_index(tenant);
-            locks.started.lock().expect("probe").push(index);
-            let now = locks.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            locks.peak.fetch_max(now, Ordering::SeqCst);
-            let mut guard = MockLockGuard::new();
-            guard.expect_took_over().return_const(None::<LockInfo>);
-            let release = Arc::clone(&locks);
-            guard.expect_release().returning(move || {
-                std::thread::sleep(Duration::from_millis(15));
-                release.in_flight.fetch_sub(1, Ordering::SeqCst);
-                release.finished.lock().expect("probe").push(index);
-                Ok(())
-            });
-            Ok(Box::new(guard))
-        });
-        mock.expect_execute_migration().returning(move |tenant, _| {
-            let index = env_index(tenant);
-            if failing.contains(&index) {
-                return Err(RunnerError::Unreachable {
-                    environment: tenant.environment.clone(),
-                    endpoint: "mem://".into(),
-                    source: "injected".into(),
-                });
+            self.probe.started.lock().expect("probe").push(index);
+            let now = self.probe.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.probe.peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            self.probe.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.probe.finished.lock().expect("probe").push(index);
+            if self.failing.contains(&index) {
+                return Err(unreachable(tenant, "injected"));
             }
             Ok(MigrationResult {
                 direction: Direction::Up,
@@ -529,25 +587,15 @@ mod tests {
                 duration: Duration::ZERO,
                 lock_takeover: None,
             })
-        });
-        mock.expect_health().returning(move |tenant| {
-            if unhealthy.contains(&env_index(tenant)) {
-                Err(RunnerError::Unreachable {
-                    environment: tenant.environment.clone(),
-                    endpoint: "mem://".into(),
-                    source: "down after deploy".into(),
-                })
-            } else {
-                Ok(flotilla_runner::HealthStatus {
-                    latency: Duration::ZERO,
-                    initialised: true,
-                    lock: None,
-                    server_version: None,
-                    history: None,
-                })
-            }
-        });
-        Arc::new(mock)
+        }
+    }
+
+    fn runner(failing: &[usize], unhealthy: &[usize], probe: &Arc<Probe>) -> DynRunner {
+        Arc::new(Scripted {
+            failing: failing.iter().copied().collect(),
+            unhealthy: unhealthy.iter().copied().collect(),
+            probe: Arc::clone(probe),
+        })
     }
 
     fn deployment(n: usize, runner: &DynRunner) -> Arc<Deployment> {
@@ -569,6 +617,7 @@ mod tests {
             lock: LockRequest::new(None, Duration::from_secs(1)),
             progress: Progress::new(&names, events),
             canary_health_gate: true,
+            stop: crate::deployment::Stop::new(),
         })
     }
 

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_core::{Connection, MigrationSet};
-use flotilla_runner::{
-    LockRequest, MigrationPlan, MigrationRunner, MigrationRunnerExt, TenantContext,
-};
+use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner, TenantContext};
 use flotilla_surrealdb::SurrealRunner;
 
 #[tokio::main]

@@ -1,8 +1,42 @@
-//! Turning SurrealDB's errors into ones a caller can act on.
+//! Turning SurrealDB's errors into ones a caller can act on, with no secret in them.
+
+use std::fmt;
 
 use flotilla_core::AuthLevel;
-use flotilla_runner::{RunnerError, TenantContext};
+use flotilla_runner::{BoxError, RunnerError, TenantContext};
 use surrealdb::types::{NotFoundError, QueryError};
+
+/// A driver's message with the target's secrets masked ([`flotilla_core::Connection::scrub`]).
+/// The driver's own error is not kept: its text (and its `Debug`) may quote a URL with a
+/// password — the SDK's "Invalid URL" does.
+#[derive(Debug)]
+pub(crate) struct DriverError(String);
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DriverError {}
+
+/// `error` as a source that is safe to print.
+pub(crate) fn driver(tenant: &TenantContext, error: &surrealdb::Error) -> BoxError {
+    Box::new(DriverError(tenant.connection.scrub(&error.to_string())))
+}
+
+/// Whether a transaction's `COMMIT` itself failed (not a statement in it): its result says
+/// "Cannot COMMIT: …" and carries the real cause, while the statements before it only say
+/// they were not executed.
+pub(crate) fn is_commit_failure(error: &surrealdb::Error) -> bool {
+    error.message().starts_with("Cannot COMMIT")
+}
+
+/// Whether SurrealDB says it cannot tell whether a commit was applied: only history can.
+pub(crate) fn is_outcome_unknown(error: &surrealdb::Error) -> bool {
+    let message = error.message();
+    message.contains("commit outcome is unknown")
+}
 
 /// Whether SurrealDB asks for the transaction to be retried (a write conflict).
 pub(crate) fn is_conflict(error: &surrealdb::Error) -> bool {
@@ -18,6 +52,9 @@ pub(crate) fn is_conflict(error: &surrealdb::Error) -> bool {
 
 /// Whether the error only says the statement did not run because another one failed.
 pub(crate) fn is_not_executed(error: &surrealdb::Error) -> bool {
+    if is_commit_failure(error) {
+        return false;
+    }
     matches!(error.query_details(), Some(QueryError::NotExecuted))
         || error
             .message()
@@ -55,11 +92,12 @@ pub(crate) fn classify(tenant: &TenantContext, error: surrealdb::Error) -> Runne
         }
         _ => {}
     }
+    let source = driver(tenant, &error);
     if error.is_connection() {
         return RunnerError::Unreachable {
             environment,
             endpoint,
-            source: Box::new(error),
+            source,
         };
     }
     if error.is_not_allowed()
@@ -70,12 +108,12 @@ pub(crate) fn classify(tenant: &TenantContext, error: surrealdb::Error) -> Runne
             endpoint,
             username: credentials.username.clone(),
             scope: auth_scope(tenant),
-            source: Box::new(error),
+            source,
         };
     }
     RunnerError::Backend {
         environment,
-        source: Box::new(error),
+        source,
     }
 }
 

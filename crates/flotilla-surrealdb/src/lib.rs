@@ -1,8 +1,9 @@
 //! SurrealDB backend for flotilla: a [`MigrationRunner`] for embedded (`mem://`,
 //! `surrealkv://`) and remote (`ws://`, `wss://`, `http://`, `https://`) SurrealDB.
 //!
-//! - One connection per endpoint, shared by every target on it: each target (namespace and
-//!   database) gets its own session, cloned from that connection and kept for reuse.
+//! - One connection per endpoint, shared by every target on it, with pools of signed-in
+//!   sessions per user; every request names its namespace and database. A failed connect is
+//!   shared by every target on that endpoint; every wait has a timeout.
 //! - History lives in `_migration_history`, compatible with the surql toolkit's table.
 //! - The lock is a lease record `_migration_lock:lock`, renewed by a heartbeat; every apply
 //!   is fenced by the lease token inside its transaction, so a lost lease applies nothing.
@@ -13,8 +14,16 @@
 //! Invariant: this is the only crate that knows SurrealDB; everything above it sees
 //! `dyn MigrationRunner`.
 
+mod apply;
+mod config;
 mod errors;
+mod lease;
+mod probes;
+mod request;
+mod rows;
 mod runner;
+mod session;
 mod sql;
 
-pub use runner::{SCHEMES, SurrealConfig, SurrealRunner};
+pub use config::SurrealConfig;
+pub use runner::{SCHEMES, SurrealRunner};

@@ -145,32 +145,42 @@ pub(crate) const RELEASE: &str =
 /// runs after a failure.
 pub(crate) const PREDECESSOR_MISSING: &str = "flotilla: the previous migration did not commit";
 
+/// Thrown by a take that finds its session in another namespace or database.
+pub(crate) const WRONG_TARGET: &str =
+    "flotilla: the request is not in its target's namespace and database";
+
+/// Thrown by a revert whose history row is already gone (reverted by someone else).
+pub(crate) const NOT_APPLIED: &str = "flotilla: the migration to revert is not applied";
+
 /// Where a transaction's results sit in its body (the statements between `BEGIN` and
 /// `COMMIT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Layout {
-    /// Statements before the migration's own (fence with timer, history definitions).
+    /// Statements before the migration's own (the fence with its timer, or the take's first
+    /// half; history definitions).
     pub(crate) prelude: usize,
     /// The migration's statement count.
     pub(crate) statements: usize,
-    /// Whether the lease is removed after the history write, in the same transaction.
-    pub(crate) releases: bool,
+    /// Statements after them: the history write, and on a take the lease's `CREATE`.
+    pub(crate) postlude: usize,
 }
 
 impl Layout {
-    /// Body statements: the prelude, the migration's, the history write, and the release
-    /// when there is one.
+    /// Body statements.
     pub(crate) fn body(self) -> usize {
-        self.prelude + self.statements + 1 + usize::from(self.releases)
+        self.prelude + self.statements + self.postlude
     }
 }
 
-/// Consecutive migrations in one request, each its own `BEGIN … COMMIT` transaction.
+/// Consecutive migrations in one request, each its own `BEGIN … COMMIT` transaction, and
+/// perhaps the release after them.
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) text: String,
     /// Per transaction, in order.
     pub(crate) layouts: Vec<Layout>,
+    /// Whether a release statement follows the last transaction.
+    pub(crate) releases: bool,
 }
 
 /// One migration of a [`batch`]: its history record id and the statements it runs.
@@ -188,97 +198,149 @@ pub(crate) enum HistoryChange {
     Remove,
 }
 
+/// How a [`batch`] treats the lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LeaseUse {
+    /// Take the lease (of this length) in the first transaction: a never-migrated target.
+    pub(crate) take: Option<Duration>,
+    /// Remove the lease after the last transaction, when it committed.
+    pub(crate) release: bool,
+    /// Define the history table in the first transaction (nothing known about it).
+    pub(crate) define_history: bool,
+}
+
 /// Each of `migrations` plus its history change, fenced by our lease token, as one
 /// transaction each, in one request. Every transaction after the first is also fenced on its
 /// predecessor's history change, so a failed (or conflicting) transaction stops the rest of
-/// the request. With `release`, the last transaction also removes the lease, so the lock is
-/// free exactly when every migration committed. With `take`, the first transaction begins by
-/// taking a lease of that length on a never-migrated target ([`take_fresh`], its first
-/// [`TAKE_FRESH_STATEMENTS`] statements) instead of checking one: when the take fails, that
-/// migration does not run, and the next one's fence stops the rest. Variables: `$fl_token`,
-/// `$fl_applied_by`, `$fl_deployment`, with `take` also `$fl_host`, `$fl_pid`,
-/// `$fl_lock_deployment`, and per migration `k`: `$fl_version_k`, `$fl_description_k`,
-/// `$fl_checksum_k`.
-pub(crate) fn batch(
-    migrations: &[Item<'_>],
-    change: HistoryChange,
-    define_history: bool,
-    release: bool,
-    take: Option<Duration>,
-) -> Batch {
+/// the request; a revert also checks that its own row is still there.
+///
+/// With `lease.take`, the first transaction takes the lease on a never-migrated target
+/// instead of checking it: it begins by defining the history table (which fails if the table
+/// exists) and ends by creating the lease (which fails if there is one): when either fails,
+/// nothing of it commits and the next fence stops the rest. The lease is created last so its
+/// expiry counts from the commit, however long the migration ran.
+///
+/// With `lease.release`, a statement of its own after the last transaction removes the lease
+/// when that transaction's history change is there: outside the migrations' transactions,
+/// which only read the lease, so a heartbeat renewing it never conflicts with them.
+///
+/// Variables: `$fl_token`, `$fl_applied_by`, `$fl_deployment`, with a take also `$fl_host`,
+/// `$fl_pid`, `$fl_lock_deployment`, `$fl_ns`, `$fl_db`, and per migration `k`: `$fl_version_k`,
+/// `$fl_description_k`, `$fl_checksum_k`.
+pub(crate) fn batch(migrations: &[Item<'_>], change: HistoryChange, lease: LeaseUse) -> Batch {
     let mut text = String::new();
     let mut layouts = Vec::with_capacity(migrations.len());
     for (k, item) in migrations.iter().enumerate() {
-        // The fence and the timer in one statement: it throws when the lease is no longer
-        // ours (or, after the first block, when the block before did not commit), else
-        // starts the clock for `execution_time_ms`.
-        let predecessor = if k == 0 {
-            String::new()
-        } else {
-            let prev = k - 1;
-            let unmet = match change {
-                // The row the block before created, looked up by its id.
-                HistoryChange::Record => {
-                    format!("{}.version = NONE", history_record(&migrations[prev].id))
-                }
-                // Any row of that version (an adopted surql row may have another id).
-                HistoryChange::Remove => format!(
-                    "(SELECT VALUE version FROM _migration_history WHERE version = $fl_version_{prev}) != []"
+        let mut prelude = match lease.take {
+            // No lease to check yet; but the namespace and database are: should the
+            // request's `USE` have failed, a pooled session would still be in another
+            // target's, and the take is the one transaction no lease token fences.
+            Some(_) if k == 0 => vec![
+                format!(
+                    "LET $fl_started = IF session::ns() != $fl_ns OR session::db() != $fl_db {{ THROW \"{WRONG_TARGET}\" }} ELSE {{ time::now() }}"
                 ),
-            };
-            format!(" ELSE IF {unmet} {{ THROW \"{PREDECESSOR_MISSING}\" }}")
+                "DEFINE TABLE _migration_history SCHEMALESS".to_owned(),
+            ],
+            _ => vec![fence(migrations, k, change)],
         };
-        let fence = format!(
-            "LET $fl_started = IF $fl_token = NONE OR _migration_lock:lock.token != $fl_token {{ THROW \"{LOCK_LOST}\" }}{predecessor} ELSE {{ time::now() }}"
-        );
-        let mut prelude = match take {
-            // The lease is taken here, so there is nothing to check yet.
-            Some(lease) if k == 0 => {
-                let mut prelude = take_fresh(lease).to_vec();
-                prelude.push("LET $fl_started = time::now()".to_owned());
-                prelude
-            }
-            _ => vec![fence],
-        };
-        if define_history && k == 0 {
+        if lease.define_history && lease.take.is_none() && k == 0 {
             prelude.extend(DEFINE_HISTORY.iter().map(|s| (*s).to_owned()));
         }
-        let postlude = match change {
-            HistoryChange::Record => format!(
-                "CREATE {} SET \
-                 version = $fl_version_{k}, description = $fl_description_{k}, \
-                 checksum = $fl_checksum_{k}, applied_at = time::now(), \
-                 execution_time_ms = duration::millis(time::now() - $fl_started), \
-                 applied_by = $fl_applied_by, deployment_id = $fl_deployment RETURN NONE",
-                history_record(&item.id)
-            ),
-            HistoryChange::Remove => {
-                format!("DELETE _migration_history WHERE version = $fl_version_{k} RETURN NONE")
-            }
-        };
+        let mut postlude = vec![history_change(item, k, change)];
+        if let Some(length) = lease.take
+            && k == 0
+        {
+            postlude.push(format!(
+                "CREATE _migration_lock:lock CONTENT {{ {LEASE_CONTENT}{}ms }} RETURN NONE",
+                length.as_millis()
+            ));
+        }
         text.push_str("BEGIN TRANSACTION;\n");
-        for statement in &prelude {
+        for statement in prelude
+            .iter()
+            .map(String::as_str)
+            .chain(item.statements.iter().map(|s| s.text.as_str()))
+            .chain(postlude.iter().map(String::as_str))
+        {
             text.push_str(statement);
             text.push_str(";\n");
         }
-        for statement in item.statements {
-            text.push_str(&statement.text);
-            text.push_str(";\n");
-        }
-        text.push_str(&postlude);
-        let releases = release && k + 1 == migrations.len();
-        if releases {
-            // Fenced above in this transaction: the lease is ours until it commits.
-            text.push_str(";\nDELETE _migration_lock:lock RETURN NONE");
-        }
-        text.push_str(";\nCOMMIT TRANSACTION;\n");
+        text.push_str("COMMIT TRANSACTION;\n");
         layouts.push(Layout {
             prelude: prelude.len(),
             statements: item.statements.len(),
-            releases,
+            postlude: postlude.len(),
         });
     }
-    Batch { text, layouts }
+    let releases = lease.release && !migrations.is_empty();
+    if releases {
+        let last = migrations.len() - 1;
+        let done = match change {
+            HistoryChange::Record => format!(
+                "{}.applied_by = $fl_applied_by",
+                history_record(&migrations[last].id)
+            ),
+            HistoryChange::Remove => format!(
+                "(SELECT VALUE version FROM _migration_history WHERE version = $fl_version_{last}) = []"
+            ),
+        };
+        text.push_str(&format!(
+            "DELETE _migration_lock:lock WHERE token = $fl_token AND {done} RETURN BEFORE;\n"
+        ));
+    }
+    Batch {
+        text,
+        layouts,
+        releases,
+    }
+}
+
+/// The fence and the timer in one statement: it throws when the lease is no longer ours,
+/// after the first transaction when the one before did not commit, and on a revert when the
+/// row to remove is gone; else it starts the clock for `execution_time_ms`.
+fn fence(migrations: &[Item<'_>], k: usize, change: HistoryChange) -> String {
+    let mut checks = String::new();
+    if k > 0 {
+        let prev = k - 1;
+        let unmet = match change {
+            // The row the transaction before created, looked up by its id.
+            HistoryChange::Record => {
+                format!("{}.version = NONE", history_record(&migrations[prev].id))
+            }
+            // Any row of that version (an adopted surql row may have another id).
+            HistoryChange::Remove => format!(
+                "(SELECT VALUE version FROM _migration_history WHERE version = $fl_version_{prev}) != []"
+            ),
+        };
+        checks.push_str(&format!(
+            " ELSE IF {unmet} {{ THROW \"{PREDECESSOR_MISSING}\" }}"
+        ));
+    }
+    if change == HistoryChange::Remove {
+        checks.push_str(&format!(
+            " ELSE IF (SELECT VALUE version FROM _migration_history WHERE version = $fl_version_{k}) = [] {{ THROW \"{NOT_APPLIED}\" }}"
+        ));
+    }
+    format!(
+        "LET $fl_started = IF $fl_token = NONE OR _migration_lock:lock.token != $fl_token {{ THROW \"{LOCK_LOST}\" }}{checks} ELSE {{ time::now() }}"
+    )
+}
+
+/// Records or removes migration `k`'s history row.
+fn history_change(item: &Item<'_>, k: usize, change: HistoryChange) -> String {
+    match change {
+        HistoryChange::Record => format!(
+            "CREATE {} SET \
+             version = $fl_version_{k}, description = $fl_description_{k}, \
+             checksum = $fl_checksum_{k}, applied_at = time::now(), \
+             execution_time_ms = duration::millis(time::now() - $fl_started), \
+             applied_by = $fl_applied_by, deployment_id = $fl_deployment RETURN NONE",
+            history_record(&item.id)
+        ),
+        HistoryChange::Remove => {
+            format!("DELETE _migration_history WHERE version = $fl_version_{k} RETURN NONE")
+        }
+    }
 }
 
 /// A history record as a literal: `id` is a [`record_id`] (letters, digits and `_` only),

@@ -64,7 +64,7 @@ mod surrealkv {
 #[tokio::test]
 async fn a_history_table_removed_after_the_health_probe_is_defined_again() {
     use flotilla_runner::testkit::migrations;
-    use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner, MigrationRunnerExt};
+    use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner};
 
     let runner = SurrealRunner::new();
     let tenant = TenantContext::new("t", Connection::new("mem://", "removed", "app"));
@@ -115,7 +115,7 @@ fn mem_tenants(namespace: &str, count: usize) -> Vec<TenantContext> {
 #[tokio::test]
 async fn a_deploy_is_two_requests_per_target() {
     use flotilla_runner::testkit::migrations;
-    use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner, MigrationRunnerExt};
+    use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner};
 
     let runner = SurrealRunner::new();
     let plan = MigrationPlan::up(migrations(&[
@@ -135,9 +135,9 @@ async fn a_deploy_is_two_requests_per_target() {
     }
     assert_eq!(runner.request_count(), 2 * targets as u64);
     for tenant in &tenants {
-        let health = runner.health(tenant).await.expect("health");
-        assert_eq!(health.lock, None, "released with the last migration");
-        assert_eq!(health.history.map(|h| h.len()), Some(3));
+        let probe = runner.probe(tenant).await.expect("probe");
+        assert_eq!(probe.health.lock, None, "released with the last migration");
+        assert_eq!(probe.history.map(|h| h.len()).ok(), Some(3));
     }
     assert_eq!(runner.request_count(), 3 * targets as u64);
     for tenant in &tenants {
@@ -160,7 +160,7 @@ async fn a_deploy_is_two_requests_per_target() {
 #[tokio::test]
 async fn a_probed_new_target_is_locked_and_migrated_in_one_request() {
     use flotilla_runner::testkit::migrations;
-    use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner, MigrationRunnerExt};
+    use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner};
 
     let runner = SurrealRunner::new();
     let plan = MigrationPlan::up(migrations(&[
@@ -184,14 +184,14 @@ async fn a_probed_new_target_is_locked_and_migrated_in_one_request() {
     }
     assert_eq!(runner.request_count() - before, targets as u64);
     for tenant in &tenants {
-        let health = runner.health(tenant).await.expect("health");
-        assert!(health.initialised);
-        assert_eq!(health.lock, None, "released with the last migration");
-        assert_eq!(health.history.map(|h| h.len()), Some(2));
+        let probe = runner.probe(tenant).await.expect("probe");
+        assert!(probe.health.initialised);
+        assert_eq!(probe.health.lock, None, "released with the last migration");
+        assert_eq!(probe.history.map(|h| h.len()).ok(), Some(2));
     }
 
-    // Without the deferral (a caller that holds the lock before deciding what to run), the
-    // lock is on the target when `acquire_lock` returns.
+    // `acquire_lock` (a caller that holds the lock before deciding what to run) returns with
+    // the lease on the target.
     let fresh = TenantContext::new("held", Connection::new("mem://", "one-request", "held"));
     assert!(!runner.health(&fresh).await.expect("health").initialised);
     let guard = runner.acquire_lock(&fresh, &lock).await.expect("lock");

@@ -13,12 +13,18 @@
 
 use std::collections::HashMap;
 
+use std::future::IntoFuture;
+
+use flotilla_runner::util::lock_unpoisoned as lock;
 use flotilla_runner::{Result, TenantContext};
 use serde_json::Value;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-use super::{SurrealRunner, TokenKey, lock, take_json, use_prefix};
 use crate::errors::is_conflict;
+use crate::request::{take_json, use_prefix};
+use crate::runner::SurrealRunner;
+use crate::session::{Lane, UserKey};
 use crate::sql;
 
 /// Probes in one request: enough that a fleet's pre-flight is a few requests per endpoint,
@@ -32,14 +38,14 @@ const IN_FLIGHT: usize = 4;
 const STATEMENTS: usize = 3;
 
 /// A probe's answer: the lease statement's result, then the history's.
-pub(super) type Rows = (
+pub(crate) type Rows = (
     std::result::Result<Value, surrealdb::Error>,
     std::result::Result<Value, surrealdb::Error>,
 );
 
 /// Probes waiting for one endpoint and user, and how many tasks are sending them.
 #[derive(Default)]
-pub(super) struct Queue {
+pub(crate) struct Queue {
     waiting: Vec<(TenantContext, oneshot::Sender<Rows>)>,
     senders: usize,
 }
@@ -47,11 +53,11 @@ pub(super) struct Queue {
 impl SurrealRunner {
     /// `tenant`'s lease and history, read in one request with other probes waiting for the
     /// same endpoint and user.
-    pub(super) async fn probe(&self, tenant: &TenantContext) -> Result<Rows> {
-        let key = Self::user_key(tenant);
+    pub(crate) async fn probe_rows(&self, tenant: &TenantContext) -> Result<Rows> {
+        let key = UserKey::of(tenant);
         let (answer, answered) = oneshot::channel();
         let start_sender = {
-            let mut queues = lock(&self.inner.probes);
+            let mut queues = lock(self.probe_queues());
             let queue = queues.entry(key.clone()).or_default();
             queue.waiting.push((tenant.clone(), answer));
             let start = queue.senders < IN_FLIGHT;
@@ -73,12 +79,14 @@ impl SurrealRunner {
     }
 
     async fn probe_alone(&self, tenant: &TenantContext) -> Result<Rows> {
-        let mut response = self.request(tenant, &sql::health(), None, 2).await?;
+        let mut response = self
+            .request(tenant, Lane::Deploy, &sql::health(), None, 2)
+            .await?;
         Ok((response.take(0), response.take(1)))
     }
 
     /// Sends `key`'s waiting probes, a request at a time, until none wait.
-    async fn send_probes(&self, key: TokenKey) {
+    async fn send_probes(&self, key: UserKey) {
         let mut sender = Sender {
             runner: self,
             key: &key,
@@ -86,7 +94,7 @@ impl SurrealRunner {
         };
         loop {
             let batch: Vec<_> = {
-                let mut queues = lock(&self.inner.probes);
+                let mut queues = lock(self.probe_queues());
                 let queue = queues.entry(key.clone()).or_default();
                 if queue.waiting.is_empty() {
                     // Under the lock that callers queue under: a probe queued after this
@@ -121,7 +129,13 @@ impl SurrealRunner {
         let Some((first, _)) = batch.first() else {
             return Vec::new();
         };
-        let Ok(session) = self.borrow(first).await else {
+        let timeout = self.sessions().config().request_timeout;
+        let deadline = Instant::now() + timeout;
+        let Ok(session) = self
+            .sessions()
+            .borrow(first, Lane::Deploy, Some(deadline))
+            .await
+        else {
             return unanswered();
         };
         let health = sql::health();
@@ -129,10 +143,11 @@ impl SurrealRunner {
             .iter()
             .map(|(tenant, _)| use_prefix(tenant) + &health)
             .collect();
-        self.inner
-            .requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Ok(mut raw) = session.query(text).await else {
+        self.count_request();
+        let asked = session.client().query(text).into_future();
+        let Ok(Ok(mut raw)) = tokio::time::timeout_at(deadline, asked).await else {
+            // No answer, or none to trust: each probe goes alone, and finds out.
+            session.discard();
             return unanswered();
         };
         let mut errors: HashMap<usize, surrealdb::Error> = raw.take_errors().into_iter().collect();
@@ -163,7 +178,7 @@ impl SurrealRunner {
 /// dropped, which makes each caller probe alone.
 struct Sender<'a> {
     runner: &'a SurrealRunner,
-    key: &'a TokenKey,
+    key: &'a UserKey,
     done: bool,
 }
 
@@ -172,7 +187,7 @@ impl Drop for Sender<'_> {
         if self.done {
             return;
         }
-        let mut queues = lock(&self.runner.inner.probes);
+        let mut queues = lock(self.runner.probe_queues());
         if let Some(queue) = queues.get_mut(self.key) {
             queue.senders = queue.senders.saturating_sub(1);
             if queue.senders == 0 {

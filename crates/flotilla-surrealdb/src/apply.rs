@@ -1,0 +1,483 @@
+//! Applying (or reverting) a target's migrations: up to [`BATCH`] in one request, each its
+//! own transaction fenced by the lease token (and on its predecessor), perhaps taking the
+//! lease in the first and removing it after the last; write conflicts resent from the first
+//! transaction that did not commit; a lost reply settled by reading history back.
+
+use flotilla_core::{AppliedMigration, Migration, Statement};
+use flotilla_runner::execute::{BatchOutcome, reconcile, run_batched};
+use flotilla_runner::{
+    Direction, LeaseWatch, MigrationPlan, MigrationResult, Result, RunnerError, TenantContext,
+};
+use serde_json::{Map, Value, json};
+
+use crate::errors::{
+    classify, driver, is_commit_failure, is_conflict, is_not_executed, is_outcome_unknown,
+};
+use crate::lease::{Lease, LeaseState};
+use crate::request::{Limit, Reply, conflict_backoff};
+use crate::runner::{HistoryTable, SurrealRunner};
+use crate::session::Lane;
+use crate::sql::{self, HistoryChange, LOCK_LOST, LeaseUse, NOT_APPLIED};
+
+/// Migrations sent in one request: enough to make a fleet's usual handful one round trip,
+/// few enough to keep a request and its reply small.
+pub(crate) const BATCH: usize = 32;
+
+/// The lease a run works under, and what it does with it.
+#[derive(Clone, Copy)]
+pub(crate) struct UnderLease<'a> {
+    pub(crate) lease: &'a Lease,
+    pub(crate) watch: &'a LeaseWatch,
+    /// Remove the lease after the last migration commits, in the same request.
+    pub(crate) release: bool,
+}
+
+/// What became of one transaction of a request.
+#[derive(Debug)]
+enum Block {
+    Committed,
+    /// A write conflict: worth sending again.
+    Conflict(surrealdb::Error),
+    /// Failed at this body position (the body's length when `COMMIT` itself failed).
+    Failed(usize, surrealdb::Error),
+    /// SurrealDB cannot tell whether it committed.
+    Unknown(surrealdb::Error),
+}
+
+/// A request's reply, read transaction by transaction.
+enum Decoded {
+    /// The request's `USE` failed: nothing of ours ran (fences and the take's target check
+    /// stop anything in another namespace).
+    UseFailed(surrealdb::Error),
+    Blocks {
+        blocks: Vec<Block>,
+        /// The release statement's answer: whether it removed our lease.
+        released: Option<std::result::Result<bool, surrealdb::Error>>,
+    },
+}
+
+impl SurrealRunner {
+    /// Runs `plan` from `history` under `under.lease`; a lease still [`LeaseState::Taking`]
+    /// is taken by the first request.
+    pub(crate) async fn run(
+        &self,
+        tenant: &TenantContext,
+        plan: &MigrationPlan,
+        history: &[AppliedMigration],
+        under: UnderLease<'_>,
+    ) -> Result<MigrationResult> {
+        run_batched(tenant, plan, history, BATCH, |batch, last| {
+            let under = UnderLease {
+                release: under.release && last,
+                ..under
+            };
+            self.apply_batch(tenant, plan, batch, under)
+        })
+        .await
+    }
+
+    /// Applies (or reverts) `batch` in one request and sends again from the first migration
+    /// that did not commit when one conflicted.
+    async fn apply_batch(
+        &self,
+        tenant: &TenantContext,
+        plan: &MigrationPlan,
+        batch: Vec<&Migration>,
+        under: UnderLease<'_>,
+    ) -> BatchOutcome {
+        let key = tenant.database_key();
+        let lease = under.lease;
+        let change = match plan.direction {
+            Direction::Up => HistoryChange::Record,
+            Direction::Down => HistoryChange::Remove,
+        };
+        let attempts = self.sessions().config().conflict_attempts.max(1);
+        let mut backoff = conflict_backoff();
+        let mut conflicts = 0;
+        let mut next = 0;
+        'send: while next < batch.len() {
+            let taking = lease.state() == LeaseState::Taking;
+            if !taking && under.watch.is_lost() {
+                return BatchOutcome::failed(next, lock_lost(tenant));
+            }
+            let pending = &batch[next..];
+            let define_history = !taking && self.history_table(&key) != Some(HistoryTable::Ready);
+            let items: Vec<sql::Item<'_>> = pending
+                .iter()
+                .map(|m| sql::Item {
+                    id: sql::record_id(m.version.as_str()),
+                    statements: statements_of(m, plan.direction),
+                })
+                .collect();
+            let request = sql::batch(
+                &items,
+                change,
+                LeaseUse {
+                    take: taking.then_some(lease.ask.lease),
+                    release: under.release,
+                    define_history,
+                },
+            );
+            let mut vars = batch_vars(plan, pending, &lease.token);
+            if taking {
+                vars.extend(lease.ask.vars.clone());
+                vars.insert("fl_ns".into(), json!(tenant.connection.namespace));
+                vars.insert("fl_db".into(), json!(tenant.connection.database));
+            }
+            let sent = self
+                .send(
+                    tenant,
+                    Lane::Deploy,
+                    &request.text,
+                    Some(&vars),
+                    Limit::WhileRenewed(under.watch),
+                )
+                .await;
+            let raw = match sent {
+                // Not sent, or refused whole: nothing ran.
+                Err(error) => {
+                    lease.take_not_done();
+                    return BatchOutcome::failed(next, error);
+                }
+                Ok(Reply::Refused(error)) if is_conflict(&error) && conflicts + 1 < attempts => {
+                    conflicts += 1;
+                    backoff.wait().await;
+                    continue 'send;
+                }
+                Ok(Reply::Refused(error)) => {
+                    lease.take_not_done();
+                    return BatchOutcome::failed(next, classify(tenant, error));
+                }
+                Ok(Reply::Lost(error)) => {
+                    return self
+                        .after_lost_reply(tenant, plan, pending, next, under, error)
+                        .await;
+                }
+                Ok(Reply::Answered(raw)) => raw,
+            };
+            let (blocks, released) = match decode(raw, &request) {
+                Err(unreadable) => {
+                    let error = RunnerError::Backend {
+                        environment: tenant.environment.clone(),
+                        source: unreadable.into(),
+                    };
+                    return self
+                        .after_lost_reply(tenant, plan, pending, next, under, error)
+                        .await;
+                }
+                Ok(Decoded::UseFailed(error)) => {
+                    if is_conflict(&error) && conflicts + 1 < attempts {
+                        conflicts += 1;
+                        backoff.wait().await;
+                        continue 'send;
+                    }
+                    lease.take_not_done();
+                    return BatchOutcome::failed(next, classify(tenant, error));
+                }
+                Ok(Decoded::Blocks { blocks, released }) => (blocks, released),
+            };
+            if taking && !self.settle_take(tenant, &blocks, &request.layouts[0], lease) {
+                // Someone holds the lease, or the target is no longer the new one the probe
+                // saw: nothing ran, and the fences stopped the rest.
+                return BatchOutcome::failed(0, lock_lost(tenant));
+            }
+            if define_history && matches!(blocks.first(), Some(Block::Committed)) {
+                self.set_history_table(&key, Some(HistoryTable::Ready));
+            }
+            for ((block, migration), layout) in
+                blocks.into_iter().zip(pending).zip(&request.layouts)
+            {
+                match block {
+                    Block::Committed => next += 1,
+                    Block::Conflict(error) => {
+                        conflicts += 1;
+                        if conflicts >= attempts {
+                            return BatchOutcome::failed(
+                                next,
+                                RunnerError::Conflict {
+                                    environment: tenant.environment.clone(),
+                                    attempts,
+                                    source: driver(tenant, &error),
+                                },
+                            );
+                        }
+                        tracing::debug!(environment = %tenant.environment, error = %error.message(), conflicts, "write conflict; sending the rest again");
+                        backoff.wait().await;
+                        continue 'send;
+                    }
+                    Block::Failed(position, error) => {
+                        let error = block_error(
+                            tenant,
+                            plan.direction,
+                            migration,
+                            *layout,
+                            position,
+                            &error,
+                        );
+                        return BatchOutcome::failed(next, error);
+                    }
+                    Block::Unknown(error) => {
+                        let error = classify(tenant, error);
+                        let rest = &batch[next..];
+                        return self
+                            .after_lost_reply(tenant, plan, rest, next, under, error)
+                            .await;
+                    }
+                }
+            }
+            if let Some(Ok(true)) = released {
+                lease.released();
+            }
+        }
+        BatchOutcome::committed(batch.len())
+    }
+
+    /// Reads what the first transaction of a taking request did to the lease; `false` when
+    /// the take was refused (nothing of the request ran).
+    fn settle_take(
+        &self,
+        tenant: &TenantContext,
+        blocks: &[Block],
+        layout: &sql::Layout,
+        lease: &Lease,
+    ) -> bool {
+        match blocks.first() {
+            Some(Block::Committed) => {
+                lease.take_committed();
+                self.set_history_table(&tenant.database_key(), Some(HistoryTable::Ready));
+                true
+            }
+            // The target check, the history table's definition or the lease's `CREATE` failed.
+            Some(Block::Failed(position, _))
+                if *position < layout.prelude
+                    || *position == layout.prelude + layout.statements + 1 =>
+            {
+                lease.take_refused();
+                false
+            }
+            Some(Block::Conflict(_)) => {
+                lease.take_refused();
+                false
+            }
+            // The migration failed, undoing the take with it: reported as it is.
+            Some(Block::Failed(..)) => {
+                lease.take_not_done();
+                true
+            }
+            // Settled by history, like a lost reply.
+            Some(Block::Unknown(_)) | None => true,
+        }
+    }
+
+    /// A request whose reply never came, or could not be read: history says which of
+    /// `sent` committed (this process's rows), and the lease is then what that implies.
+    async fn after_lost_reply(
+        &self,
+        tenant: &TenantContext,
+        plan: &MigrationPlan,
+        sent: &[&Migration],
+        done_before: usize,
+        under: UnderLease<'_>,
+        error: RunnerError,
+    ) -> BatchOutcome {
+        let lease = under.lease;
+        let taking = lease.state() == LeaseState::Taking;
+        tracing::warn!(environment = %tenant.environment, %error, "no readable reply to a migration request; reading history back");
+        let committed = match reconcile(self, tenant, plan, sent).await {
+            Ok(committed) => committed,
+            Err(unknown) => {
+                lease.outcome_unknown();
+                return BatchOutcome::failed(done_before, unknown);
+            }
+        };
+        if taking && committed == 0 {
+            // The take rode in the first transaction, which did not commit.
+            lease.take_not_done();
+        } else if under.release && committed == sent.len() {
+            // The release after the last transaction may or may not have run.
+            lease.outcome_unknown();
+        } else {
+            lease.take_committed();
+        }
+        let done = done_before + committed;
+        if committed == sent.len() {
+            BatchOutcome::committed(done)
+        } else {
+            BatchOutcome::failed(done, error)
+        }
+    }
+}
+
+fn lock_lost(tenant: &TenantContext) -> RunnerError {
+    RunnerError::LockLost {
+        environment: tenant.environment.clone(),
+    }
+}
+
+/// The statements a migration runs in `direction`.
+pub(crate) fn statements_of(migration: &Migration, direction: Direction) -> &[Statement] {
+    match direction {
+        Direction::Up => &migration.up,
+        Direction::Down => migration.down.as_ref().unwrap_or(&migration.up),
+    }
+}
+
+/// The file `direction`'s statements of `migration` come from.
+fn file_of(migration: &Migration, direction: Direction) -> &std::path::Path {
+    match direction {
+        Direction::Up => &migration.path,
+        Direction::Down => migration.down_file(),
+    }
+}
+
+/// The variables of a [`sql::batch`] of `pending`.
+fn batch_vars(plan: &MigrationPlan, pending: &[&Migration], token: &str) -> Map<String, Value> {
+    let mut vars = Map::new();
+    vars.insert("fl_token".into(), json!(token));
+    vars.insert("fl_applied_by".into(), json!(plan.applied_by));
+    if let Some(id) = &plan.deployment_id {
+        // Unbound means NONE; a bound null would not fit `option<string>`.
+        vars.insert("fl_deployment".into(), json!(id));
+    }
+    for (k, migration) in pending.iter().enumerate() {
+        vars.insert(format!("fl_version_{k}"), json!(migration.version.as_str()));
+        vars.insert(format!("fl_description_{k}"), json!(migration.description));
+        vars.insert(format!("fl_checksum_{k}"), json!(migration.checksum));
+    }
+    vars
+}
+
+/// Splits a request's results into one outcome per transaction, and the release's. Every
+/// transaction contributes `BEGIN`, its body and `COMMIT`; a reply of another shape is an
+/// error (its effect is then read from history).
+fn decode(
+    mut raw: surrealdb::IndexedResults,
+    request: &sql::Batch,
+) -> std::result::Result<Decoded, String> {
+    // The leading `USE`, each transaction, then the release.
+    let blocks_end: usize = 1 + request.layouts.iter().map(|l| l.body() + 2).sum::<usize>();
+    let expected = blocks_end + usize::from(request.releases);
+    if raw.num_statements() != expected {
+        return Err(format!(
+            "expected {expected} results from the migration request, got {}",
+            raw.num_statements()
+        ));
+    }
+    let mut errors: Vec<(usize, surrealdb::Error)> = raw.take_errors().into_iter().collect();
+    errors.sort_by_key(|(index, _)| *index);
+    if errors.first().is_some_and(|(index, _)| *index == 0) {
+        return Ok(Decoded::UseFailed(errors.swap_remove(0).1));
+    }
+    let mut errors = errors.into_iter().peekable();
+    let mut blocks = Vec::with_capacity(request.layouts.len());
+    let mut base = 1;
+    for layout in &request.layouts {
+        let end = base + layout.body() + 2;
+        let mut mine = Vec::new();
+        while let Some((index, _)) = errors.peek()
+            && *index < end
+        {
+            mine.extend(errors.next());
+        }
+        blocks.push(block_of(mine, base));
+        base = end;
+    }
+    let released = request.releases.then(|| match errors.next() {
+        Some((_, error)) => Err(error),
+        None => {
+            take_json(&mut raw, blocks_end).map(|v| v.as_array().is_some_and(|r| !r.is_empty()))
+        }
+    });
+    Ok(Decoded::Blocks { blocks, released })
+}
+
+fn take_json(
+    raw: &mut surrealdb::IndexedResults,
+    index: usize,
+) -> std::result::Result<Value, surrealdb::Error> {
+    crate::request::take_json(raw, index)
+}
+
+/// One transaction's outcome from its errors (indices into the whole reply; `base` is its
+/// `BEGIN`'s).
+fn block_of(mut errors: Vec<(usize, surrealdb::Error)>, base: usize) -> Block {
+    if errors.is_empty() {
+        return Block::Committed;
+    }
+    if let Some(at) = errors.iter().position(|(_, e)| is_conflict(e)) {
+        return Block::Conflict(errors.swap_remove(at).1);
+    }
+    if let Some(at) = errors.iter().position(|(_, e)| is_outcome_unknown(e)) {
+        return Block::Unknown(errors.swap_remove(at).1);
+    }
+    // The real cause: a statement's error, or `COMMIT`'s ("Cannot COMMIT: …"); the others
+    // only say they were not executed.
+    let at = errors
+        .iter()
+        .position(|(_, e)| !is_not_executed(e) || is_commit_failure(e))
+        .unwrap_or(0);
+    let (index, error) = errors.swap_remove(at);
+    // Body positions start after `BEGIN`.
+    Block::Failed(index.saturating_sub(base + 1), error)
+}
+
+/// The error for a transaction that failed at body `position`.
+fn block_error(
+    tenant: &TenantContext,
+    direction: Direction,
+    migration: &Migration,
+    layout: sql::Layout,
+    position: usize,
+    error: &surrealdb::Error,
+) -> RunnerError {
+    let statements = statements_of(migration, direction);
+    let statements_end = layout.prelude + layout.statements;
+    let message = tenant.connection.scrub(error.message());
+    if position < layout.prelude {
+        if message.contains(LOCK_LOST) {
+            lock_lost(tenant)
+        } else if message.contains(NOT_APPLIED) {
+            RunnerError::AlreadyReverted {
+                environment: tenant.environment.clone(),
+                version: migration.version.clone(),
+            }
+        } else {
+            RunnerError::Backend {
+                environment: tenant.environment.clone(),
+                source: format!("preparing migration {}: {message}", migration.version).into(),
+            }
+        }
+    } else if position < statements_end {
+        let index = position - layout.prelude;
+        RunnerError::StatementFailed {
+            environment: tenant.environment.clone(),
+            version: migration.version.clone(),
+            file: file_of(migration, direction).to_path_buf(),
+            statement: index + 1,
+            line: statements[index].line,
+            message,
+        }
+    } else {
+        let doing = if position == statements_end {
+            "recording"
+        } else if position < layout.body() {
+            "taking the lock with"
+        } else {
+            "committing"
+        };
+        let hint = if message.contains("already exists") && position == statements_end {
+            " (another deploy recorded it meanwhile: its lease was taken over while it ran)"
+        } else {
+            ""
+        };
+        RunnerError::Backend {
+            environment: tenant.environment.clone(),
+            source: format!(
+                "{doing} migration {} in {}: {message}{hint}",
+                migration.version,
+                sql::HISTORY_TABLE,
+            )
+            .into(),
+        }
+    }
+}

@@ -1,9 +1,13 @@
 //! Helpers for flotilla's end-to-end tests: starting a real SurrealDB server on a free
-//! loopback port and waiting until it accepts connections.
+//! loopback port (in memory, or on disk so it can be killed and restarted with its data),
+//! sending it signals, and endpoints that misbehave on purpose (one that accepts connections
+//! and never answers).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A SurrealDB server process on 127.0.0.1, killed when dropped.
@@ -11,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct TestServer {
     child: Child,
     addr: SocketAddr,
+    binary: PathBuf,
+    storage: String,
 }
 
 /// Root user and password of every test server.
@@ -22,29 +28,50 @@ impl TestServer {
     /// Starts `server_binary` (the `flotilla-test-server` binary) with in-memory storage on
     /// a free port and waits until it accepts connections.
     pub fn start(server_binary: &Path) -> Self {
-        let port = free_port();
+        Self::start_with(server_binary, "memory", free_port())
+    }
+
+    /// Starts `server_binary` with `storage` (`memory`, or `surrealkv://PATH` to keep data
+    /// across a restart) on `port`.
+    pub fn start_with(server_binary: &Path, storage: &str, port: u16) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let child = Command::new(server_binary)
-            .args([
-                "start",
-                "--bind",
-                &addr.to_string(),
-                "--user",
-                ROOT_USER,
-                "--pass",
-                ROOT_PASS,
-                "--log",
-                "warn",
-                "memory",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server_binary.display()));
-        let mut server = Self { child, addr };
+        let child = spawn_server(server_binary, addr, storage);
+        let mut server = Self {
+            child,
+            addr,
+            binary: server_binary.to_path_buf(),
+            storage: storage.to_owned(),
+        };
         server.wait_until_listening(Duration::from_secs(60));
         server
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port with the same storage (after [`Self::kill`]).
+    pub fn restart(&mut self) {
+        self.kill();
+        // The port is free again once the old process is gone; binding may still race a
+        // TIME_WAIT socket briefly, so try a few times.
+        let started = Instant::now();
+        loop {
+            self.child = spawn_server(&self.binary, self.addr, &self.storage);
+            std::thread::sleep(Duration::from_millis(200));
+            match self.child.try_wait() {
+                Ok(Some(_)) if started.elapsed() < Duration::from_secs(20) => continue,
+                _ => break,
+            }
+        }
+        self.wait_until_listening(Duration::from_secs(60));
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`, …) to the server process.
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.child.id(), signal);
     }
 
     /// Starts the `flotilla-test-server` binary built into the same target directory as the
@@ -67,12 +94,17 @@ impl TestServer {
         Self::start(&binary)
     }
 
-    /// `ws://127.0.0.1:PORT`.
     /// The server process's id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `ws://127.0.0.1:PORT`.
     pub fn ws_url(&self) -> String {
         format!("ws://{}", self.addr)
     }
@@ -102,8 +134,97 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        // A stopped process does not die of SIGKILL until continued on some systems' views;
+        // continue it first so the kill is prompt.
+        send_signal(self.child.id(), "CONT");
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+fn spawn_server(binary: &Path, addr: SocketAddr, storage: &str) -> Child {
+    Command::new(binary)
+        .args([
+            "start",
+            "--bind",
+            &addr.to_string(),
+            "--user",
+            ROOT_USER,
+            "--pass",
+            ROOT_PASS,
+            "--log",
+            "warn",
+            storage,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
+}
+
+/// Sends `signal` (a name `kill` knows: `STOP`, `CONT`, `INT`, `TERM`, `KILL`) to `pid`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A loopback endpoint that accepts connections and never answers — a silent host, without
+/// leaving the machine. Counts the connections it accepted; stops when dropped.
+#[derive(Debug)]
+pub struct SilentEndpoint {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SilentEndpoint {
+    /// Listens on a free loopback port.
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let addr = listener.local_addr().expect("address");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, stopping) = (Arc::clone(&accepted), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            // Bounded: a test never needs it for more than a few minutes.
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while !stopping.load(Ordering::SeqCst) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        held.push(stream);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            stop,
+        }
+    }
+
+    /// `ws://127.0.0.1:PORT`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for SilentEndpoint {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
 

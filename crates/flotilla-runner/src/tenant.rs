@@ -266,3 +266,55 @@ pub struct Probe {
     /// may still be unreadable, say a row another tool wrote badly).
     pub history: crate::Result<Vec<flotilla_core::AppliedMigration>>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_database_has_one_key_however_its_url_is_written() {
+        let key = |url: &str| DatabaseKey::new(url, "ns", "db");
+        let same = [
+            "ws://db.example:8000",
+            "ws://db.example:8000/",
+            "WS://DB.example:8000/rpc",
+            "http://db.example:8000",
+            "ws://user:secret@db.example:8000/rpc/",
+        ];
+        for url in same {
+            assert_eq!(key(url), key(same[0]), "{url}");
+        }
+        assert_ne!(key("wss://db.example:8000"), key("ws://db.example:8000"));
+        assert_ne!(key("ws://db.example:8001"), key("ws://db.example:8000"));
+        assert_ne!(key("surrealkv://data/a.db"), key("surrealkv://data/b.db"));
+        assert_ne!(
+            DatabaseKey::new("mem://", "ns", "a"),
+            DatabaseKey::new("mem://", "ns", "b")
+        );
+    }
+
+    #[test]
+    fn a_key_never_shows_a_password() {
+        let key = DatabaseKey::new("wss://admin:p/a?s#s@db.example/rpc", "ns", "db");
+        for shown in [format!("{key:?}"), key.to_string()] {
+            assert!(
+                !shown.contains("p/a?s#s") && !shown.contains("admin"),
+                "{shown}"
+            );
+        }
+        let tenant = TenantContext::new(
+            "prod",
+            Connection::new("ws://admin:url-secret@db:8000", "ns", "db").with_credentials(
+                "admin",
+                "password-secret",
+                flotilla_core::AuthLevel::Root,
+            ),
+        );
+        for shown in [format!("{tenant:?}"), tenant.to_string()] {
+            assert!(
+                !shown.contains("url-secret") && !shown.contains("password-secret"),
+                "{shown}"
+            );
+        }
+    }
+}

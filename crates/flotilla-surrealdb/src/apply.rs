@@ -481,3 +481,75 @@ fn block_error(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flotilla_core::{Connection, MigrationSet};
+    use surrealdb::types::QueryError;
+
+    use super::*;
+
+    fn not_executed() -> surrealdb::Error {
+        surrealdb::Error::query(
+            "The query was not executed due to a failed transaction".to_owned(),
+            Some(QueryError::NotExecuted),
+        )
+    }
+
+    /// When `COMMIT` itself fails, SurrealDB marks every statement "not executed" and puts
+    /// the real cause on the `COMMIT` row, with the same "not executed" kind: the cause must
+    /// still be what is reported.
+    #[test]
+    fn a_failed_commit_keeps_its_real_cause() {
+        let set = MigrationSet::from_files([(
+            "m/0001_a.surql".into(),
+            "DEFINE TABLE a; CREATE a:1;".to_owned(),
+        )])
+        .expect("valid");
+        let migration = &set.as_slice()[0];
+        let layout = sql::Layout {
+            prelude: 1,
+            statements: 2,
+            postlude: 1,
+        };
+        // BEGIN at 1; body 2..=5; COMMIT at 6.
+        let commit = surrealdb::Error::query(
+            "Cannot COMMIT: the disk is full".to_owned(),
+            Some(QueryError::NotExecuted),
+        );
+        let errors = vec![
+            (2, not_executed()),
+            (3, not_executed()),
+            (4, not_executed()),
+            (5, not_executed()),
+            (6, commit),
+        ];
+        let Block::Failed(position, error) = block_of(errors, 1) else {
+            panic!("a failed block");
+        };
+        assert_eq!(position, layout.body(), "the failure is the COMMIT's");
+        let tenant = TenantContext::new("prod", Connection::new("mem://", "ns", "db"));
+        let reported = block_error(&tenant, Direction::Up, migration, layout, position, &error);
+        let message = reported.to_string();
+        assert!(
+            message.contains("committing migration 0001") && message.contains("the disk is full"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_statement_failure_names_the_statement_and_an_unknown_commit_is_unknown() {
+        let failing = surrealdb::Error::query("oops".to_owned(), None);
+        let Block::Failed(position, _) = block_of(vec![(3, failing), (4, not_executed())], 1)
+        else {
+            panic!("failed");
+        };
+        assert_eq!(position, 1);
+        let unknown = surrealdb::Error::query(
+            "The transaction's commit outcome is unknown, so whether this query was applied is undetermined".to_owned(),
+            None,
+        );
+        assert!(matches!(block_of(vec![(2, unknown)], 1), Block::Unknown(_)));
+        assert!(matches!(block_of(Vec::new(), 1), Block::Committed));
+    }
+}

@@ -519,4 +519,42 @@ mod tests {
         let names = response.take(0).expect("names");
         assert_eq!(names, serde_json::json!(["a-b`c\\d e", "x.y-z"]));
     }
+
+    /// A guard's `Debug` (lease, token, target, runner) shows no password.
+    #[tokio::test]
+    async fn a_lock_guard_never_shows_a_password() {
+        let runner = SurrealRunner::new();
+        define_user(&runner).await;
+        let guard = runner
+            .acquire_lock(
+                &tenant("debug"),
+                &LockRequest::new(None, std::time::Duration::ZERO),
+            )
+            .await
+            .expect("lock");
+        let shown = format!("{guard:?} {guard:#?} {runner:?}");
+        assert!(!shown.contains("deployer-pw"), "{shown}");
+        assert!(shown.contains("debug"), "{shown}");
+        guard.release().await.expect("release");
+    }
+
+    /// The SDK's "invalid URL" message quotes the URL; a password in it must not print.
+    #[tokio::test]
+    async fn an_invalid_url_is_reported_without_its_password() {
+        let runner = SurrealRunner::new();
+        let bad = TenantContext::new(
+            "broken",
+            Connection::new("ws://admin:pa ss/w0rd@db.example:99999/rpc", "ns", "db")
+                .with_credentials("admin", "pa ss/w0rd", AuthLevel::Root),
+        );
+        let error = runner.health(&bad).await.expect_err("an invalid URL");
+        let mut shown = format!("{error} {error:?}");
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            shown.push_str(&format!(" {cause} {cause:?}"));
+            source = cause.source();
+        }
+        assert!(!shown.contains("pa ss/w0rd"), "{shown}");
+        assert!(shown.contains("broken"), "{shown}");
+    }
 }

@@ -150,11 +150,11 @@ impl MemoryRunner {
         lock: &(dyn LockGuard + 'static),
         migration: &Migration,
     ) -> Result<bool> {
-        let lost = RunnerError::LockLost {
+        let lost = || RunnerError::LockLost {
             environment: tenant.environment.clone(),
         };
         if lock.is_lost() {
-            return Err(lost);
+            return Err(lost());
         }
         let (statements, file) = match plan.direction {
             Direction::Up => (&migration.up, migration.path.clone()),
@@ -168,7 +168,7 @@ impl MemoryRunner {
             let failing = state.failing.get(&migration.version).copied();
             let target = state.target(tenant);
             if target.lease.as_ref().map(|l| l.token.as_str()) != Some(lock.token()) {
-                return Err(lost);
+                return Err(lost());
             }
             failing
         };
@@ -191,6 +191,11 @@ impl MemoryRunner {
         let mut state = self.state();
         let lose_reply = state.lost_replies.remove(&migration.version);
         let target = state.target(tenant);
+        // The fence wrote the lock record, so a takeover committed since makes the commit
+        // conflict: nothing of a lease taken over commits, not even what was running.
+        if target.lease.as_ref().map(|l| l.token.as_str()) != Some(lock.token()) {
+            return Err(lost());
+        }
         let recorded = target
             .history
             .iter()

@@ -53,6 +53,7 @@ macro_rules! conformance_tests {
             a_broken_lock_is_free_and_its_holder_applies_nothing,
             a_long_final_migration_commits_once_while_the_lease_is_renewed,
             a_lease_lost_during_a_migration_stops_the_next_one,
+            a_takeover_during_a_migration_rolls_it_back,
             a_revert_never_leaves_a_newer_version_applied,
             a_deployment_reverts_exactly_what_it_applied,
             one_process_holds_one_lease_per_database,
@@ -988,6 +989,52 @@ pub async fn a_lease_lost_during_a_migration_stops_the_next_one(h: &impl Harness
         guard.release().await,
         Err(RunnerError::LockLost { .. })
     ));
+}
+
+/// A holder whose lock is broken (or taken over) while one of its migrations runs commits
+/// nothing more — not even that migration, which started under a lease that was still its
+/// own: the change to the lock makes it roll back. Applied again under a new lock, it runs
+/// once.
+pub async fn a_takeover_during_a_migration_rolls_it_back(h: &impl Harness) {
+    let runner = h.runner().await;
+    let tenant = h.tenant("takeover-midway");
+    let slow = "-- @up\nCREATE effect:first SET n = 1;\nSLEEP 1500ms;\nCREATE effect:second SET n = 2;\n-- @down\nDELETE effect;\n";
+    let plan = MigrationPlan::up(migrations(&[("0001_slow.surql", slow)]));
+    let zombie = runner
+        .acquire_lock(
+            &tenant,
+            &LockRequest {
+                owner: owner("zombie"),
+                ..lock(Duration::ZERO)
+            },
+        )
+        .await
+        .expect("acquire");
+    let other = h.runner().await;
+    let breaking = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // The holder is presumed dead: its lock is broken.
+        other.break_lock(&tenant).await.expect("break");
+    };
+    let (zombie_result, ()) = tokio::join!(
+        runner.execute_migration(&tenant, &plan, zombie.as_ref()),
+        breaking
+    );
+    let err = zombie_result.expect_err("the running migration rolls back");
+    assert_eq!(err.class(), ErrorClass::LockLost, "{err:?}");
+    assert!(err.applied_before_failure().is_empty(), "{err:?}");
+    assert!(
+        history_versions(&runner, &tenant).await.is_empty(),
+        "the migration committed under a broken lock"
+    );
+    let _ = zombie.release().await;
+    let after = h.snapshot(&tenant).await;
+    assert!(!after.contains("effect"), "half of it is left: {after}");
+    let taken = apply(&h.runner().await, &tenant, &plan)
+        .await
+        .expect("applied under a new lock");
+    assert_eq!(versions(&taken.applied), ["0001"]);
+    assert_eq!(history_versions(&runner, &tenant).await, ["0001"]);
 }
 
 /// A revert names versions newest first; asked to revert one while a newer stays applied,

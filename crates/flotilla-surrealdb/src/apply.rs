@@ -247,10 +247,11 @@ impl SurrealRunner {
                 self.set_history_table(&tenant.database_key(), Some(HistoryTable::Ready));
                 true
             }
-            // The target check, the history table's definition or the lease's `CREATE` failed.
+            // The target check, the history table's definition or the lock's `CREATE` failed.
             Some(Block::Failed(position, _))
                 if *position < layout.prelude
-                    || *position == layout.prelude + layout.statements + 1 =>
+                    || (*position > layout.prelude + layout.statements
+                        && *position < layout.body()) =>
             {
                 lease.take_refused();
                 false
@@ -384,9 +385,7 @@ fn decode(
     }
     let released = request.releases.then(|| match errors.next() {
         Some((_, error)) => Err(error),
-        None => {
-            take_json(&mut raw, blocks_end).map(|v| v.as_array().is_some_and(|r| !r.is_empty()))
-        }
+        None => take_json(&mut raw, blocks_end).map(|v| v.as_bool() == Some(true)),
     });
     Ok(Decoded::Blocks { blocks, released })
 }

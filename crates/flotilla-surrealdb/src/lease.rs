@@ -264,9 +264,8 @@ impl SurrealRunner {
         let mut response = self
             .request(tenant, Lane::Upkeep, &text, Some(&vars), 1)
             .await?;
-        let tokens = response.take(0).map_err(|e| classify(tenant, e))?;
-        let found = tokens.as_array().is_some_and(|t| !t.is_empty());
-        Ok(lease.renewal(found))
+        let found = response.take(0).map_err(|e| classify(tenant, e))?;
+        Ok(lease.renewal(found.as_bool() == Some(true)))
     }
 
     /// When a lock request's reply was lost, the lease may be ours without our knowing:
@@ -282,7 +281,7 @@ impl SurrealRunner {
         vars.insert("fl_token".into(), json!(token));
         tokio::spawn(async move {
             let _ = runner
-                .request(&tenant, Lane::Upkeep, sql::RELEASE, Some(&vars), 1)
+                .request(&tenant, Lane::Upkeep, &sql::release(), Some(&vars), 1)
                 .await;
         });
     }
@@ -435,13 +434,9 @@ impl LockGuard for SurrealLockGuard {
         let tenant = &self.tenant;
         let mut response = self
             .runner
-            .request(tenant, Lane::Upkeep, sql::RELEASE, Some(&vars), 1)
+            .request(tenant, Lane::Upkeep, &sql::release(), Some(&vars), 1)
             .await?;
-        let deleted = response
-            .take(0)
-            .map_err(|e| classify(tenant, e))?
-            .as_array()
-            .is_some_and(|rows| !rows.is_empty());
+        let deleted = response.take(0).map_err(|e| classify(tenant, e))?.as_bool() == Some(true);
         self.lease.released();
         if deleted || !must_exist {
             Ok(())

@@ -290,12 +290,20 @@ impl MigrationRunner for SurrealRunner {
 
     async fn break_lock(&self, tenant: &TenantContext) -> Result<Option<LockInfo>> {
         let mut response = self
-            .request(tenant, Lane::Upkeep, &sql::break_lock(), None, 4)
+            .request(
+                tenant,
+                Lane::Upkeep,
+                &sql::break_lock(),
+                None,
+                sql::BREAK_STATEMENTS,
+            )
             .await?;
         if let Some((_, error)) = response.failure() {
             return Err(classify(tenant, error));
         }
-        let previous = response.take(3).map_err(|e| classify(tenant, e))?;
+        let previous = response
+            .take(sql::BREAK_STATEMENTS - 1)
+            .map_err(|e| classify(tenant, e))?;
         Ok(lease_info(Some(&previous)))
     }
 

@@ -25,15 +25,29 @@ pub(crate) const SELECT_HISTORY: &str = "SELECT version, description, checksum, 
      <string> applied_at AS applied_at, execution_time_ms, applied_by, deployment_id \
      FROM _migration_history";
 
-/// The current lease (or NONE), with expiry judged by the database's clock.
-const SELECT_LEASE: &str = "(SELECT host, pid, deployment_id, token, \
-     <string> acquired_at AS acquired_at, <string> expires_at AS expires_at, \
-     expires_at <= time::now() AS expired FROM ONLY _migration_lock:lock)";
+/// The lock is two records. `_migration_lock:lock` says who holds it (token, host, pid,
+/// deployment, since when) and is written only by those who take, release or break the lock
+/// — and by every migration transaction under it, so that a takeover committed while a
+/// migration runs makes that migration conflict and roll back: a deployer whose lease was
+/// taken over commits nothing more, not even a migration it had already started.
+/// `_migration_lease:⟨token⟩` holds the lease's expiry and is what a heartbeat renews, so
+/// renewals never conflict with migrations. (A lock record written before the two were split
+/// carries its own `expires_at`, which counts when there is no lease record.)
+const LEASE_EXPIRY: &str = "(type::record('_migration_lease', token).expires_at ?? expires_at)";
+
+/// The current lock (or NONE), with expiry judged by the database's clock.
+fn select_lease() -> String {
+    format!(
+        "(SELECT host, pid, deployment_id, token, \
+         <string> acquired_at AS acquired_at, <string> {LEASE_EXPIRY} AS expires_at, \
+         {LEASE_EXPIRY} <= time::now() AS expired FROM ONLY _migration_lock:lock)"
+    )
+}
 
 /// Health: the current lease and the history, in one request. A missing history table
 /// (an error for the second statement) means the target is not initialised.
 pub(crate) fn health() -> String {
-    format!("{SELECT_LEASE}; {SELECT_HISTORY};")
+    format!("{}; {SELECT_HISTORY};", select_lease())
 }
 
 /// What a lock request may take for granted about the target's tables.
@@ -46,35 +60,44 @@ pub(crate) enum Definitions {
     /// [`take_fresh`]'s; when it fails the caller asks again with [`Definitions::All`],
     /// which handles every case.
     Fresh,
-    /// Both tables if missing, and flotilla's two fields on a history table another tool
+    /// Every table if missing, and flotilla's two fields on a history table another tool
     /// may have made schemafull.
     All,
 }
 
-const DEFINE_LOCK: &str = "DEFINE TABLE IF NOT EXISTS _migration_lock SCHEMALESS";
+const DEFINE_LOCK: &[&str] = &[
+    "DEFINE TABLE IF NOT EXISTS _migration_lock SCHEMALESS",
+    "DEFINE TABLE IF NOT EXISTS _migration_lease SCHEMALESS",
+];
 
-/// The lease's fields, set when it is taken.
-const LEASE_CONTENT: &str = "token: $fl_token, host: $fl_host, pid: $fl_pid, \
-     deployment_id: $fl_lock_deployment, acquired_at: time::now(), expires_at: time::now() + ";
+/// The lock record's fields, set when it is taken.
+const LOCK_CONTENT: &str = "token: $fl_token, host: $fl_host, pid: $fl_pid, \
+     deployment_id: $fl_lock_deployment, acquired_at: time::now()";
 
-/// Takes the lease on a target the health probe found never migrated: defines the history
-/// table with a plain `DEFINE TABLE` and creates the lease outright — no reads, no lock
-/// table definition (the lease's `CREATE` makes it). Either statement fails when the target
-/// is not as the probe saw it (the table made meanwhile, a lease left behind, a server that
-/// makes only defined tables). A table made here is schemaless, so flotilla's two extra
-/// fields need no definitions.
+/// Creates (or replaces) our lease record, expiring `lease` from now.
+fn lease_record(lease: Duration) -> String {
+    format!(
+        "UPSERT type::record('_migration_lease', $fl_token) CONTENT {{ expires_at: time::now() + {}ms }} RETURN NONE",
+        lease.as_millis()
+    )
+}
+
+/// The statements that take the lock on a target the health probe found never migrated:
+/// the history table with a plain `DEFINE TABLE`, then the lock and lease records outright —
+/// no reads, no lock-table definitions (the writes make the tables). The definition and the
+/// lock's `CREATE` fail when the target is not as the probe saw it (the table made
+/// meanwhile, a lock left behind, a server that makes only defined tables). A table made
+/// here is schemaless, so flotilla's two extra fields need no definitions.
 fn take_fresh(lease: Duration) -> [String; TAKE_FRESH_STATEMENTS] {
     [
         "DEFINE TABLE _migration_history SCHEMALESS".to_owned(),
-        format!(
-            "CREATE _migration_lock:lock CONTENT {{ {LEASE_CONTENT}{}ms }} RETURN NONE",
-            lease.as_millis()
-        ),
+        format!("CREATE _migration_lock:lock CONTENT {{ {LOCK_CONTENT} }} RETURN NONE"),
+        lease_record(lease),
     ]
 }
 
 /// Statements in [`take_fresh`].
-pub(crate) const TAKE_FRESH_STATEMENTS: usize = 2;
+const TAKE_FRESH_STATEMENTS: usize = 3;
 
 /// Takes the lease if it is free or expired, in one transaction, and — when taken — reads
 /// the history in that same transaction, so the caller need not ask again. A target being
@@ -82,33 +105,37 @@ pub(crate) const TAKE_FRESH_STATEMENTS: usize = 2;
 /// defines first. The request's body has [`acquire_statements`] statements; the last
 /// returns `{ acquired, previous, current, history }`.
 pub(crate) fn acquire(lease: Duration, definitions: Definitions) -> String {
-    let ms = lease.as_millis();
+    let current = select_lease();
     let defines = match definitions {
         Definitions::None => String::new(),
         Definitions::Fresh => {
             return format!(
                 "BEGIN TRANSACTION;
 {};
-RETURN {{ acquired: true, previous: NONE, current: {SELECT_LEASE}, history: [] }};
+RETURN {{ acquired: true, previous: NONE, current: {current}, history: [] }};
 COMMIT TRANSACTION;",
                 take_fresh(lease).join(";\n")
             );
         }
-        Definitions::All => std::iter::once(DEFINE_LOCK)
-            .chain(DEFINE_HISTORY.iter().copied())
+        Definitions::All => DEFINE_LOCK
+            .iter()
+            .chain(DEFINE_HISTORY.iter())
             .map(|statement| format!("{statement};\n"))
             .collect(),
     };
     format!(
         "BEGIN TRANSACTION;
-{defines}LET $fl_cur = {SELECT_LEASE};
+{defines}LET $fl_cur = {current};
 RETURN IF $fl_cur = NONE OR $fl_cur.expired = true {{
-    UPSERT _migration_lock:lock CONTENT {{ {LEASE_CONTENT}{ms}ms }} RETURN NONE;
-    RETURN {{ acquired: true, previous: $fl_cur, current: {SELECT_LEASE}, history: ({SELECT_HISTORY}) }};
+    UPSERT _migration_lock:lock CONTENT {{ {LOCK_CONTENT} }} RETURN NONE;
+    {};
+    IF $fl_cur != NONE {{ DELETE type::record('_migration_lease', $fl_cur.token) }};
+    RETURN {{ acquired: true, previous: $fl_cur, current: {current}, history: ({SELECT_HISTORY}) }};
 }} ELSE {{
     RETURN {{ acquired: false, previous: $fl_cur }};
 }};
-COMMIT TRANSACTION;"
+COMMIT TRANSACTION;",
+        lease_record(lease)
     )
 }
 
@@ -117,29 +144,43 @@ pub(crate) fn acquire_statements(definitions: Definitions) -> usize {
     match definitions {
         Definitions::None => 2,
         Definitions::Fresh => TAKE_FRESH_STATEMENTS + 1,
-        Definitions::All => 1 + DEFINE_HISTORY.len() + 2,
+        Definitions::All => DEFINE_LOCK.len() + DEFINE_HISTORY.len() + 2,
     }
 }
 
-/// Extends our lease; returns the token when it is still ours.
+/// Extends our lease when the lock is still ours; answers whether it was.
 pub(crate) fn renew(lease: Duration) -> String {
     format!(
-        "UPDATE _migration_lock:lock SET expires_at = time::now() + {}ms \
-         WHERE token = $fl_token RETURN VALUE token;",
-        lease.as_millis()
+        "IF _migration_lock:lock.token = $fl_token {{ {}; RETURN true }} ELSE {{ RETURN false }};",
+        lease_record(lease)
     )
 }
 
-/// Removes whatever lease there is; returns it.
+/// Removes whatever lock there is, and every lease record; returns the lock removed. The
+/// body has [`BREAK_STATEMENTS`] statements; the last returns the lock.
 pub(crate) fn break_lock() -> String {
     format!(
-        "{DEFINE_LOCK}; LET $fl_cur = {SELECT_LEASE}; DELETE _migration_lock:lock; RETURN $fl_cur;"
+        "{}; LET $fl_cur = {}; DELETE _migration_lock:lock; DELETE _migration_lease; RETURN $fl_cur;",
+        DEFINE_LOCK.join("; "),
+        select_lease()
     )
 }
 
-/// Removes our lease; returns its token when it was still ours.
-pub(crate) const RELEASE: &str =
-    "DELETE _migration_lock:lock WHERE token = $fl_token RETURN BEFORE;";
+/// Statements in [`break_lock`].
+pub(crate) const BREAK_STATEMENTS: usize = 6;
+
+/// Removes our lock and its lease record when `condition` holds and the lock is ours;
+/// answers whether it did.
+fn release_if(condition: &str) -> String {
+    format!(
+        "IF _migration_lock:lock.token = $fl_token{condition} {{ DELETE _migration_lock:lock; DELETE type::record('_migration_lease', $fl_token); RETURN true }} ELSE {{ RETURN false }}"
+    )
+}
+
+/// Removes our lock; answers whether it was still ours.
+pub(crate) fn release() -> String {
+    format!("{};", release_if(""))
+}
 
 /// Thrown by a batch's later transactions when the one before did not commit, so nothing
 /// runs after a failure.
@@ -214,11 +255,12 @@ pub(crate) struct LeaseUse {
 /// predecessor's history change, so a failed (or conflicting) transaction stops the rest of
 /// the request; a revert also checks that its own row is still there.
 ///
-/// With `lease.take`, the first transaction takes the lease on a never-migrated target
+/// With `lease.take`, the first transaction takes the lock on a never-migrated target
 /// instead of checking it: it begins by defining the history table (which fails if the table
-/// exists) and ends by creating the lease (which fails if there is one): when either fails,
-/// nothing of it commits and the next fence stops the rest. The lease is created last so its
-/// expiry counts from the commit, however long the migration ran.
+/// exists) and ends by creating the lock and lease records (the lock's fails if there is
+/// one): when either fails, nothing of it commits and the next fence stops the rest. The
+/// lease is created last so its expiry counts from the commit, however long the migration
+/// ran.
 ///
 /// With `lease.release`, a statement of its own after the last transaction removes the lease
 /// when that transaction's history change is there: outside the migrations' transactions,
@@ -251,9 +293,9 @@ pub(crate) fn batch(migrations: &[Item<'_>], change: HistoryChange, lease: Lease
             && k == 0
         {
             postlude.push(format!(
-                "CREATE _migration_lock:lock CONTENT {{ {LEASE_CONTENT}{}ms }} RETURN NONE",
-                length.as_millis()
+                "CREATE _migration_lock:lock CONTENT {{ {LOCK_CONTENT} }} RETURN NONE"
             ));
+            postlude.push(lease_record(length));
         }
         text.push_str("BEGIN TRANSACTION;\n");
         for statement in prelude
@@ -277,16 +319,15 @@ pub(crate) fn batch(migrations: &[Item<'_>], change: HistoryChange, lease: Lease
         let last = migrations.len() - 1;
         let done = match change {
             HistoryChange::Record => format!(
-                "{}.applied_by = $fl_applied_by",
+                " AND {}.applied_by = $fl_applied_by",
                 history_record(&migrations[last].id)
             ),
             HistoryChange::Remove => format!(
-                "(SELECT VALUE version FROM _migration_history WHERE version = $fl_version_{last}) = []"
+                " AND (SELECT VALUE version FROM _migration_history WHERE version = $fl_version_{last}) = []"
             ),
         };
-        text.push_str(&format!(
-            "DELETE _migration_lock:lock WHERE token = $fl_token AND {done} RETURN BEFORE;\n"
-        ));
+        text.push_str(&release_if(&done));
+        text.push_str(";\n");
     }
     Batch {
         text,
@@ -297,7 +338,8 @@ pub(crate) fn batch(migrations: &[Item<'_>], change: HistoryChange, lease: Lease
 
 /// The fence and the timer in one statement: it throws when the lease is no longer ours,
 /// after the first transaction when the one before did not commit, and on a revert when the
-/// row to remove is gone; else it starts the clock for `execution_time_ms`.
+/// row to remove is gone; else it writes the lock record (so a takeover committed before
+/// this transaction does makes it conflict) and starts the clock for `execution_time_ms`.
 fn fence(migrations: &[Item<'_>], k: usize, change: HistoryChange) -> String {
     let mut checks = String::new();
     if k > 0 {
@@ -322,7 +364,7 @@ fn fence(migrations: &[Item<'_>], k: usize, change: HistoryChange) -> String {
         ));
     }
     format!(
-        "LET $fl_started = IF $fl_token = NONE OR _migration_lock:lock.token != $fl_token {{ THROW \"{LOCK_LOST}\" }}{checks} ELSE {{ time::now() }}"
+        "LET $fl_started = IF $fl_token = NONE OR _migration_lock:lock.token != $fl_token {{ THROW \"{LOCK_LOST}\" }}{checks} ELSE {{ UPDATE _migration_lock:lock SET applying = $fl_version_{k} RETURN NONE; time::now() }}"
     )
 }
 

@@ -3,6 +3,10 @@
 //! sending it signals, and endpoints that misbehave on purpose (one that accepts connections
 //! and never answers).
 
+mod proxy;
+
+pub use proxy::LossyProxy;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -107,6 +111,11 @@ impl TestServer {
     /// `ws://127.0.0.1:PORT`.
     pub fn ws_url(&self) -> String {
         format!("ws://{}", self.addr)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// `http://127.0.0.1:PORT`.

@@ -504,3 +504,149 @@ fn completions_are_generated() {
     assert_eq!(code, 0);
     assert!(out.contains("flotilla") && out.contains("deploy"), "{out}");
 }
+
+/// Numbers out of range — a huge wait, a lease too short, more concurrency than anything
+/// holds, a zero timeout — are configuration errors (exit 2) naming the setting, never a
+/// panic.
+#[test]
+fn bad_numbers_are_configuration_errors_not_panics() {
+    let fine = project(TWO_EMBEDDED);
+    for (args, names) in [
+        (
+            vec!["--lock-timeout", "99999999999999999999"],
+            "lock-timeout",
+        ),
+        (vec!["--lock-timeout", "30000h"], "lock-timeout"),
+        (
+            vec!["--max-concurrent", "18446744073709551615"],
+            "max_concurrent",
+        ),
+        (vec!["--max-concurrent", "100000"], "max_concurrent"),
+        (vec!["--lease", "1ms"], "lease"),
+        (vec!["--connect-timeout", "0s"], "connect timeout"),
+        (vec!["--request-timeout=-3s"], "request-timeout"),
+        (vec!["--batch-size=-1"], "batch-size"),
+    ] {
+        let mut command = flotilla(fine.path());
+        command.args(["deploy", "--all"]).args(&args);
+        let (code, out) = run(&mut command);
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert!(out.contains(names), "{args:?} should name {names}: {out}");
+        assert!(!out.contains("panicked"), "{args:?}: {out}");
+    }
+    let crowded = project(&format!(
+        "[defaults]\nmax_concurrent = 99999999\n{TWO_EMBEDDED}"
+    ));
+    let (code, out) = run(flotilla(crowded.path()).args(["deploy", "--all"]));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("max_concurrent"), "{out}");
+}
+
+/// No password prints, whatever goes wrong: a password written as a number, a syntax error
+/// on the password's line, a URL whose password holds `/`, `?` and `#`, a JSON config with a
+/// numeric password — in human and JSON output, with debug logging on.
+#[test]
+fn secrets_never_print() {
+    let secret = "98765432123";
+    let url_secret = "S3cr/t?x#y";
+    let cases = [
+        (
+            "flotilla.toml",
+            format!(
+                "[[environments]]\nname = \"prod\"\nurl = \"ws://127.0.0.1:1\"\nnamespace = \"a\"\ndatabase = \"b\"\nusername = \"admin\"\npassword = {secret}\n"
+            ),
+        ),
+        (
+            "flotilla.toml",
+            format!(
+                "[[environments]]\nname = \"prod\"\nurl = \"ws://127.0.0.1:1\"\nnamespace = \"a\"\ndatabase = \"b\"\nusername = \"admin\"\npassword = \"{secret}\" trailing\n"
+            ),
+        ),
+        (
+            "flotilla.toml",
+            format!(
+                "[[environments]]\nname = \"prod\"\nurl = \"ws://admin:{url_secret}@127.0.0.1:{}/rpc\"\nnamespace = \"a\"\ndatabase = \"b\"\nusername = \"admin\"\npassword = \"{secret}\"\n",
+                free_port()
+            ),
+        ),
+        (
+            "environments.json",
+            format!(
+                r#"{{"environments": [{{"name": "prod", "connection": {{"db_url": "ws://127.0.0.1:1", "db_ns": "a", "db": "b", "username": "admin", "password": {secret}}}}}]}}"#
+            ),
+        ),
+    ];
+    for (file, text) in &cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), file, text);
+        write(dir.path(), "migrations/0001_a.surql", ACCOUNTS);
+        for args in [
+            vec!["deploy", "--all", "--connect-timeout", "2s"],
+            vec![
+                "deploy",
+                "--all",
+                "--connect-timeout",
+                "2s",
+                "--output",
+                "json",
+                "-vv",
+            ],
+            vec!["status", "--connect-timeout", "2s", "-vv"],
+            vec!["validate", "--connect-timeout", "2s", "--output", "json"],
+            vec!["lock", "status", "-e", "prod", "--connect-timeout", "2s"],
+        ] {
+            let (code, out) = run(flotilla(dir.path()).args(&args));
+            assert_ne!(code, 0, "{file} {args:?}: {out}");
+            for shown in [secret, url_secret, "S3cr", "admin:"] {
+                assert!(
+                    !out.contains(shown),
+                    "{file} {args:?} printed a secret ({shown}):\n{out}"
+                );
+            }
+        }
+    }
+}
+
+/// Text that came from a database (a migration's description, here with terminal escape
+/// sequences in it) is shown with its control characters escaped, not obeyed.
+#[test]
+fn database_text_is_shown_without_terminal_escapes() {
+    let dir = project(TWO_EMBEDDED);
+    write(
+        dir.path(),
+        "migrations/0002_sneaky.surql",
+        "-- @metadata\n-- description: innocent\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m\n-- @up\nDEFINE TABLE sneaky;\n-- @down\nREMOVE TABLE sneaky;\n",
+    );
+    let (code, out) = run(flotilla(dir.path()).args(["deploy", "-e", "dev"]));
+    assert_eq!(code, 0, "{out}");
+    for args in [
+        vec!["history", "-e", "dev"],
+        vec!["history", "-e", "dev", "--output", "json"],
+    ] {
+        let output = flotilla(dir.path()).args(&args).output().expect("runs");
+        let shown = String::from_utf8_lossy(&output.stdout);
+        assert!(shown.contains("innocent"), "{shown}");
+        for raw in ['\u{1b}', '\u{7}', '\u{9b}'] {
+            assert!(
+                !shown.contains(raw),
+                "{args:?} printed {raw:?} raw: {shown:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn init_speaks_json_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = flotilla(dir.path())
+        .args(["init", "--output", "json"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    for line in stdout.lines() {
+        let value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert_eq!(value["type"], "message", "{line}");
+    }
+    assert!(stdout.contains("flotilla.toml"), "{stdout}");
+}

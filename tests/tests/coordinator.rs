@@ -219,7 +219,7 @@ async fn rolling_over_five_in_batches_of_two_follows_plan_order() {
     // The live snapshot ends with every environment done.
     assert!(
         coordinator
-            .status()
+            .progress()
             .iter()
             .all(|s| s.status == DeploymentStatus::Success && s.applied.len() == 3)
     );

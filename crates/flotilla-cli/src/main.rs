@@ -1,8 +1,10 @@
 //! `flotilla`: deploy schema migrations to a fleet of databases as one planned rollout.
 //! Parses the command line, runs the command, maps the outcome to an exit code.
 
-mod app;
+mod approve;
 mod cli;
+mod commands;
+mod project;
 mod render;
 mod signals;
 
@@ -17,8 +19,8 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::from(app::EXIT_USAGE);
+            return ExitCode::from(commands::EXIT_USAGE);
         }
     };
-    ExitCode::from(runtime.block_on(app::run(cli)))
+    ExitCode::from(runtime.block_on(commands::run(cli)))
 }

@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use flotilla_coordinator::{DeploymentReport, Outcome};
+use flotilla_coordinator::{DeploymentReport, EnvironmentStatus, Gate, Outcome};
 use flotilla_core::{AppliedMigration, DeploymentEvent, DeploymentStatus};
 use serde_json::json;
 
@@ -332,6 +332,11 @@ pub(crate) fn report(report: &DeploymentReport, output: Output) {
         for reason in &refusal.reasons {
             println!("  - {}", clean(reason));
         }
+        if refusal.gate == Gate::Approval {
+            println!(
+                "  (approve with --approve ENV, repeatable, or --yes; on a terminal flotilla asks)"
+            );
+        }
     }
     if let Some(halted) = &report.halted {
         println!("{halted}");
@@ -370,6 +375,22 @@ pub(crate) struct StatusRow {
     pub(crate) drift: Option<String>,
     pub(crate) lock: Option<String>,
     pub(crate) error: Option<String>,
+}
+
+impl From<EnvironmentStatus> for StatusRow {
+    fn from(status: EnvironmentStatus) -> Self {
+        Self {
+            environment: status.environment,
+            reachable: status.reachable,
+            version: status.version.map(|v| v.to_string()),
+            pending: status.pending,
+            drift: status.drift,
+            lock: status
+                .lock
+                .map(|l| format!("{} since {}", l.owner, l.acquired_at)),
+            error: status.error,
+        }
+    }
 }
 
 pub(crate) fn status(rows: &[StatusRow], output: Output) {

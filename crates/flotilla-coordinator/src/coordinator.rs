@@ -6,7 +6,7 @@ use std::time::Instant;
 use flotilla_core::{DeploymentEvent, DeploymentStatus};
 use flotilla_runner::util::lock_unpoisoned;
 use flotilla_runner::{
-    Backends, ErrorClass, LockRequest, MigrationPlan, RunnerError, TenantContext,
+    Backends, DynRunner, ErrorClass, LockRequest, MigrationPlan, RunnerError, TenantContext,
 };
 use flotilla_strategies::{
     Deployment, DeploymentStrategy, EnvironmentSnapshot, Progress, Stop, Target, TargetError,
@@ -56,7 +56,7 @@ impl DeploymentCoordinator {
     }
 
     /// The live state of the current (or last) deployment's environments.
-    pub fn status(&self) -> Vec<EnvironmentSnapshot> {
+    pub fn progress(&self) -> Vec<EnvironmentSnapshot> {
         lock_unpoisoned(&self.live)
             .as_ref()
             .map(Progress::snapshot)
@@ -85,14 +85,14 @@ impl DeploymentCoordinator {
         let progress = Progress::new(&names, self.events.clone());
         *lock_unpoisoned(&self.live) = Some(progress.clone());
         let mut run = Run {
-            plan: plan.clone(),
+            plan: Settings::of(plan),
             started,
             reports: names.into_iter().map(EnvironmentReport::pending).collect(),
             progress: progress.clone(),
         };
 
         // Approval first: it needs no database.
-        let unapproved = gates::approval(plan, self.approver.as_ref()).await;
+        let unapproved = gates::approval(plan, self.approver()).await;
         if !unapproved.is_empty() {
             return Ok(run.refuse(Gate::Approval, unapproved));
         }
@@ -131,16 +131,20 @@ impl DeploymentCoordinator {
         plan.environments
             .iter()
             .map(|environment| {
-                let tenant = TenantContext {
-                    environment: environment.name.clone(),
-                    connection: environment.connection.clone(),
-                    tags: environment.tags.clone(),
-                };
-                let runner = self.backends.runner_for(&tenant)?;
+                let tenant = crate::inspect::tenant(environment);
+                let runner = self.runner_for(&tenant)?;
                 Ok(Target { tenant, runner })
             })
             .collect::<Result<Vec<_>, RunnerError>>()
             .map_err(PlanError::from)
+    }
+
+    pub(crate) fn runner_for(&self, tenant: &TenantContext) -> Result<DynRunner, RunnerError> {
+        self.backends.runner_for(tenant)
+    }
+
+    pub(crate) fn approver(&self) -> &dyn Approver {
+        self.approver.as_ref()
     }
 }
 
@@ -153,9 +157,35 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// What a deployment needs of its plan once its environments are resolved (a copy of the
+/// plan would copy every environment again).
+pub(crate) struct Settings {
+    pub(crate) deployment_id: String,
+    pub(crate) strategy: String,
+    pub(crate) dry_run: bool,
+    pub(crate) auto_rollback: bool,
+    pub(crate) migrations: Arc<flotilla_core::MigrationSet>,
+    pub(crate) drift_policy: flotilla_core::DriftPolicy,
+    pub(crate) max_concurrent: usize,
+}
+
+impl Settings {
+    fn of(plan: &DeploymentPlan) -> Self {
+        Self {
+            deployment_id: plan.deployment_id.clone(),
+            strategy: plan.strategy.kind.name().to_owned(),
+            dry_run: plan.dry_run,
+            auto_rollback: plan.auto_rollback,
+            migrations: Arc::clone(&plan.migrations),
+            drift_policy: plan.drift_policy,
+            max_concurrent: plan.strategy.max_concurrent,
+        }
+    }
+}
+
 /// One deployment's report in the making.
 struct Run {
-    plan: DeploymentPlan,
+    plan: Settings,
     started: Instant,
     reports: Vec<EnvironmentReport>,
     progress: Progress,
@@ -264,7 +294,7 @@ impl Run {
     ) -> DeploymentReport {
         DeploymentReport {
             deployment_id: self.plan.deployment_id.clone(),
-            strategy: self.plan.strategy.kind.name().to_owned(),
+            strategy: self.plan.strategy.clone(),
             dry_run: self.plan.dry_run,
             outcome,
             refusal,

@@ -5,7 +5,18 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use flotilla_core::config::{EnvironmentConfig, validate_name};
 
-use crate::error::PlanError;
+use crate::error::{PlanError, nearest};
+
+/// Which environments of a registry a command or a plan is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// These, by name (each once).
+    Names(Vec<String>),
+    /// Every environment carrying any of these tags.
+    Tags(Vec<String>),
+    /// Every environment.
+    All,
+}
 
 /// The known environments. Cheap to clone (clones share), safe to use from many tasks.
 #[derive(Clone, Debug, Default)]
@@ -77,5 +88,48 @@ impl EnvironmentRegistry {
     /// Names of every environment, sorted.
     pub fn names(&self) -> Vec<String> {
         self.read().keys().cloned().collect()
+    }
+
+    /// The environment called `name`, or an error naming the nearest known one.
+    pub fn lookup(&self, name: &str) -> Result<EnvironmentConfig, PlanError> {
+        self.get(name).ok_or_else(|| PlanError::UnknownEnvironment {
+            name: name.to_owned(),
+            suggestion: nearest(name, self.names().iter().map(String::as_str)),
+        })
+    }
+
+    /// The environments `selection` names, in plan order: named ones in the order given,
+    /// others by (priority, name); then stably sorted by priority. Unknown names (with the
+    /// nearest known one), names given twice and selections matching nothing are errors.
+    pub fn select(&self, selection: &Selection) -> Result<Vec<EnvironmentConfig>, PlanError> {
+        let mut chosen = match selection {
+            Selection::All => self.list(),
+            Selection::Tags(tags) => {
+                let mut chosen = self.list();
+                chosen.retain(|e| e.tags.iter().any(|t| tags.contains(t)));
+                chosen
+            }
+            Selection::Names(names) => {
+                let mut chosen = Vec::with_capacity(names.len());
+                let mut seen = std::collections::HashSet::new();
+                for name in names {
+                    if !seen.insert(name.as_str()) {
+                        return Err(PlanError::DuplicateEnvironment(name.clone()));
+                    }
+                    chosen.push(self.lookup(name)?);
+                }
+                chosen
+            }
+        };
+        if chosen.is_empty() {
+            let detail = match selection {
+                Selection::Tags(tags) => format!(": no environment has tag {}", tags.join(" or ")),
+                _ => ": the registry is empty".to_owned(),
+            };
+            return Err(PlanError::EmptySelection(detail));
+        }
+        // Stable: equal priorities keep the requested order.
+        chosen.sort_by_key(|e| e.priority);
+        Ok(chosen)
     }
 }

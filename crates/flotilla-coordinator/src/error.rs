@@ -26,7 +26,7 @@ pub enum PlanError {
     /// No migrations were given.
     #[error("the plan has no migrations")]
     NoMigrations,
-    /// A strategy parameter is wrong.
+    /// A strategy parameter is wrong, or the strategy is unknown.
     #[error(transparent)]
     Strategy(#[from] StrategyError),
     /// Two environments of the plan are one database: deploying to both would be deploying

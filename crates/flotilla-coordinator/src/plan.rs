@@ -10,10 +10,10 @@ use flotilla_core::{DriftPolicy, MAX_DURATION, MigrationSet, format_duration};
 use flotilla_runner::{DatabaseKey, LockRequest};
 use flotilla_strategies::{StrategyConfig, StrategyKind};
 
-use flotilla_core::config::EnvironmentConfig;
+use flotilla_core::config::{Defaults, EnvironmentConfig};
 
-use crate::environment::EnvironmentRegistry;
-use crate::error::{PlanError, nearest};
+use crate::environment::{EnvironmentRegistry, Selection};
+use crate::error::PlanError;
 
 /// A validated deployment plan. Build one with [`DeploymentPlan::builder`].
 #[derive(Clone, Debug)]
@@ -45,7 +45,7 @@ impl DeploymentPlan {
     pub fn builder(registry: &EnvironmentRegistry) -> DeploymentPlanBuilder {
         DeploymentPlanBuilder {
             registry: registry.clone(),
-            selection: Selection::None,
+            selection: None,
             migrations: None,
             strategy: StrategyConfig::default(),
             verify_health: true,
@@ -64,19 +64,11 @@ impl DeploymentPlan {
     }
 }
 
-#[derive(Clone, Debug)]
-enum Selection {
-    None,
-    Names(Vec<String>),
-    Tags(Vec<String>),
-    All,
-}
-
 /// Builds a [`DeploymentPlan`]; `build` checks everything before anything runs.
 #[derive(Clone, Debug)]
 pub struct DeploymentPlanBuilder {
     registry: EnvironmentRegistry,
-    selection: Selection,
+    selection: Option<Selection>,
     migrations: Option<Arc<MigrationSet>>,
     strategy: StrategyConfig,
     verify_health: bool,
@@ -90,21 +82,45 @@ pub struct DeploymentPlanBuilder {
 
 impl DeploymentPlanBuilder {
     /// Deploy to these environments (plan order: this order, stably sorted by priority).
-    pub fn environments<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
-        self.selection = Selection::Names(names.into_iter().map(Into::into).collect());
-        self
+    pub fn environments<I: IntoIterator<Item = S>, S: Into<String>>(self, names: I) -> Self {
+        self.select(Selection::Names(
+            names.into_iter().map(Into::into).collect(),
+        ))
     }
 
     /// Deploy to every environment carrying any of `tags`.
-    pub fn tags<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tags: I) -> Self {
-        self.selection = Selection::Tags(tags.into_iter().map(Into::into).collect());
-        self
+    pub fn tags<I: IntoIterator<Item = S>, S: Into<String>>(self, tags: I) -> Self {
+        self.select(Selection::Tags(tags.into_iter().map(Into::into).collect()))
     }
 
     /// Deploy to every registered environment.
-    pub fn all(mut self) -> Self {
-        self.selection = Selection::All;
+    pub fn all(self) -> Self {
+        self.select(Selection::All)
+    }
+
+    /// Deploy to the environments `selection` names.
+    pub fn select(mut self, selection: Selection) -> Self {
+        self.selection = Some(selection);
         self
+    }
+
+    /// Takes a project's `[defaults]`: strategy and its parameters, lock wait and lease.
+    /// Settings made before or after this call win over the ones it sets only when they come
+    /// later, so apply defaults first and command-line choices after.
+    pub fn defaults(mut self, defaults: &Defaults) -> Result<Self, PlanError> {
+        if let Some(name) = &defaults.strategy {
+            self.strategy.kind = name.parse()?;
+        }
+        let strategy = &mut self.strategy;
+        strategy.max_concurrent = defaults.max_concurrent.unwrap_or(strategy.max_concurrent);
+        strategy.batch_size = defaults.batch_size.unwrap_or(strategy.batch_size);
+        strategy.canary_percentage = defaults
+            .canary_percentage
+            .unwrap_or(strategy.canary_percentage);
+        strategy.fail_fast = defaults.fail_fast.unwrap_or(strategy.fail_fast);
+        self.lock_timeout = defaults.lock_timeout.unwrap_or(self.lock_timeout);
+        self.lease = defaults.lease.unwrap_or(self.lease);
+        Ok(self)
     }
 
     /// The migrations to deploy.
@@ -215,49 +231,12 @@ impl DeploymentPlanBuilder {
             });
         }
         let migrations = self.migrations.ok_or(PlanError::NoMigrations)?;
-        let mut environments = match &self.selection {
-            Selection::None => {
-                return Err(PlanError::EmptySelection(
-                    ": name environments, tags or all".into(),
-                ));
-            }
-            Selection::All => self.registry.list(),
-            Selection::Tags(tags) => {
-                let mut chosen = self.registry.list();
-                chosen.retain(|e| e.tags.iter().any(|t| tags.contains(t)));
-                chosen
-            }
-            Selection::Names(names) => {
-                let mut chosen = Vec::with_capacity(names.len());
-                let mut seen = std::collections::HashSet::new();
-                for name in names {
-                    if !seen.insert(name.as_str()) {
-                        return Err(PlanError::DuplicateEnvironment(name.clone()));
-                    }
-                    let environment =
-                        self.registry
-                            .get(name)
-                            .ok_or_else(|| PlanError::UnknownEnvironment {
-                                name: name.clone(),
-                                suggestion: nearest(
-                                    name,
-                                    self.registry.names().iter().map(String::as_str),
-                                ),
-                            })?;
-                    chosen.push(environment);
-                }
-                chosen
-            }
+        let Some(selection) = &self.selection else {
+            return Err(PlanError::EmptySelection(
+                ": name environments, tags or all".into(),
+            ));
         };
-        if environments.is_empty() {
-            let detail = match &self.selection {
-                Selection::Tags(tags) => format!(": no environment has tag {}", tags.join(" or ")),
-                _ => ": the registry is empty".to_owned(),
-            };
-            return Err(PlanError::EmptySelection(detail));
-        }
-        // Stable: equal priorities keep the requested order.
-        environments.sort_by_key(|e| e.priority);
+        let environments = self.registry.select(selection)?;
         refuse_shared_databases(&environments)?;
         Ok(DeploymentPlan {
             environments,

@@ -11,7 +11,7 @@ use flotilla_runner::{Backoff, LockRequest, MigrationPlan, Revert};
 use flotilla_strategies::{Deployment, TargetError, TargetOutcome};
 use futures::StreamExt;
 
-use crate::plan::DeploymentPlan;
+use crate::coordinator::Settings;
 use crate::report::EnvironmentReport;
 
 /// History reads in flight at once while reconciling.
@@ -82,7 +82,7 @@ pub(crate) struct Rollback {
 /// carry this deployment's id. Updates `reports`.
 pub(crate) async fn roll_back(
     deployment: &Deployment,
-    plan: &DeploymentPlan,
+    plan: &Settings,
     lock: &LockRequest,
     known: &[bool],
     reports: &mut [EnvironmentReport],
@@ -108,7 +108,7 @@ pub(crate) async fn roll_back(
                 .await;
             (index, result)
         })
-        .buffer_unordered(plan.strategy.max_concurrent.max(1))
+        .buffer_unordered(plan.max_concurrent.max(1))
         .collect::<Vec<_>>()
         .await;
     let mut summary = Rollback::default();

@@ -1,0 +1,136 @@
+//! The project a command works on: its configuration, environments, migrations, and the
+//! coordinator built over them with the runner settings the flags and `[defaults]` give.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use flotilla_coordinator::{
+    Approver, DeploymentCoordinator, EnvironmentConfig, EnvironmentRegistry, Selection,
+};
+use flotilla_core::MigrationSet;
+use flotilla_core::config::ProjectConfig;
+use flotilla_runner::Backends;
+use flotilla_surrealdb::{SurrealConfig, SurrealRunner};
+
+use crate::cli::{Cli, SelectArgs};
+use crate::commands::{Failure, usage};
+
+/// Configuration, environments and runners of the project in the current directory.
+pub(crate) struct Project {
+    pub(crate) config: ProjectConfig,
+    pub(crate) registry: EnvironmentRegistry,
+    pub(crate) backends: Backends,
+    pub(crate) migrations_dir: PathBuf,
+}
+
+impl Project {
+    pub(crate) fn load(cli: &Cli) -> Result<Self, Failure> {
+        let path = match &cli.config {
+            Some(path) => path.clone(),
+            None => ["flotilla.toml", "environments.json"]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file())
+                .ok_or_else(|| usage("no flotilla.toml or environments.json in this directory (run `flotilla init`, or pass --config FILE)"))?,
+        };
+        let config = ProjectConfig::load(&path).map_err(usage)?;
+        let registry = EnvironmentRegistry::new();
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        for configured in &config.environments {
+            registry
+                .register(beside_config(configured, &base))
+                .map_err(|e| usage(format!("{}: {e}", path.display())))?;
+        }
+        let mut backends = Backends::new();
+        SurrealRunner::with_config(runner_config(cli, &config)?).register(&mut backends);
+        let migrations_dir = cli
+            .migrations_dir
+            .clone()
+            .unwrap_or_else(|| config.migrations_dir());
+        Ok(Self {
+            config,
+            registry,
+            backends,
+            migrations_dir,
+        })
+    }
+
+    pub(crate) fn migrations(&self) -> Result<Arc<MigrationSet>, Failure> {
+        MigrationSet::load(&self.migrations_dir)
+            .map(Arc::new)
+            .map_err(|e| usage(format!("migrations: {e}")))
+    }
+
+    /// The environment called `name`, or a usage error naming the nearest one.
+    pub(crate) fn environment(&self, name: &str) -> Result<EnvironmentConfig, Failure> {
+        self.registry.lookup(name).map_err(usage)
+    }
+
+    /// The selected environments (all when nothing is selected), in plan order.
+    pub(crate) fn select(&self, select: &SelectArgs) -> Result<Vec<EnvironmentConfig>, Failure> {
+        let selection = selection(select).unwrap_or(Selection::All);
+        self.registry.select(&selection).map_err(usage)
+    }
+
+    /// A coordinator over this project's runners.
+    pub(crate) fn coordinator(&self, approver: Arc<dyn Approver>) -> DeploymentCoordinator {
+        DeploymentCoordinator::new(self.backends.clone()).with_approver(approver)
+    }
+}
+
+/// What `-e`, `--tag` and `--all` select; `None` when none was given.
+pub(crate) fn selection(select: &SelectArgs) -> Option<Selection> {
+    if !select.environments.is_empty() {
+        Some(Selection::Names(select.environments.clone()))
+    } else if !select.tag.is_empty() {
+        Some(Selection::Tags(select.tag.clone()))
+    } else if select.all {
+        Some(Selection::All)
+    } else {
+        None
+    }
+}
+
+/// The SurrealDB runner's settings: flags over `[defaults]` over built-in defaults.
+fn runner_config(cli: &Cli, config: &ProjectConfig) -> Result<SurrealConfig, Failure> {
+    let defaults = &config.defaults;
+    let pick = |flag: Option<std::time::Duration>,
+                configured: Option<std::time::Duration>,
+                default,
+                name: &str| {
+        let chosen = flag.or(configured).unwrap_or(default);
+        if chosen.is_zero() {
+            Err(usage(format!("{name} must be more than 0s")))
+        } else {
+            Ok(chosen)
+        }
+    };
+    Ok(SurrealConfig {
+        connect_timeout: pick(
+            cli.connect_timeout,
+            defaults.connect_timeout,
+            SurrealConfig::DEFAULT_CONNECT_TIMEOUT,
+            "connect timeout",
+        )?,
+        request_timeout: pick(
+            cli.request_timeout,
+            defaults.request_timeout,
+            SurrealConfig::DEFAULT_REQUEST_TIMEOUT,
+            "request timeout",
+        )?,
+        ..SurrealConfig::default()
+    })
+}
+
+/// The environment as configured, with a relative `surrealkv://` path taken relative to the
+/// configuration file, so commands work from any directory.
+fn beside_config(configured: &EnvironmentConfig, base: &Path) -> EnvironmentConfig {
+    let mut environment = configured.clone();
+    if let Some(path) = environment.connection.url.strip_prefix("surrealkv://")
+        && !path.starts_with('/')
+        && !base.as_os_str().is_empty()
+    {
+        environment.connection.url = format!("surrealkv://{}", base.join(path).display());
+    }
+    environment
+}

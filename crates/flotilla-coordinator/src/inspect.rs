@@ -1,0 +1,147 @@
+//! Reading a fleet without deploying: per-environment status (reachable, version, pending,
+//! drift, lock holder), an environment's history, its lock — and breaking a lock whose holder
+//! is known to be gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_core::config::EnvironmentConfig;
+use flotilla_core::{AppliedMigration, MigrationSet, Version, current_version};
+use flotilla_runner::execute::steps;
+use flotilla_runner::{LockInfo, MigrationPlan, RunnerError, TenantContext};
+use futures::StreamExt;
+
+use crate::coordinator::DeploymentCoordinator;
+use crate::error::PlanError;
+
+/// Read-only probes in flight at once.
+const PROBE_CONCURRENCY: usize = 32;
+
+/// What `status` found on one environment.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EnvironmentStatus {
+    /// The environment.
+    pub environment: String,
+    /// Whether it answered its health probe.
+    pub reachable: bool,
+    /// Whether its history table exists.
+    pub initialised: bool,
+    /// The probe's round trip.
+    #[serde(serialize_with = "flotilla_runner::util::serialize_millis")]
+    pub latency: Duration,
+    /// Its newest applied version.
+    pub version: Option<Version>,
+    /// How many migrations are pending there (unknown when history is unreadable or drifted).
+    pub pending: Option<usize>,
+    /// Why history and the migrations directory disagree, if they do.
+    pub drift: Option<String>,
+    /// Who holds its lock, if anyone.
+    pub lock: Option<LockInfo>,
+    /// Why it could not be read, if it could not.
+    pub error: Option<String>,
+}
+
+impl EnvironmentStatus {
+    /// Reachable, readable and without drift.
+    pub fn healthy(&self) -> bool {
+        self.reachable && self.drift.is_none() && self.error.is_none()
+    }
+}
+
+impl DeploymentCoordinator {
+    /// The status of each of `environments` against `migrations`, in the given order, probed
+    /// concurrently; changes nothing.
+    pub async fn status(
+        &self,
+        environments: &[EnvironmentConfig],
+        migrations: Arc<MigrationSet>,
+    ) -> Result<Vec<EnvironmentStatus>, PlanError> {
+        let targets = environments
+            .iter()
+            .map(|environment| {
+                let tenant = tenant(environment);
+                Ok((self.runner_for(&tenant)?, tenant))
+            })
+            .collect::<Result<Vec<_>, RunnerError>>()?;
+        let up = MigrationPlan::up(migrations);
+        Ok(futures::stream::iter(targets)
+            .map(|(runner, tenant)| {
+                let up = &up;
+                async move {
+                    let mut status = EnvironmentStatus {
+                        environment: tenant.environment.clone(),
+                        reachable: false,
+                        initialised: false,
+                        latency: Duration::ZERO,
+                        version: None,
+                        pending: None,
+                        drift: None,
+                        lock: None,
+                        error: None,
+                    };
+                    let probe = match runner.probe(&tenant).await {
+                        Ok(probe) => probe,
+                        Err(error) => {
+                            status.error = Some(error.to_string());
+                            return status;
+                        }
+                    };
+                    status.reachable = true;
+                    status.initialised = probe.health.initialised;
+                    status.latency = probe.health.latency;
+                    status.lock = probe.health.lock;
+                    match probe.history {
+                        Err(error) => status.error = Some(error.to_string()),
+                        Ok(history) => {
+                            status.version = current_version(&history).cloned();
+                            match steps(&tenant, up, &history) {
+                                Ok(pending) => status.pending = Some(pending.len()),
+                                Err(error) => status.drift = Some(error.to_string()),
+                            }
+                        }
+                    }
+                    status
+                }
+            })
+            .buffered(PROBE_CONCURRENCY)
+            .collect()
+            .await)
+    }
+
+    /// `environment`'s applied migrations, oldest first.
+    pub async fn history(
+        &self,
+        environment: &EnvironmentConfig,
+    ) -> Result<Vec<AppliedMigration>, RunnerError> {
+        let tenant = tenant(environment);
+        self.runner_for(&tenant)?.history(&tenant).await
+    }
+
+    /// Who holds `environment`'s lock (a live lease), if anyone.
+    pub async fn lock_holder(
+        &self,
+        environment: &EnvironmentConfig,
+    ) -> Result<Option<LockInfo>, RunnerError> {
+        let tenant = tenant(environment);
+        Ok(self.runner_for(&tenant)?.health(&tenant).await?.lock)
+    }
+
+    /// Removes `environment`'s lock whoever holds it — only for a holder known to be gone;
+    /// returns the lock removed.
+    pub async fn break_lock(
+        &self,
+        environment: &EnvironmentConfig,
+    ) -> Result<Option<LockInfo>, RunnerError> {
+        let tenant = tenant(environment);
+        self.runner_for(&tenant)?.break_lock(&tenant).await
+    }
+}
+
+/// The target an environment names.
+pub(crate) fn tenant(environment: &EnvironmentConfig) -> TenantContext {
+    TenantContext {
+        environment: environment.name.clone(),
+        connection: environment.connection.clone(),
+        tags: environment.tags.clone(),
+    }
+}

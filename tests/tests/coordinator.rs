@@ -11,7 +11,7 @@ use flotilla_core::{
     AuthLevel, Connection, DeploymentEvent, DeploymentStatus, MigrationSet, Version,
 };
 use flotilla_runner::testkit::migrations;
-use flotilla_runner::{Backends, ErrorClass, MigrationRunner, TenantContext};
+use flotilla_runner::{Backends, ErrorClass, MigrationRunner, Target};
 use flotilla_strategies::StrategyKind;
 use flotilla_surrealdb::{SurrealConfig, SurrealRunner};
 use flotilla_tests::free_port;
@@ -83,21 +83,21 @@ impl Fleet {
         DeploymentCoordinator::new(backends)
     }
 
-    fn tenant(&self, name: &str) -> TenantContext {
+    fn target(&self, name: &str) -> Target {
         let environment = self.registry.get(name).expect("registered");
-        TenantContext::new(name, environment.connection)
+        Target::new(name, environment.connection)
     }
 
     async fn snapshot(&self, name: &str) -> String {
         self.runner
-            .snapshot(&self.tenant(name))
+            .snapshot(&self.target(name))
             .await
             .expect("snapshot")
     }
 
     async fn history(&self, name: &str) -> Vec<String> {
         self.runner
-            .history(&self.tenant(name))
+            .history(&self.target(name))
             .await
             .expect("history")
             .iter()
@@ -108,7 +108,7 @@ impl Fleet {
     /// Puts `account:founder` in `name`'s database so that migration 0002 fails there.
     async fn plant_conflict(&self, name: &str) {
         self.runner
-            .session(&self.tenant(name))
+            .session(&self.target(name))
             .await
             .expect("session")
             .query("CREATE account:founder SET email = 'squatter@example.com'")

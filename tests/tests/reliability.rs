@@ -16,7 +16,7 @@ use flotilla_core::{AppliedMigration, AuthLevel, Connection, DeploymentStatus, V
 use flotilla_runner::testkit::migrations;
 use flotilla_runner::{
     Backends, DynRunner, ErrorClass, HealthStatus, LockGuard, LockInfo, LockRequest, MemoryRunner,
-    MigrationPlan, MigrationResult, MigrationRunner, Result, RunnerError, TenantContext,
+    MigrationPlan, MigrationResult, MigrationRunner, Result, RunnerError, Target,
 };
 use flotilla_strategies::StrategyKind;
 use flotilla_surrealdb::{SurrealConfig, SurrealRunner};
@@ -50,18 +50,18 @@ fn quick(seconds: u64) -> SurrealConfig {
 async fn renewals_never_queue_behind_migrations() {
     let server = server();
     let runner = SurrealRunner::new();
-    let tenants: Vec<TenantContext> = (0..40)
+    let targets: Vec<Target> = (0..40)
         .map(|i| {
-            TenantContext::new(
+            Target::new(
                 format!("t{i}"),
                 root(&server.ws_url(), "renewals", &format!("db{i}")),
             )
         })
         .collect();
     let base = migrations(&[("0001_a.surql", "DEFINE TABLE a;")]);
-    for tenant in &tenants {
+    for target in &targets {
         runner
-            .apply_locked(tenant, &MigrationPlan::up(Arc::clone(&base)), &lock(30, 30))
+            .apply_locked(target, &MigrationPlan::up(Arc::clone(&base)), &lock(30, 30))
             .await
             .expect("first migration");
     }
@@ -71,20 +71,20 @@ async fn renewals_never_queue_behind_migrations() {
     ]);
     let lease = LockRequest::new(Some("slow".into()), Duration::from_secs(30))
         .with_lease(Duration::from_millis(900));
-    let deploys = futures::future::join_all(tenants.iter().map(|tenant| {
+    let deploys = futures::future::join_all(targets.iter().map(|target| {
         let plan = MigrationPlan::up(Arc::clone(&slow));
         let runner = runner.clone();
         let lease = lease.clone();
-        async move { runner.apply_locked(tenant, &plan, &lease).await }
+        async move { runner.apply_locked(target, &plan, &lease).await }
     }));
     let other = SurrealRunner::new();
     let intruder = async {
         // Well past a lease length into the migrations.
         tokio::time::sleep(Duration::from_millis(1800)).await;
         let mut taken = 0;
-        for tenant in &tenants {
+        for target in &targets {
             match other
-                .acquire_lock(tenant, &LockRequest::new(None, Duration::ZERO))
+                .acquire_lock(target, &LockRequest::new(None, Duration::ZERO))
                 .await
             {
                 Ok(guard) => {
@@ -102,9 +102,9 @@ async fn renewals_never_queue_behind_migrations() {
         taken, 0,
         "a lease expired while its holder waited to migrate"
     );
-    for (tenant, result) in tenants.iter().zip(results) {
-        let result = result.unwrap_or_else(|e| panic!("{}: {e}", tenant.environment));
-        assert_eq!(result.applied.len(), 1, "{}", tenant.environment);
+    for (target, result) in targets.iter().zip(results) {
+        let result = result.unwrap_or_else(|e| panic!("{}: {e}", target.environment));
+        assert_eq!(result.applied.len(), 1, "{}", target.environment);
     }
 }
 
@@ -114,9 +114,9 @@ async fn renewals_never_queue_behind_migrations() {
 async fn a_silent_endpoint_fails_every_target_on_it_with_one_connect() {
     let silent = SilentEndpoint::start();
     let runner = SurrealRunner::with_config(quick(1));
-    let tenants: Vec<TenantContext> = (0..30)
+    let targets: Vec<Target> = (0..30)
         .map(|i| {
-            TenantContext::new(
+            Target::new(
                 format!("t{i}"),
                 root(&silent.ws_url(), "silent", &format!("db{i}")),
             )
@@ -124,7 +124,7 @@ async fn a_silent_endpoint_fails_every_target_on_it_with_one_connect() {
         .collect();
     let probes = tokio::time::timeout(
         Duration::from_secs(20),
-        futures::future::join_all(tenants.iter().map(|t| runner.health(t))),
+        futures::future::join_all(targets.iter().map(|t| runner.health(t))),
     )
     .await
     .expect("never a hang");
@@ -142,22 +142,22 @@ async fn a_silent_endpoint_fails_every_target_on_it_with_one_connect() {
 async fn a_stalled_server_fails_requests_after_the_timeout_and_recovers() {
     let server = server();
     let runner = SurrealRunner::with_config(quick(1));
-    let tenant = TenantContext::new("stalled", root(&server.ws_url(), "stalled", "app"));
+    let target = Target::new("stalled", root(&server.ws_url(), "stalled", "app"));
     let plan = MigrationPlan::up(migrations(&[("0001_a.surql", "DEFINE TABLE a;")]));
     runner
-        .apply_locked(&tenant, &plan, &lock(5, 30))
+        .apply_locked(&target, &plan, &lock(5, 30))
         .await
         .expect("deploy");
     server.signal("STOP");
-    let error = tokio::time::timeout(Duration::from_secs(15), runner.history(&tenant))
+    let error = tokio::time::timeout(Duration::from_secs(15), runner.history(&target))
         .await
         .expect("never a hang")
         .expect_err("the server is stopped");
     assert_eq!(error.class(), ErrorClass::TargetUnreachable, "{error}");
     assert!(error.to_string().contains("did not answer"), "{error}");
-    let others: Vec<TenantContext> = (0..10)
+    let others: Vec<Target> = (0..10)
         .map(|i| {
-            TenantContext::new(
+            Target::new(
                 format!("o{i}"),
                 root(&server.ws_url(), "stalled", &format!("o{i}")),
             )
@@ -171,7 +171,7 @@ async fn a_stalled_server_fails_requests_after_the_timeout_and_recovers() {
     .expect("never a hang");
     assert!(probes.iter().all(Result::is_err));
     server.signal("CONT");
-    let history = retry_until_ok(|| runner.history(&tenant)).await;
+    let history = retry_until_ok(|| runner.history(&target)).await;
     assert_eq!(history.len(), 1);
 }
 
@@ -183,14 +183,14 @@ async fn a_stalled_server_fails_requests_after_the_timeout_and_recovers() {
 async fn a_migration_on_a_server_that_stops_answering_is_given_up_and_rerun_once() {
     let server = server();
     let runner = SurrealRunner::with_config(quick(1));
-    let tenant = TenantContext::new("given-up", root(&server.ws_url(), "given", "up"));
+    let target = Target::new("given-up", root(&server.ws_url(), "given", "up"));
     let set = migrations(&[
         ("0001_a.surql", "DEFINE TABLE a;"),
         ("0002_slow.surql", "SLEEP 2s;\nCREATE effect SET n = 1;"),
     ]);
     runner
         .apply_locked(
-            &tenant,
+            &target,
             &MigrationPlan::up(migrations(&[("0001_a.surql", "DEFINE TABLE a;")])),
             &lock(5, 30),
         )
@@ -199,7 +199,7 @@ async fn a_migration_on_a_server_that_stops_answering_is_given_up_and_rerun_once
     let request = LockRequest::new(Some("stalled".into()), Duration::from_secs(5))
         .with_lease(Duration::from_millis(900));
     let plan = MigrationPlan::up(Arc::clone(&set));
-    let deploying = runner.apply_locked(&tenant, &plan, &request);
+    let deploying = runner.apply_locked(&target, &plan, &request);
     let stopping = async {
         tokio::time::sleep(Duration::from_millis(400)).await;
         server.signal("STOP");
@@ -221,10 +221,10 @@ async fn a_migration_on_a_server_that_stops_answering_is_given_up_and_rerun_once
     server.signal("CONT");
     let after = SurrealRunner::with_config(quick(5));
     let patient = lock(10, 30);
-    let result = retry_until_ok(|| after.apply_locked(&tenant, &plan, &patient)).await;
-    let history = retry_until_ok(|| after.history(&tenant)).await;
+    let result = retry_until_ok(|| after.apply_locked(&target, &plan, &patient)).await;
+    let history = retry_until_ok(|| after.history(&target)).await;
     assert_eq!(history.len(), 2, "{result:?}");
-    let session = after.session(&tenant).await.expect("session");
+    let session = after.session(&target).await.expect("session");
     let mut counted = session
         .query("SELECT count() FROM effect GROUP ALL")
         .await
@@ -245,7 +245,7 @@ async fn a_migration_on_a_server_that_stops_answering_is_given_up_and_rerun_once
 #[tokio::test]
 async fn a_revert_whose_row_is_gone_reverts_nothing_twice() {
     let runner = SurrealRunner::new();
-    let tenant = TenantContext::new("twice", Connection::new("mem://", "twice", "app"));
+    let target = Target::new("twice", Connection::new("mem://", "twice", "app"));
     let set = migrations(&[
         (
             "0001_a.surql",
@@ -257,16 +257,16 @@ async fn a_revert_whose_row_is_gone_reverts_nothing_twice() {
         ),
     ]);
     runner
-        .apply_locked(&tenant, &MigrationPlan::up(Arc::clone(&set)), &lock(5, 30))
+        .apply_locked(&target, &MigrationPlan::up(Arc::clone(&set)), &lock(5, 30))
         .await
         .expect("deploy");
     let guard = runner
-        .acquire_lock(&tenant, &lock(5, 30))
+        .acquire_lock(&target, &lock(5, 30))
         .await
         .expect("lock");
     // Another deployer's revert of 0002, after our lock read history.
     runner
-        .session(&tenant)
+        .session(&target)
         .await
         .expect("session")
         .query("DELETE _migration_history WHERE version = '0002'")
@@ -276,7 +276,7 @@ async fn a_revert_whose_row_is_gone_reverts_nothing_twice() {
         .expect("deleted");
     let down = MigrationPlan::down(Arc::clone(&set), vec![Version::parse("0002").expect("v")]);
     let error = runner
-        .execute_migration(&tenant, &down, guard.as_ref())
+        .execute_migration(&target, &down, guard.as_ref())
         .await
         .expect_err("the row is gone");
     assert!(
@@ -284,7 +284,7 @@ async fn a_revert_whose_row_is_gone_reverts_nothing_twice() {
         "{error:?}"
     );
     guard.release().await.expect("release");
-    let snapshot = runner.snapshot(&tenant).await.expect("snapshot");
+    let snapshot = runner.snapshot(&target).await.expect("snapshot");
     assert!(!snapshot.contains("undone"), "0002's down ran: {snapshot}");
 }
 
@@ -293,7 +293,7 @@ async fn a_revert_whose_row_is_gone_reverts_nothing_twice() {
 #[tokio::test]
 async fn a_lost_reply_is_settled_from_history() {
     let runner = MemoryRunner::new();
-    let tenant = TenantContext::new("lost", Connection::new("mem://", "lost", "app"));
+    let target = Target::new("lost", Connection::new("mem://", "lost", "app"));
     let set = migrations(&[
         ("0001_a.surql", "CREATE a:1;"),
         ("0002_b.surql", "CREATE b:1;"),
@@ -301,17 +301,17 @@ async fn a_lost_reply_is_settled_from_history() {
     ]);
     runner.lose_reply_after_commit("0002");
     let result = runner
-        .apply_locked(&tenant, &MigrationPlan::up(Arc::clone(&set)), &lock(5, 30))
+        .apply_locked(&target, &MigrationPlan::up(Arc::clone(&set)), &lock(5, 30))
         .await
         .expect("the lost reply is settled");
     let applied: Vec<String> = result.applied.iter().map(ToString::to_string).collect();
     assert_eq!(applied, ["0001", "0002", "0003"]);
     assert_eq!(
-        runner.objects(&tenant),
+        runner.objects(&target),
         ["CREATE a:1", "CREATE b:1", "CREATE c:1"]
     );
     let again = runner
-        .apply_locked(&tenant, &MigrationPlan::up(set), &lock(5, 30))
+        .apply_locked(&target, &MigrationPlan::up(set), &lock(5, 30))
         .await
         .expect("rerun");
     assert!(again.applied.is_empty());
@@ -351,35 +351,35 @@ struct LosesReplies {
 
 #[async_trait]
 impl MigrationRunner for LosesReplies {
-    async fn health(&self, tenant: &TenantContext) -> Result<HealthStatus> {
-        self.inner.health(tenant).await
+    async fn health(&self, target: &Target) -> Result<HealthStatus> {
+        self.inner.health(target).await
     }
-    async fn history(&self, tenant: &TenantContext) -> Result<Vec<AppliedMigration>> {
-        self.inner.history(tenant).await
+    async fn history(&self, target: &Target) -> Result<Vec<AppliedMigration>> {
+        self.inner.history(target).await
     }
     async fn acquire_lock(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         request: &LockRequest,
     ) -> Result<Box<dyn LockGuard>> {
-        self.inner.acquire_lock(tenant, request).await
+        self.inner.acquire_lock(target, request).await
     }
-    async fn break_lock(&self, tenant: &TenantContext) -> Result<Option<LockInfo>> {
-        self.inner.break_lock(tenant).await
+    async fn break_lock(&self, target: &Target) -> Result<Option<LockInfo>> {
+        self.inner.break_lock(target).await
     }
     async fn execute_migration(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         plan: &MigrationPlan,
         lock: &(dyn LockGuard + 'static),
     ) -> Result<MigrationResult> {
-        let result = self.inner.execute_migration(tenant, plan, lock).await?;
-        if tenant.environment == self.unlucky && plan.direction == flotilla_runner::Direction::Up {
+        let result = self.inner.execute_migration(target, plan, lock).await?;
+        if target.environment == self.unlucky && plan.direction == flotilla_runner::Direction::Up {
             return Err(RunnerError::OutcomeUnknown {
-                environment: tenant.environment.clone(),
+                environment: target.environment.clone(),
                 versions: result.applied,
                 source: Box::new(RunnerError::Backend {
-                    environment: tenant.environment.clone(),
+                    environment: target.environment.clone(),
                     source: "the reply was lost (injected)".into(),
                 }),
             });
@@ -433,12 +433,12 @@ async fn an_unknown_outcome_is_read_back_and_rolled_back_exactly() {
     assert_eq!(b.applied.len(), 2, "read back from history: {b:#?}");
     assert_eq!(b.rolled_back.len(), 2, "{b:#?}");
     for name in ["a", "b"] {
-        let tenant = TenantContext::new(name, Connection::new("mem://", name, "app"));
+        let target = Target::new(name, Connection::new("mem://", name, "app"));
         assert!(
-            inner.history(&tenant).await.expect("history").is_empty(),
+            inner.history(&target).await.expect("history").is_empty(),
             "{name}"
         );
-        assert!(inner.objects(&tenant).is_empty(), "{name}");
+        assert!(inner.objects(&target).is_empty(), "{name}");
     }
 }
 
@@ -523,9 +523,9 @@ async fn a_stopped_deployment_winds_down_gracefully() {
         Some(ErrorClass::Cancelled)
     );
     for name in names {
-        let tenant = TenantContext::new(name, Connection::new("mem://", name, "app"));
-        let health = runner.health(&tenant).await.expect("health");
+        let target = Target::new(name, Connection::new("mem://", name, "app"));
+        let health = runner.health(&target).await.expect("health");
         assert_eq!(health.lock, None, "{name}: no lease left");
-        assert!(runner.objects(&tenant).is_empty(), "{name}");
+        assert!(runner.objects(&target).is_empty(), "{name}");
     }
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use flotilla_core::{AuthLevel, Connection, MigrationSet, sha256_hex};
 use flotilla_runner::testkit::{Harness, migrations};
 use flotilla_runner::{
-    DynRunner, ErrorClass, LockRequest, MigrationPlan, MigrationRunner, RunnerError, TenantContext,
+    DynRunner, ErrorClass, LockRequest, MigrationPlan, MigrationRunner, RunnerError, Target,
 };
 use flotilla_surrealdb::{SurrealConfig, SurrealRunner};
 use flotilla_tests::{ROOT_PASS, ROOT_USER, TestServer, free_port};
@@ -46,12 +46,12 @@ impl Harness for Server {
         Arc::new(SurrealRunner::new())
     }
 
-    fn tenant(&self, name: &str) -> TenantContext {
-        TenantContext::new(name, root(&self.server.ws_url(), "conformance", name))
+    fn target(&self, name: &str) -> Target {
+        Target::new(name, root(&self.server.ws_url(), "conformance", name))
     }
 
-    async fn snapshot(&self, tenant: &TenantContext) -> String {
-        self.inspector.snapshot(tenant).await.expect("snapshot")
+    async fn snapshot(&self, target: &Target) -> String {
+        self.inspector.snapshot(target).await.expect("snapshot")
     }
 }
 
@@ -75,11 +75,11 @@ async fn one_connection_serves_every_tenant_on_a_server() {
     for i in 0..20 {
         let runner = runner.clone();
         let plan = plan.clone();
-        let tenant = TenantContext::new(
+        let target = Target::new(
             format!("tenant-{i}"),
             root(&server.ws_url(), &format!("t{i}"), "app"),
         );
-        tasks.spawn(async move { runner.apply_locked(&tenant, &plan, &lock()).await });
+        tasks.spawn(async move { runner.apply_locked(&target, &plan, &lock()).await });
     }
     while let Some(result) = tasks.join_next().await {
         let result = result.expect("task").expect("deploy");
@@ -104,8 +104,8 @@ async fn unreachable_server_is_a_specific_error() {
         ..SurrealConfig::default()
     });
     let url = format!("ws://127.0.0.1:{}", free_port());
-    let tenant = TenantContext::new("staging", root(&url, "ns", "db"));
-    let err = runner.health(&tenant).await.expect_err("nobody listens");
+    let target = Target::new("staging", root(&url, "ns", "db"));
+    let err = runner.health(&target).await.expect_err("nobody listens");
     assert!(matches!(err, RunnerError::Unreachable { .. }), "{err:?}");
     assert_eq!(err.class(), ErrorClass::TargetUnreachable);
     let message = err.to_string();
@@ -124,13 +124,13 @@ async fn wrong_password_is_an_authentication_error_that_hides_the_password() {
         "not-the-password-xyzzy",
         AuthLevel::Root,
     );
-    let tenant = TenantContext::new("prod", connection);
-    let err = runner.health(&tenant).await.expect_err("bad password");
+    let target = Target::new("prod", connection);
+    let err = runner.health(&target).await.expect_err("bad password");
     assert!(matches!(err, RunnerError::Authentication { .. }), "{err:?}");
     for rendered in [
         err.to_string(),
         format!("{err:?}"),
-        format!("{tenant:?}"),
+        format!("{target:?}"),
         format!("{runner:?}"),
     ] {
         assert!(!rendered.contains("xyzzy"), "{rendered}");
@@ -147,9 +147,9 @@ async fn missing_namespace_for_a_namespace_user_is_a_specific_error() {
         "pw",
         AuthLevel::Namespace,
     );
-    let tenant = TenantContext::new("tenant-x", connection);
+    let target = Target::new("tenant-x", connection);
     let err = runner
-        .health(&tenant)
+        .health(&target)
         .await
         .expect_err("namespace does not exist");
     // SurrealDB does not reveal whether the namespace or the password is wrong; the message
@@ -168,14 +168,14 @@ async fn missing_namespace_for_a_namespace_user_is_a_specific_error() {
 async fn http_endpoints_work_too() {
     let server = server();
     let runner = SurrealRunner::new();
-    let tenant = TenantContext::new("http", root(&server.http_url(), "ns", "db"));
+    let target = Target::new("http", root(&server.http_url(), "ns", "db"));
     let plan = MigrationPlan::up(migrations(&[("0001_a.surql", "DEFINE TABLE a;")]));
     let result = runner
-        .apply_locked(&tenant, &plan, &lock())
+        .apply_locked(&target, &plan, &lock())
         .await
         .expect("deploy over http");
     assert_eq!(result.applied.len(), 1);
-    assert!(runner.health(&tenant).await.expect("healthy").initialised);
+    assert!(runner.health(&target).await.expect("healthy").initialised);
 }
 
 /// A database migrated by the surql toolkit: its rows count as applied when the files are
@@ -184,20 +184,20 @@ async fn http_endpoints_work_too() {
 async fn surql_toolkit_history_is_adopted() {
     let server = server();
     let runner = SurrealRunner::new();
-    let tenant = TenantContext::new("legacy", root(&server.ws_url(), "legacy", "app"));
+    let target = Target::new("legacy", root(&server.ws_url(), "legacy", "app"));
     let first = "-- @metadata\n-- version: 20260102_120000\n-- description: Create user table\n-- author: surql\n-- depends_on: []\n-- @up\nDEFINE TABLE user SCHEMAFULL;\nDEFINE FIELD email ON TABLE user TYPE string;\n-- @down\nREMOVE TABLE user;\n";
     let second = "-- @metadata\n-- version: 20260103_090000\n-- description: Seed\n-- @up\nCREATE user:one SET email = 'one@example.com';\n-- @down\nDELETE user:one;\n";
 
-    surql_applies_first(&runner, &tenant, first).await;
+    surql_applies_first(&runner, &target, first).await;
 
     let set = files(&[
         ("migrations/20260102_120000_create_user.surql", first),
         ("migrations/20260103_090000_seed.surql", second),
     ]);
     // A deploy probes health first: the runner then knows the table exists.
-    assert!(runner.health(&tenant).await.expect("health").initialised);
+    assert!(runner.health(&target).await.expect("health").initialised);
     let result = runner
-        .apply_locked(&tenant, &MigrationPlan::up(set), &lock())
+        .apply_locked(&target, &MigrationPlan::up(set), &lock())
         .await
         .expect("adopts and continues");
     let applied: Vec<_> = result.applied.iter().map(ToString::to_string).collect();
@@ -206,7 +206,7 @@ async fn surql_toolkit_history_is_adopted() {
         ["20260103_090000"],
         "the surql-applied migration is not re-run"
     );
-    let history = runner.history(&tenant).await.expect("history");
+    let history = runner.history(&target).await.expect("history");
     assert_eq!(history.len(), 2);
     assert_eq!(history[0].applied_by, None, "surql's row is kept as it was");
     assert_eq!(history[0].execution_time_ms, Some(3));
@@ -230,8 +230,8 @@ fn files(files: &[(&str, &str)]) -> Arc<MigrationSet> {
 
 /// What the surql toolkit leaves behind after applying `first` (its first migration): a
 /// SCHEMAFULL history table without flotilla's fields, and one row.
-async fn surql_applies_first(runner: &SurrealRunner, tenant: &TenantContext, first: &str) {
-    let session = runner.session(tenant).await.expect("session");
+async fn surql_applies_first(runner: &SurrealRunner, target: &Target, first: &str) {
+    let session = runner.session(target).await.expect("session");
     session
         .query(
             "DEFINE TABLE IF NOT EXISTS _migration_history SCHEMAFULL;
@@ -261,11 +261,11 @@ async fn surql_applies_first(runner: &SurrealRunner, tenant: &TenantContext, fir
 async fn a_history_table_made_after_the_health_probe_gets_flotillas_fields() {
     let server = server();
     let runner = SurrealRunner::new();
-    let tenant = TenantContext::new("raced", root(&server.ws_url(), "raced", "app"));
-    assert!(!runner.health(&tenant).await.expect("health").initialised);
+    let target = Target::new("raced", root(&server.ws_url(), "raced", "app"));
+    assert!(!runner.health(&target).await.expect("health").initialised);
     let first =
         "-- @up\nDEFINE TABLE user SCHEMAFULL;\nDEFINE FIELD email ON TABLE user TYPE string;\n";
-    surql_applies_first(&runner, &tenant, first).await;
+    surql_applies_first(&runner, &target, first).await;
     let set = files(&[
         ("migrations/20260102_120000_user.surql", first),
         (
@@ -274,12 +274,12 @@ async fn a_history_table_made_after_the_health_probe_gets_flotillas_fields() {
         ),
     ]);
     let result = runner
-        .apply_locked(&tenant, &MigrationPlan::up(set), &lock())
+        .apply_locked(&target, &MigrationPlan::up(set), &lock())
         .await
         .expect("the lock request goes again with the fields");
     let applied: Vec<_> = result.applied.iter().map(ToString::to_string).collect();
     assert_eq!(applied, ["20260103_090000"]);
-    let history = runner.history(&tenant).await.expect("history");
+    let history = runner.history(&target).await.expect("history");
     assert_eq!(history.len(), 2);
     assert!(history[1].applied_by.is_some());
 }
@@ -289,15 +289,15 @@ async fn a_history_table_made_after_the_health_probe_gets_flotillas_fields() {
 async fn a_new_targets_history_table_is_schemaless_without_field_definitions() {
     let server = server();
     let runner = SurrealRunner::new();
-    let tenant = TenantContext::new("new", root(&server.ws_url(), "new", "app"));
-    assert!(!runner.health(&tenant).await.expect("health").initialised);
+    let target = Target::new("new", root(&server.ws_url(), "new", "app"));
+    assert!(!runner.health(&target).await.expect("health").initialised);
     let plan = MigrationPlan::up(migrations(&[("0001_a.surql", "DEFINE TABLE a;")]))
         .with_deployment_id("deploy-1");
     runner
-        .apply_locked(&tenant, &plan, &lock())
+        .apply_locked(&target, &plan, &lock())
         .await
         .expect("deploy");
-    let session = runner.session(&tenant).await.expect("session");
+    let session = runner.session(&target).await.expect("session");
     let mut info = session
         .query("INFO FOR TABLE _migration_history")
         .await
@@ -307,7 +307,7 @@ async fn a_new_targets_history_table_is_schemaless_without_field_definitions() {
         .expect("table info")
         .into_json_value();
     assert_eq!(info["fields"], serde_json::json!({}), "{info}");
-    let history = runner.history(&tenant).await.expect("history");
+    let history = runner.history(&target).await.expect("history");
     assert_eq!(history.len(), 1);
     assert!(history[0].applied_by.is_some());
     assert_eq!(history[0].deployment_id.as_deref(), Some("deploy-1"));
@@ -319,9 +319,9 @@ async fn a_new_targets_history_table_is_schemaless_without_field_definitions() {
 async fn health_probes_share_requests_and_answer_per_target() {
     let server = server();
     let runner = SurrealRunner::new();
-    let tenants: Vec<TenantContext> = (0..40)
+    let targets: Vec<Target> = (0..40)
         .map(|i| {
-            TenantContext::new(
+            Target::new(
                 format!("t{i}"),
                 root(&server.ws_url(), "probes", &format!("db{i}")),
             )
@@ -335,23 +335,23 @@ async fn health_probes_share_requests_and_answer_per_target() {
         ("0005_e.surql", "DEFINE TABLE e;"),
     ];
     let applied = |i: usize| if i.is_multiple_of(3) { i % 5 + 1 } else { 0 };
-    for (i, tenant) in tenants.iter().enumerate() {
+    for (i, target) in targets.iter().enumerate() {
         if applied(i) > 0 {
             let plan = MigrationPlan::up(migrations(&files[..applied(i)]));
             runner
-                .apply_locked(tenant, &plan, &lock())
+                .apply_locked(target, &plan, &lock())
                 .await
                 .expect("setup");
         }
     }
     let other = SurrealRunner::new();
     let _held = other
-        .acquire_lock(&tenants[7], &lock())
+        .acquire_lock(&targets[7], &lock())
         .await
         .expect("another process locks t7");
 
     let before = runner.request_count();
-    let probes = futures::future::join_all(tenants.iter().map(|t| runner.probe(t))).await;
+    let probes = futures::future::join_all(targets.iter().map(|t| runner.probe(t))).await;
     let sent = runner.request_count() - before;
 
     for (i, probe) in probes.into_iter().enumerate() {
@@ -369,10 +369,10 @@ async fn health_probes_share_requests_and_answer_per_target() {
     assert!(sent <= 8, "{sent} requests for 40 probes");
 }
 
-/// What a process that crashed after locking `tenant` and before its first migration
+/// What a process that crashed after locking `target` and before its first migration
 /// committed leaves behind: a lease of `crashed-host` pid 7 expiring at `expires` (SurrealQL).
-async fn leave_lease(runner: &SurrealRunner, tenant: &TenantContext, expires: &str) {
-    let session = runner.session(tenant).await.expect("session");
+async fn leave_lease(runner: &SurrealRunner, target: &Target, expires: &str) {
+    let session = runner.session(target).await.expect("session");
     session
         .query(format!(
             "CREATE _migration_lock:lock CONTENT {{ token: 'gone', host: 'crashed-host', pid: 7, \
@@ -396,14 +396,14 @@ async fn a_lease_left_on_an_empty_target_is_taken_over_or_reported() {
         ("expired", "time::now() - 1m", false),
         ("live", "time::now() + 1h", true),
     ] {
-        let tenant = TenantContext::new(name, root(&server.ws_url(), "left", name));
-        leave_lease(&runner, &tenant, expires).await;
-        let health = runner.health(&tenant).await.expect("health");
+        let target = Target::new(name, root(&server.ws_url(), "left", name));
+        leave_lease(&runner, &target, expires).await;
+        let health = runner.health(&target).await.expect("health");
         assert!(!health.initialised, "{name}: no history table");
         assert_eq!(health.lock.is_some(), live, "{name}");
 
         let acquired = runner
-            .acquire_lock(&tenant, &LockRequest::new(None, Duration::ZERO))
+            .acquire_lock(&target, &LockRequest::new(None, Duration::ZERO))
             .await;
         if live {
             match acquired {
@@ -418,7 +418,7 @@ async fn a_lease_left_on_an_empty_target_is_taken_over_or_reported() {
             assert_eq!(previous.owner.host, "crashed-host");
             assert_eq!(previous.owner.pid, 7);
             guard.release().await.expect("release");
-            assert!(runner.health(&tenant).await.expect("health").initialised);
+            assert!(runner.health(&target).await.expect("health").initialised);
         }
     }
 }
@@ -440,12 +440,12 @@ async fn a_lease_left_on_an_empty_target_stops_the_deploy_that_takes_the_lock() 
         ("expired", "time::now() - 1m", false),
         ("live", "time::now() + 1h", true),
     ] {
-        let tenant = TenantContext::new(name, root(&server.ws_url(), "left-deploy", name));
-        leave_lease(&runner, &tenant, expires).await;
-        assert!(!runner.health(&tenant).await.expect("health").initialised);
+        let target = Target::new(name, root(&server.ws_url(), "left-deploy", name));
+        leave_lease(&runner, &target, expires).await;
+        assert!(!runner.health(&target).await.expect("health").initialised);
 
-        let deployed = runner.apply_locked(&tenant, &plan, &short).await;
-        let snapshot = runner.snapshot(&tenant).await.expect("snapshot");
+        let deployed = runner.apply_locked(&target, &plan, &short).await;
+        let snapshot = runner.snapshot(&target).await.expect("snapshot");
         if live {
             match deployed {
                 Err(RunnerError::LockHeld { holder, .. }) => {
@@ -454,7 +454,7 @@ async fn a_lease_left_on_an_empty_target_stops_the_deploy_that_takes_the_lock() 
                 other => panic!("expected LockHeld, got {other:?}"),
             }
             assert!(!snapshot.contains("a: "), "nothing applied: {snapshot}");
-            let health = runner.health(&tenant).await.expect("health");
+            let health = runner.health(&target).await.expect("health");
             assert_eq!(
                 health.lock.map(|l| l.owner.host).as_deref(),
                 Some("crashed-host"),
@@ -466,7 +466,7 @@ async fn a_lease_left_on_an_empty_target_stops_the_deploy_that_takes_the_lock() 
             let previous = result.lock_takeover.expect("the takeover is reported");
             assert_eq!(previous.owner.host, "crashed-host");
             assert_eq!(previous.owner.pid, 7);
-            let probe = runner.probe(&tenant).await.expect("probe");
+            let probe = runner.probe(&target).await.expect("probe");
             assert_eq!(probe.health.lock, None, "released");
             assert_eq!(probe.history.map(|h| h.len()).ok(), Some(2));
         }
@@ -485,17 +485,17 @@ async fn two_deploys_racing_to_a_new_target_apply_each_migration_once() {
         ("0003_c.surql", "DEFINE TABLE c; CREATE c:1;"),
     ]));
     for round in 0..5 {
-        let tenant = TenantContext::new(
+        let target = Target::new(
             format!("race-{round}"),
             root(&server.ws_url(), "race", &format!("db{round}")),
         );
         let (one, two) = (SurrealRunner::new(), SurrealRunner::new());
-        assert!(!one.health(&tenant).await.expect("health").initialised);
-        assert!(!two.health(&tenant).await.expect("health").initialised);
+        assert!(!one.health(&target).await.expect("health").initialised);
+        assert!(!two.health(&target).await.expect("health").initialised);
         let lock = lock();
         let (first, second) = tokio::join!(
-            one.apply_locked(&tenant, &plan, &lock),
-            two.apply_locked(&tenant, &plan, &lock),
+            one.apply_locked(&target, &plan, &lock),
+            two.apply_locked(&target, &plan, &lock),
         );
         let (first, second) = (first.expect("first"), second.expect("second"));
         let mut applied: Vec<String> = first
@@ -506,9 +506,9 @@ async fn two_deploys_racing_to_a_new_target_apply_each_migration_once() {
             .collect();
         applied.sort();
         assert_eq!(applied, ["0001", "0002", "0003"], "round {round}");
-        let snapshot = one.snapshot(&tenant).await.expect("snapshot");
+        let snapshot = one.snapshot(&target).await.expect("snapshot");
         assert!(snapshot.contains("a: [{\"id\":\"a:1\"}]"), "{snapshot}");
-        let probe = one.probe(&tenant).await.expect("probe");
+        let probe = one.probe(&target).await.expect("probe");
         assert_eq!(probe.health.lock, None);
         assert_eq!(probe.history.map(|h| h.len()).ok(), Some(3));
     }
@@ -530,25 +530,25 @@ async fn a_revert_after_a_stale_empty_probe_reads_history_under_the_lock() {
             "-- @up\nDEFINE TABLE b;\n-- @down\nREMOVE TABLE b;\n",
         ),
     ]);
-    let tenant = TenantContext::new("stale", root(&server.ws_url(), "stale", "app"));
+    let target = Target::new("stale", root(&server.ws_url(), "stale", "app"));
     let (stale, other) = (SurrealRunner::new(), SurrealRunner::new());
-    assert!(!stale.health(&tenant).await.expect("health").initialised);
+    assert!(!stale.health(&target).await.expect("health").initialised);
     let deployed = other
-        .apply_locked(&tenant, &MigrationPlan::up(set.clone()), &lock())
+        .apply_locked(&target, &MigrationPlan::up(set.clone()), &lock())
         .await
         .expect("another process deploys");
     assert_eq!(deployed.applied.len(), 2);
 
     let down = MigrationPlan::down(set, vec![flotilla_core::Version::parse("0002").expect("v")]);
     let reverted = stale
-        .apply_locked(&tenant, &down, &lock())
+        .apply_locked(&target, &down, &lock())
         .await
         .expect("revert");
     let reverted: Vec<String> = reverted.applied.iter().map(ToString::to_string).collect();
     assert_eq!(reverted, ["0002"]);
-    let history = stale.history(&tenant).await.expect("history");
+    let history = stale.history(&target).await.expect("history");
     assert_eq!(history.len(), 1);
-    assert_eq!(stale.health(&tenant).await.expect("health").lock, None);
+    assert_eq!(stale.health(&target).await.expect("health").lock, None);
 }
 
 /// On a new target the lease is taken in the first migration's transaction; when that
@@ -558,8 +558,8 @@ async fn a_revert_after_a_stale_empty_probe_reads_history_under_the_lock() {
 async fn a_failing_first_migration_on_a_new_target_leaves_it_untouched() {
     let server = server();
     let runner = SurrealRunner::new();
-    let tenant = TenantContext::new("untouched", root(&server.ws_url(), "untouched", "app"));
-    assert!(!runner.health(&tenant).await.expect("health").initialised);
+    let target = Target::new("untouched", root(&server.ws_url(), "untouched", "app"));
+    assert!(!runner.health(&target).await.expect("health").initialised);
     let broken = MigrationPlan::up(migrations(&[
         (
             "0001_a.surql",
@@ -569,7 +569,7 @@ async fn a_failing_first_migration_on_a_new_target_leaves_it_untouched() {
     ]));
     let before = runner.request_count();
     let error = runner
-        .apply_locked(&tenant, &broken, &lock())
+        .apply_locked(&target, &broken, &lock())
         .await
         .expect_err("the first migration fails");
     assert_eq!(
@@ -586,16 +586,16 @@ async fn a_failing_first_migration_on_a_new_target_leaves_it_untouched() {
         }
         other => panic!("expected StatementFailed, got {other:?}"),
     }
-    let snapshot = runner.snapshot(&tenant).await.expect("snapshot");
+    let snapshot = runner.snapshot(&target).await.expect("snapshot");
     assert!(!snapshot.contains("_migration"), "{snapshot}");
     assert!(!snapshot.contains("\"a\""), "{snapshot}");
-    let health = runner.health(&tenant).await.expect("health");
+    let health = runner.health(&target).await.expect("health");
     assert!(!health.initialised);
     assert_eq!(health.lock, None);
 
     let fixed = MigrationPlan::up(migrations(&[("0001_a.surql", "DEFINE TABLE a;")]));
     let result = runner
-        .apply_locked(&tenant, &fixed, &lock())
+        .apply_locked(&target, &fixed, &lock())
         .await
         .expect("the fixed migration deploys");
     assert_eq!(result.applied.len(), 1);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 use flotilla_core::{AuthLevel, Connection};
-use flotilla_runner::{LockOwner, LockRequest, MigrationRunner, TenantContext};
+use flotilla_runner::{LockOwner, LockRequest, MigrationRunner, Target};
 use flotilla_surrealdb::SurrealRunner;
 use flotilla_tests::{ROOT_PASS, ROOT_USER, TestServer, free_port};
 
@@ -314,7 +314,7 @@ fn a_held_lock_exits_3_naming_its_holder() {
     ));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let runner = SurrealRunner::new();
-    let tenant = TenantContext::new(
+    let target = Target::new(
         "shared",
         Connection::new(server.ws_url(), "app", "main").with_credentials(
             ROOT_USER,
@@ -329,7 +329,7 @@ fn a_held_lock_exits_3_naming_its_holder() {
     };
     let guard = runtime
         .block_on(runner.acquire_lock(
-            &tenant,
+            &target,
             &LockRequest {
                 owner,
                 ..LockRequest::new(None, Duration::ZERO)

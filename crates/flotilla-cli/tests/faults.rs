@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use flotilla_core::{AuthLevel, Connection};
-use flotilla_runner::{MigrationRunner, TenantContext};
+use flotilla_runner::{MigrationRunner, Target};
 use flotilla_surrealdb::SurrealRunner;
 use flotilla_tests::{LossyProxy, ROOT_PASS, ROOT_USER, SilentEndpoint, TestServer, send_signal};
 
@@ -137,8 +137,8 @@ impl Project {
         Running::spawn(self.command(args))
     }
 
-    fn tenant(&self, i: usize) -> TenantContext {
-        TenantContext::new(
+    fn target(&self, i: usize) -> Target {
+        Target::new(
             format!("t{i}"),
             Connection::new(self.url.as_str(), self.namespace.as_str(), format!("t{i}"))
                 .with_credentials(ROOT_USER, ROOT_PASS, AuthLevel::Root),
@@ -298,10 +298,10 @@ async fn count(project: &Project) -> Figures {
     let runner = SurrealRunner::new();
     let mut figures = Figures::default();
     for i in 0..project.targets {
-        let tenant = project.tenant(i);
-        let history = retry(|| runner.history(&tenant)).await;
+        let target = project.target(i);
+        let history = retry(|| runner.history(&target)).await;
         let applied: Vec<String> = history.iter().map(|r| r.version.to_string()).collect();
-        let session = retry(|| runner.session(&tenant)).await;
+        let session = retry(|| runner.session(&target)).await;
         let mut reply = session
             .query("SELECT migration, count() AS n FROM effect GROUP BY migration; SELECT count() AS n FROM _migration_lock GROUP ALL; SELECT count() AS n FROM _migration_lease GROUP ALL;")
             .await
@@ -499,7 +499,7 @@ async fn a_deployer_stopped_past_its_lease_commits_nothing_more() {
         assert_clean(&figures, &[&first.output(), &second]);
         // Nothing after the first migration carries the stopped process's name.
         let history = SurrealRunner::new()
-            .history(&project.tenant(0))
+            .history(&project.target(0))
             .await
             .expect("history");
         let pid = format!("pid {}", first.pid());

@@ -6,10 +6,10 @@ use std::time::Instant;
 use flotilla_core::{DeploymentEvent, DeploymentStatus};
 use flotilla_runner::util::lock_unpoisoned;
 use flotilla_runner::{
-    Backends, DynRunner, ErrorClass, LockRequest, MigrationPlan, RunnerError, TenantContext,
+    Backends, DynRunner, ErrorClass, LockRequest, MigrationPlan, RunnerError, Target,
 };
 use flotilla_strategies::{
-    Deployment, DeploymentStrategy, EnvironmentSnapshot, Progress, Stop, Target, TargetError,
+    Deployment, DeploymentStrategy, Destination, EnvironmentSnapshot, Progress, Stop, TargetError,
     TargetOutcome,
 };
 use tokio::sync::broadcast;
@@ -80,7 +80,7 @@ impl DeploymentCoordinator {
         stop: Stop,
     ) -> Result<DeploymentReport, PlanError> {
         let started = Instant::now();
-        let targets = self.targets(plan)?;
+        let destinations = self.destinations(plan)?;
         let names = plan.environment_names();
         let progress = Progress::new(&names, self.events.clone());
         *lock_unpoisoned(&self.live) = Some(progress.clone());
@@ -99,7 +99,7 @@ impl DeploymentCoordinator {
         let up = MigrationPlan::up(Arc::clone(&plan.migrations))
             .with_deployment_id(plan.deployment_id.clone())
             .with_policy(plan.drift_policy);
-        let facts = preflight(&targets, &up, plan.verify_health).await;
+        let facts = preflight(&destinations, &up, plan.verify_health).await;
         run.record(&facts);
         if let Some((gate, culprits)) = gates::after_preflight(plan, &facts) {
             return Ok(run.refuse(gate, culprits));
@@ -110,7 +110,7 @@ impl DeploymentCoordinator {
 
         let strategy = plan.strategy.build()?;
         let deployment = Arc::new(Deployment {
-            targets,
+            destinations,
             plan: up,
             lock: LockRequest::new(Some(plan.deployment_id.clone()), plan.lock_timeout)
                 .with_lease(plan.lease),
@@ -127,20 +127,20 @@ impl DeploymentCoordinator {
             .map_err(|error| PlanError::Internal(error.to_string()))
     }
 
-    fn targets(&self, plan: &DeploymentPlan) -> Result<Vec<Target>, PlanError> {
+    fn destinations(&self, plan: &DeploymentPlan) -> Result<Vec<Destination>, PlanError> {
         plan.environments
             .iter()
             .map(|environment| {
-                let tenant = crate::inspect::tenant(environment);
-                let runner = self.runner_for(&tenant)?;
-                Ok(Target { tenant, runner })
+                let target = crate::inspect::target_of(environment);
+                let runner = self.runner_for(&target)?;
+                Ok(Destination { target, runner })
             })
             .collect::<Result<Vec<_>, RunnerError>>()
             .map_err(PlanError::from)
     }
 
-    pub(crate) fn runner_for(&self, tenant: &TenantContext) -> Result<DynRunner, RunnerError> {
-        self.backends.runner_for(tenant)
+    pub(crate) fn runner_for(&self, target: &Target) -> Result<DynRunner, RunnerError> {
+        self.backends.runner_for(target)
     }
 
     pub(crate) fn approver(&self) -> &dyn Approver {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use flotilla_core::config::EnvironmentConfig;
 use flotilla_core::{AppliedMigration, MigrationSet, Version, current_version};
 use flotilla_runner::execute::steps;
-use flotilla_runner::{LockInfo, MigrationPlan, RunnerError, TenantContext};
+use flotilla_runner::{LockInfo, MigrationPlan, RunnerError, Target};
 use futures::StreamExt;
 
 use crate::coordinator::DeploymentCoordinator;
@@ -59,17 +59,17 @@ impl DeploymentCoordinator {
         let targets = environments
             .iter()
             .map(|environment| {
-                let tenant = tenant(environment);
-                Ok((self.runner_for(&tenant)?, tenant))
+                let target = target_of(environment);
+                Ok((self.runner_for(&target)?, target))
             })
             .collect::<Result<Vec<_>, RunnerError>>()?;
         let up = MigrationPlan::up(migrations);
         Ok(futures::stream::iter(targets)
-            .map(|(runner, tenant)| {
+            .map(|(runner, target)| {
                 let up = &up;
                 async move {
                     let mut status = EnvironmentStatus {
-                        environment: tenant.environment.clone(),
+                        environment: target.environment.clone(),
                         reachable: false,
                         initialised: false,
                         latency: Duration::ZERO,
@@ -79,7 +79,7 @@ impl DeploymentCoordinator {
                         lock: None,
                         error: None,
                     };
-                    let probe = match runner.probe(&tenant).await {
+                    let probe = match runner.probe(&target).await {
                         Ok(probe) => probe,
                         Err(error) => {
                             status.error = Some(error.to_string());
@@ -94,7 +94,7 @@ impl DeploymentCoordinator {
                         Err(error) => status.error = Some(error.to_string()),
                         Ok(history) => {
                             status.version = current_version(&history).cloned();
-                            match steps(&tenant, up, &history) {
+                            match steps(&target, up, &history) {
                                 Ok(pending) => status.pending = Some(pending.len()),
                                 Err(error) => status.drift = Some(error.to_string()),
                             }
@@ -113,8 +113,8 @@ impl DeploymentCoordinator {
         &self,
         environment: &EnvironmentConfig,
     ) -> Result<Vec<AppliedMigration>, RunnerError> {
-        let tenant = tenant(environment);
-        self.runner_for(&tenant)?.history(&tenant).await
+        let target = target_of(environment);
+        self.runner_for(&target)?.history(&target).await
     }
 
     /// Who holds `environment`'s lock (a live lease), if anyone.
@@ -122,8 +122,8 @@ impl DeploymentCoordinator {
         &self,
         environment: &EnvironmentConfig,
     ) -> Result<Option<LockInfo>, RunnerError> {
-        let tenant = tenant(environment);
-        Ok(self.runner_for(&tenant)?.health(&tenant).await?.lock)
+        let target = target_of(environment);
+        Ok(self.runner_for(&target)?.health(&target).await?.lock)
     }
 
     /// Removes `environment`'s lock whoever holds it — only for a holder known to be gone;
@@ -132,14 +132,14 @@ impl DeploymentCoordinator {
         &self,
         environment: &EnvironmentConfig,
     ) -> Result<Option<LockInfo>, RunnerError> {
-        let tenant = tenant(environment);
-        self.runner_for(&tenant)?.break_lock(&tenant).await
+        let target = target_of(environment);
+        self.runner_for(&target)?.break_lock(&target).await
     }
 }
 
 /// The target an environment names.
-pub(crate) fn tenant(environment: &EnvironmentConfig) -> TenantContext {
-    TenantContext {
+pub(crate) fn target_of(environment: &EnvironmentConfig) -> Target {
+    Target {
         environment: environment.name.clone(),
         connection: environment.connection.clone(),
         tags: environment.tags.clone(),

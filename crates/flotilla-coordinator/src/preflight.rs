@@ -7,7 +7,7 @@ use std::sync::Arc;
 use flotilla_core::{Version, current_version};
 use flotilla_runner::execute::steps;
 use flotilla_runner::{MigrationPlan, RunnerError};
-use flotilla_strategies::Target;
+use flotilla_strategies::Destination;
 use futures::StreamExt;
 
 /// Pre-flight reads in flight at once; they are cheap reads, so more than a deploy's
@@ -39,14 +39,18 @@ impl Facts {
 }
 
 /// Probes (with `health`) or reads the history of every target, concurrently, in plan order.
-pub(crate) async fn preflight(targets: &[Target], up: &MigrationPlan, health: bool) -> Vec<Facts> {
+pub(crate) async fn preflight(
+    destinations: &[Destination],
+    up: &MigrationPlan,
+    health: bool,
+) -> Vec<Facts> {
     let up = Arc::new(up.clone());
-    futures::stream::iter(targets)
-        .map(|target| {
+    futures::stream::iter(destinations)
+        .map(|destination| {
             let up = Arc::clone(&up);
             async move {
                 let history = if health {
-                    match target.runner.probe(&target.tenant).await {
+                    match destination.runner.probe(&destination.target).await {
                         Ok(probe) => probe.history,
                         Err(error) => {
                             return Facts {
@@ -56,10 +60,10 @@ pub(crate) async fn preflight(targets: &[Target], up: &MigrationPlan, health: bo
                         }
                     }
                 } else {
-                    target.runner.history(&target.tenant).await
+                    destination.runner.history(&destination.target).await
                 };
                 let read = history.and_then(|history| {
-                    let pending = steps(&target.tenant, &up, &history)?
+                    let pending = steps(&destination.target, &up, &history)?
                         .into_iter()
                         .map(|m| m.version.clone())
                         .collect();

@@ -33,10 +33,10 @@ pub(crate) async fn reconcile_unknown(
         .collect();
     let reads = futures::stream::iter(unknown)
         .map(|index| async move {
-            let target = &deployment.targets[index];
+            let destination = &deployment.destinations[index];
             let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
             for read in 1..=3 {
-                match target.runner.history(&target.tenant).await {
+                match destination.runner.history(&destination.target).await {
                     Ok(history) => {
                         let ours: Vec<Version> = history
                             .into_iter()
@@ -46,7 +46,7 @@ pub(crate) async fn reconcile_unknown(
                         return (index, Some(ours));
                     }
                     Err(error) => {
-                        tracing::warn!(environment = %target.tenant.environment, %error, read, "reading history back failed");
+                        tracing::warn!(environment = %destination.target.environment, %error, read, "reading history back failed");
                         if read < 3 {
                             backoff.wait().await;
                         }
@@ -95,16 +95,16 @@ pub(crate) async fn roll_back(
         .collect();
     let reverts = futures::stream::iter(work)
         .map(|index| async move {
-            let target = &deployment.targets[index];
+            let destination = &deployment.destinations[index];
             let down = MigrationPlan::revert(
                 Arc::clone(&plan.migrations),
                 Revert::AppliedBy(plan.deployment_id.clone()),
             )
             .with_deployment_id(plan.deployment_id.clone())
             .with_policy(plan.drift_policy);
-            let result = target
+            let result = destination
                 .runner
-                .apply_locked(&target.tenant, &down, lock)
+                .apply_locked(&destination.target, &down, lock)
                 .await;
             (index, result)
         })

@@ -60,7 +60,7 @@ pub struct EnvironmentConfig {
     pub connection: Connection,
     /// Lower deploys first; default 100.
     pub priority: i32,
-    /// Labels for selecting environments (`tenant`, `eu`, …).
+    /// Labels for selecting environments (`target`, `eu`, …).
     pub tags: Vec<String>,
     /// Deploy only with an explicit approval; default false.
     pub require_approval: bool,

@@ -8,19 +8,19 @@ use std::time::Instant;
 use flotilla_core::{AppliedMigration, DriftError, Migration, Version, current_version, pending};
 
 use crate::error::{Result, RunnerError};
-use crate::tenant::{Direction, MigrationPlan, MigrationResult, Revert, TenantContext};
+use crate::target::{Direction, MigrationPlan, MigrationResult, Revert, Target};
 
 /// The migrations `plan` would apply (up) or revert (down) given `history`, in order.
 ///
 /// Fails before anything runs on drift, and for a down plan on a version without a down
 /// section or whose file changed since it was applied.
 pub fn steps<'p>(
-    tenant: &TenantContext,
+    target: &Target,
     plan: &'p MigrationPlan,
     history: &[AppliedMigration],
 ) -> Result<Vec<&'p Migration>> {
     let drift = |source| RunnerError::Drift {
-        environment: tenant.environment.clone(),
+        environment: target.environment.clone(),
         source,
     };
     match plan.direction {
@@ -32,7 +32,7 @@ pub fn steps<'p>(
             Ok(todo)
         }
         Direction::Down => {
-            let chosen = reverts(tenant, plan, history)?;
+            let chosen = reverts(target, plan, history)?;
             // What stays applied as the revert goes: nothing newer may be left behind.
             let mut applied: BTreeSet<&Version> = history.iter().map(|row| &row.version).collect();
             let mut todo = Vec::with_capacity(chosen.len());
@@ -42,7 +42,7 @@ pub fn steps<'p>(
                 };
                 if let Some(newer) = applied.iter().rev().find(|v| ***v > version) {
                     return Err(RunnerError::RevertOrder {
-                        environment: tenant.environment.clone(),
+                        environment: target.environment.clone(),
                         version,
                         newer: (**newer).clone(),
                     });
@@ -63,7 +63,7 @@ pub fn steps<'p>(
                 }
                 if migration.down.is_none() {
                     return Err(RunnerError::NoDownSection {
-                        environment: tenant.environment.clone(),
+                        environment: target.environment.clone(),
                         version,
                         file: migration.path.clone(),
                     });
@@ -78,7 +78,7 @@ pub fn steps<'p>(
 
 /// The versions a down plan names, in the order it reverts them, from `history`.
 fn reverts(
-    tenant: &TenantContext,
+    target: &Target,
     plan: &MigrationPlan,
     history: &[AppliedMigration],
 ) -> Result<Vec<Version>> {
@@ -94,7 +94,7 @@ fn reverts(
         Revert::NewerThan(base) => {
             if !history.iter().any(|row| row.version == *base) {
                 return Err(RunnerError::NotApplied {
-                    environment: tenant.environment.clone(),
+                    environment: target.environment.clone(),
                     version: base.clone(),
                 });
             }
@@ -135,7 +135,7 @@ pub fn committed_prefix(
 /// Runs `step` for each of `steps(tenant, plan, history)`, stopping at the first failure.
 /// A failure after some steps committed is wrapped as [`RunnerError::Interrupted`].
 pub async fn run_steps<'p, F, Fut>(
-    tenant: &TenantContext,
+    target: &Target,
     plan: &'p MigrationPlan,
     history: &[AppliedMigration],
     mut step: F,
@@ -144,7 +144,7 @@ where
     F: FnMut(&'p Migration) -> Fut,
     Fut: Future<Output = Result<()>>,
 {
-    run_batched(tenant, plan, history, 1, |batch, _last| {
+    run_batched(target, plan, history, 1, |batch, _last| {
         let applying = step(batch[0]);
         async move {
             match applying.await {
@@ -190,7 +190,7 @@ impl BatchOutcome {
 /// a lock taken for this plan alone). Observers see `started` for every
 /// migration of a batch as it is handed over, and `committed` for each one that committed.
 pub async fn run_batched<'p, F, Fut>(
-    tenant: &TenantContext,
+    target: &Target,
     plan: &'p MigrationPlan,
     history: &[AppliedMigration],
     max_batch: usize,
@@ -201,19 +201,19 @@ where
     Fut: Future<Output = BatchOutcome>,
 {
     let started = Instant::now();
-    let todo = steps(tenant, plan, history)?;
+    let todo = steps(target, plan, history)?;
     let mut done: Vec<Version> = Vec::with_capacity(todo.len());
     let batches = todo.len().div_ceil(max_batch.max(1));
     for (index, batch) in todo.chunks(max_batch.max(1)).enumerate() {
         if let Some(observer) = &plan.observer {
             for migration in batch {
-                observer.started(tenant, plan.direction, &migration.version);
+                observer.started(target, plan.direction, &migration.version);
             }
         }
         let outcome = apply(batch.to_vec(), index + 1 == batches).await;
         for migration in batch.iter().take(outcome.committed) {
             if let Some(observer) = &plan.observer {
-                observer.committed(tenant, plan.direction, &migration.version);
+                observer.committed(target, plan.direction, &migration.version);
             }
             done.push(migration.version.clone());
         }
@@ -221,7 +221,7 @@ where
             Some(error) => return Err(error.after(done)),
             None if outcome.committed < batch.len() => {
                 return Err(RunnerError::Backend {
-                    environment: tenant.environment.clone(),
+                    environment: target.environment.clone(),
                     source: format!(
                         "{} of {} migrations committed and no error was reported",
                         outcome.committed,
@@ -260,7 +260,7 @@ where
 /// [`RunnerError::OutcomeUnknown`], wrapping the last read's error.
 pub async fn reconcile<R: crate::MigrationRunner + ?Sized>(
     runner: &R,
-    tenant: &TenantContext,
+    target: &Target,
     plan: &MigrationPlan,
     sent: &[&Migration],
 ) -> Result<usize> {
@@ -271,10 +271,10 @@ pub async fn reconcile<R: crate::MigrationRunner + ?Sized>(
     );
     let mut last = None;
     for read in 1..=READS {
-        match runner.history(tenant).await {
+        match runner.history(target).await {
             Ok(history) => return Ok(committed_prefix(plan, sent, &history)),
             Err(error) => {
-                tracing::warn!(environment = %tenant.environment, %error, read, "reading history back after a lost reply failed");
+                tracing::warn!(environment = %target.environment, %error, read, "reading history back after a lost reply failed");
                 last = Some(error);
                 if read < READS {
                     backoff.wait().await;
@@ -283,10 +283,10 @@ pub async fn reconcile<R: crate::MigrationRunner + ?Sized>(
         }
     }
     Err(RunnerError::OutcomeUnknown {
-        environment: tenant.environment.clone(),
+        environment: target.environment.clone(),
         versions: sent.iter().map(|m| m.version.clone()).collect(),
         source: Box::new(last.unwrap_or_else(|| RunnerError::Backend {
-            environment: tenant.environment.clone(),
+            environment: target.environment.clone(),
             source: "history could not be read".into(),
         })),
     })

@@ -1,5 +1,5 @@
 //! The database-agnostic seam of flotilla: the [`MigrationRunner`] and [`LockGuard`] traits
-//! every backend implements, the data that crosses them ([`TenantContext`],
+//! every backend implements, the data that crosses them ([`Target`],
 //! [`MigrationPlan`], [`MigrationResult`], [`HealthStatus`]), an error enum a caller can act
 //! on, [`Backends`] to pick a runner by URL scheme, and [`MemoryRunner`], an in-memory
 //! reference runner with fault injection.
@@ -13,7 +13,7 @@ pub mod execute;
 mod lock;
 mod memory;
 mod runner;
-mod tenant;
+mod target;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod util;
@@ -29,9 +29,9 @@ pub use memory::MemoryRunner;
 #[cfg(any(test, feature = "mock"))]
 pub use runner::MockMigrationRunner;
 pub use runner::{Backends, DynRunner, MigrationRunner, lock_execute_release};
-pub use tenant::{
+pub use target::{
     DatabaseKey, Direction, HealthStatus, MigrationObserver, MigrationPlan, MigrationResult, Probe,
-    Revert, TenantContext,
+    Revert, Target,
 };
 
 #[cfg(test)]
@@ -47,9 +47,9 @@ mod tests {
         let mut backends = Backends::new();
         let memory: DynRunner = Arc::new(MemoryRunner::new());
         backends.register(&["mem"], memory);
-        let ok = TenantContext::new("dev", Connection::new("MEM://", "ns", "db"));
+        let ok = Target::new("dev", Connection::new("MEM://", "ns", "db"));
         assert!(backends.runner_for(&ok).is_ok());
-        let bad = TenantContext::new(
+        let bad = Target::new(
             "prod",
             Connection::new("postgres://u:secret@h/db", "ns", "db"),
         );
@@ -77,17 +77,17 @@ mod tests {
             });
             Ok(Box::new(guard))
         });
-        runner.expect_execute_migration().returning(|tenant, _, _| {
+        runner.expect_execute_migration().returning(|target, _, _| {
             Err(RunnerError::Unreachable {
-                environment: tenant.environment.clone(),
+                environment: target.environment.clone(),
                 endpoint: "mem://".into(),
                 source: "gone".into(),
             })
         });
-        let tenant = TenantContext::new("dev", Connection::new("mem://", "ns", "db"));
+        let target = Target::new("dev", Connection::new("mem://", "ns", "db"));
         let plan = MigrationPlan::up(Arc::new(flotilla_core::MigrationSet::default()));
         let request = LockRequest::new(None, std::time::Duration::from_millis(10));
-        let err = lock_execute_release(&runner, &tenant, &plan, &request)
+        let err = lock_execute_release(&runner, &target, &plan, &request)
             .await
             .expect_err("execution fails");
         assert_eq!(err.class(), ErrorClass::TargetUnreachable);

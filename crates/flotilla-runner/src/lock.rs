@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::{Result, RunnerError};
-use crate::tenant::DatabaseKey;
+use crate::target::DatabaseKey;
 use crate::util::lock_unpoisoned;
 
 /// Who holds (or asks for) a lock.

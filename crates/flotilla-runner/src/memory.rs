@@ -17,9 +17,7 @@ use crate::lock::{
     Renewal, wait_for_lock,
 };
 use crate::runner::MigrationRunner;
-use crate::tenant::{
-    DatabaseKey, Direction, HealthStatus, MigrationPlan, MigrationResult, TenantContext,
-};
+use crate::target::{DatabaseKey, Direction, HealthStatus, MigrationPlan, MigrationResult, Target};
 use crate::util::lock_unpoisoned;
 
 /// A runner keeping every target in memory.
@@ -36,7 +34,7 @@ pub struct MemoryRunner {
 
 #[derive(Debug, Default)]
 struct State {
-    targets: HashMap<DatabaseKey, Target>,
+    databases: HashMap<DatabaseKey, Database>,
     next_token: u64,
     failing: HashMap<Version, usize>,
     lost_replies: HashSet<Version>,
@@ -44,7 +42,7 @@ struct State {
 }
 
 #[derive(Debug, Default)]
-struct Target {
+struct Database {
     initialised: bool,
     history: Vec<AppliedMigration>,
     /// Committed up statements, tagged with their migration; a revert removes its own.
@@ -103,12 +101,12 @@ impl MemoryRunner {
         self.state().disconnected.remove(environment);
     }
 
-    /// Records a live lease by `owner` on `tenant`, as another process would.
-    pub fn hold_lock(&self, tenant: &TenantContext, owner: LockOwner, lease: Duration) {
+    /// Records a live lease by `owner` on `target`, as another process would.
+    pub fn hold_lock(&self, target: &Target, owner: LockOwner, lease: Duration) {
         let mut state = self.state();
         let token = state.token();
         let now = SystemTime::now();
-        state.target(tenant).lease = Some(Lease {
+        state.database(target).lease = Some(Lease {
             token,
             info: LockInfo {
                 owner,
@@ -119,11 +117,11 @@ impl MemoryRunner {
         });
     }
 
-    /// The up statements in effect on `tenant`, in the order they committed.
-    pub fn objects(&self, tenant: &TenantContext) -> Vec<String> {
+    /// The up statements in effect on `target`, in the order they committed.
+    pub fn objects(&self, target: &Target) -> Vec<String> {
         self.state()
-            .targets
-            .get(&tenant.database_key())
+            .databases
+            .get(&target.database_key())
             .map(|t| t.objects.iter().map(|(_, text)| text.clone()).collect())
             .unwrap_or_default()
     }
@@ -132,9 +130,9 @@ impl MemoryRunner {
         lock_unpoisoned(&self.state)
     }
 
-    fn reachable(&self, tenant: &TenantContext) -> Result<()> {
-        if self.state().disconnected.contains(&tenant.environment) {
-            return Err(unreachable(tenant, "connection dropped (injected fault)"));
+    fn reachable(&self, target: &Target) -> Result<()> {
+        if self.state().disconnected.contains(&target.environment) {
+            return Err(unreachable(target, "connection dropped (injected fault)"));
         }
         Ok(())
     }
@@ -145,13 +143,13 @@ impl MemoryRunner {
     /// committed, but the reply was lost (an injected fault).
     async fn apply_one(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         plan: &MigrationPlan,
         lock: &(dyn LockGuard + 'static),
         migration: &Migration,
     ) -> Result<bool> {
         let lost = || RunnerError::LockLost {
-            environment: tenant.environment.clone(),
+            environment: target.environment.clone(),
         };
         if lock.is_lost() {
             return Err(lost());
@@ -166,8 +164,8 @@ impl MemoryRunner {
         let failing = {
             let mut state = self.state();
             let failing = state.failing.get(&migration.version).copied();
-            let target = state.target(tenant);
-            if target.lease.as_ref().map(|l| l.token.as_str()) != Some(lock.token()) {
+            let db = state.database(target);
+            if db.lease.as_ref().map(|l| l.token.as_str()) != Some(lock.token()) {
                 return Err(lost());
             }
             failing
@@ -176,7 +174,7 @@ impl MemoryRunner {
             let injected = plan.direction == Direction::Up && failing == Some(index + 1);
             if injected || keyword(statement) == "THROW" {
                 return Err(RunnerError::StatementFailed {
-                    environment: tenant.environment.clone(),
+                    environment: target.environment.clone(),
                     version: migration.version.clone(),
                     file,
                     statement: index + 1,
@@ -190,20 +188,17 @@ impl MemoryRunner {
         }
         let mut state = self.state();
         let lose_reply = state.lost_replies.remove(&migration.version);
-        let target = state.target(tenant);
+        let db = state.database(target);
         // The fence wrote the lock record, so a takeover committed since makes the commit
         // conflict: nothing of a lease taken over commits, not even what was running.
-        if target.lease.as_ref().map(|l| l.token.as_str()) != Some(lock.token()) {
+        if db.lease.as_ref().map(|l| l.token.as_str()) != Some(lock.token()) {
             return Err(lost());
         }
-        let recorded = target
-            .history
-            .iter()
-            .any(|r| r.version == migration.version);
+        let recorded = db.history.iter().any(|r| r.version == migration.version);
         match plan.direction {
             Direction::Up if recorded => {
                 return Err(RunnerError::Backend {
-                    environment: tenant.environment.clone(),
+                    environment: target.environment.clone(),
                     source: format!(
                         "migration {} was recorded by someone else while it ran; nothing was applied twice",
                         migration.version
@@ -213,7 +208,7 @@ impl MemoryRunner {
             }
             Direction::Down if !recorded => {
                 return Err(RunnerError::AlreadyReverted {
-                    environment: tenant.environment.clone(),
+                    environment: target.environment.clone(),
                     version: migration.version.clone(),
                 });
             }
@@ -222,11 +217,10 @@ impl MemoryRunner {
         match plan.direction {
             Direction::Up => {
                 for statement in statements {
-                    target
-                        .objects
+                    db.objects
                         .push((migration.version.clone(), statement.text.clone()));
                 }
-                target.history.push(AppliedMigration {
+                db.history.push(AppliedMigration {
                     version: migration.version.clone(),
                     description: migration.description.clone(),
                     checksum: migration.checksum.clone(),
@@ -237,21 +231,19 @@ impl MemoryRunner {
                 });
             }
             Direction::Down => {
-                target.objects.retain(|(v, _)| *v != migration.version);
-                target
-                    .history
-                    .retain(|row| row.version != migration.version);
+                db.objects.retain(|(v, _)| *v != migration.version);
+                db.history.retain(|row| row.version != migration.version);
             }
         }
-        target.initialised = true;
+        db.initialised = true;
         Ok(!lose_reply)
     }
 }
 
-fn unreachable(tenant: &TenantContext, why: &'static str) -> RunnerError {
+fn unreachable(target: &Target, why: &'static str) -> RunnerError {
     RunnerError::Unreachable {
-        environment: tenant.environment.clone(),
-        endpoint: tenant.connection.redacted_url(),
+        environment: target.environment.clone(),
+        endpoint: target.connection.redacted_url(),
         source: why.into(),
     }
 }
@@ -276,8 +268,8 @@ fn sleep_of(statement: &Statement) -> Option<Duration> {
 }
 
 impl State {
-    fn target(&mut self, tenant: &TenantContext) -> &mut Target {
-        self.targets.entry(tenant.database_key()).or_default()
+    fn database(&mut self, target: &Target) -> &mut Database {
+        self.databases.entry(target.database_key()).or_default()
     }
 
     fn token(&mut self) -> String {
@@ -288,14 +280,14 @@ impl State {
 
 #[async_trait]
 impl MigrationRunner for MemoryRunner {
-    async fn health(&self, tenant: &TenantContext) -> Result<HealthStatus> {
-        self.reachable(tenant)?;
+    async fn health(&self, target: &Target) -> Result<HealthStatus> {
+        self.reachable(target)?;
         let mut state = self.state();
-        let target = state.target(tenant);
+        let db = state.database(target);
         Ok(HealthStatus {
             latency: Duration::ZERO,
-            initialised: target.initialised,
-            lock: target
+            initialised: db.initialised,
+            lock: db
                 .lease
                 .as_ref()
                 .filter(|l| l.live())
@@ -304,12 +296,12 @@ impl MigrationRunner for MemoryRunner {
         })
     }
 
-    async fn history(&self, tenant: &TenantContext) -> Result<Vec<AppliedMigration>> {
-        self.reachable(tenant)?;
+    async fn history(&self, target: &Target) -> Result<Vec<AppliedMigration>> {
+        self.reachable(target)?;
         let state = self.state();
         let mut history = state
-            .targets
-            .get(&tenant.database_key())
+            .databases
+            .get(&target.database_key())
             .map(|t| t.history.clone())
             .unwrap_or_default();
         history.sort_by(|a, b| a.version.cmp(&b.version));
@@ -318,20 +310,20 @@ impl MigrationRunner for MemoryRunner {
 
     async fn acquire_lock(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         request: &LockRequest,
     ) -> Result<Box<dyn LockGuard>> {
-        self.reachable(tenant)?;
-        let key = tenant.database_key();
-        let local = self.local.claim(&key, &tenant.environment, request).await?;
+        self.reachable(target)?;
+        let key = target.database_key();
+        let local = self.local.claim(&key, &target.environment, request).await?;
         let outcome = wait_for_lock(request.wait, || {
-            let attempt = self.try_acquire(tenant, request);
+            let attempt = self.try_acquire(target, request);
             async move { attempt }
         })
         .await?;
         let ((token, info), took_over) =
             outcome.map_err(|(holder, waited)| RunnerError::LockHeld {
-                environment: tenant.environment.clone(),
+                environment: target.environment.clone(),
                 holder,
                 waited,
             })?;
@@ -343,7 +335,7 @@ impl MigrationRunner for MemoryRunner {
         let heartbeat = Heartbeat::spawn(lease, move || {
             let mut state = runner.state();
             let renewed = match state
-                .targets
+                .databases
                 .get_mut(&renew_key)
                 .and_then(|t| t.lease.as_mut())
             {
@@ -357,7 +349,7 @@ impl MigrationRunner for MemoryRunner {
         });
         Ok(Box::new(MemoryLockGuard {
             runner: self.clone(),
-            environment: tenant.environment.clone(),
+            environment: target.environment.clone(),
             key,
             token,
             info,
@@ -368,48 +360,48 @@ impl MigrationRunner for MemoryRunner {
         }))
     }
 
-    async fn break_lock(&self, tenant: &TenantContext) -> Result<Option<LockInfo>> {
-        self.reachable(tenant)?;
+    async fn break_lock(&self, target: &Target) -> Result<Option<LockInfo>> {
+        self.reachable(target)?;
         let mut state = self.state();
-        Ok(state.target(tenant).lease.take().map(|lease| lease.info))
+        Ok(state.database(target).lease.take().map(|lease| lease.info))
     }
 
     async fn execute_migration(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         plan: &MigrationPlan,
         lock: &(dyn LockGuard + 'static),
     ) -> Result<MigrationResult> {
-        self.reachable(tenant)?;
+        self.reachable(target)?;
         let issued = lock.token().starts_with("memory-")
             && self
                 .state()
-                .targets
-                .get(&tenant.database_key())
+                .databases
+                .get(&target.database_key())
                 .and_then(|t| t.lease.as_ref())
                 .is_some_and(|l| l.token == lock.token());
         if !issued {
             return Err(if lock.token().starts_with("memory-") {
                 RunnerError::LockLost {
-                    environment: tenant.environment.clone(),
+                    environment: target.environment.clone(),
                 }
             } else {
                 RunnerError::NotLocked {
-                    environment: tenant.environment.clone(),
+                    environment: target.environment.clone(),
                 }
             });
         }
-        let history = self.history(tenant).await?;
-        run_steps(tenant, plan, &history, |migration| async move {
-            self.reachable(tenant)?;
-            if self.apply_one(tenant, plan, lock, migration).await? {
+        let history = self.history(target).await?;
+        run_steps(target, plan, &history, |migration| async move {
+            self.reachable(target)?;
+            if self.apply_one(target, plan, lock, migration).await? {
                 return Ok(());
             }
             // The reply never came: learn from history whether it committed.
-            match reconcile(self, tenant, plan, &[migration]).await? {
+            match reconcile(self, target, plan, &[migration]).await? {
                 1 => Ok(()),
                 _ => Err(unreachable(
-                    tenant,
+                    target,
                     "the connection dropped before the commit",
                 )),
             }
@@ -421,14 +413,14 @@ impl MigrationRunner for MemoryRunner {
 impl MemoryRunner {
     fn try_acquire(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         request: &LockRequest,
     ) -> Result<Attempt<(String, LockInfo)>> {
-        self.reachable(tenant)?;
+        self.reachable(target)?;
         let mut state = self.state();
         let token = state.token();
-        let target = state.target(tenant);
-        let previous = match &target.lease {
+        let db = state.database(target);
+        let previous = match &db.lease {
             Some(lease) if lease.live() => return Ok(Attempt::Held(lease.info.clone())),
             Some(lease) => Some(lease.info.clone()),
             None => None,
@@ -439,7 +431,7 @@ impl MemoryRunner {
             acquired_at: rfc3339(now),
             expires_at: rfc3339(now + request.lease),
         };
-        target.lease = Some(Lease {
+        db.lease = Some(Lease {
             token: token.clone(),
             info: info.clone(),
             expires: Instant::now() + request.lease,
@@ -483,10 +475,10 @@ impl LockGuard for MemoryLockGuard {
         self.heartbeat.stop();
         self.released = true;
         let mut state = self.runner.state();
-        let target = state.targets.entry(self.key.clone()).or_default();
-        match &target.lease {
+        let db = state.databases.entry(self.key.clone()).or_default();
+        match &db.lease {
             Some(lease) if lease.token == self.token => {
-                target.lease = None;
+                db.lease = None;
                 Ok(())
             }
             _ => Err(RunnerError::LockLost {

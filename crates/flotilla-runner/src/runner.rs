@@ -10,7 +10,7 @@ use flotilla_core::{AppliedMigration, Version};
 use crate::error::{Result, RunnerError};
 
 use crate::lock::{LockGuard, LockRequest};
-use crate::tenant::{HealthStatus, MigrationPlan, MigrationResult, Probe, TenantContext};
+use crate::target::{HealthStatus, MigrationPlan, MigrationResult, Probe, Target};
 
 /// The shared handle strategies and the coordinator hold.
 pub type DynRunner = Arc<dyn MigrationRunner>;
@@ -36,16 +36,16 @@ pub type DynRunner = Arc<dyn MigrationRunner>;
 pub trait MigrationRunner: Send + Sync + fmt::Debug {
     /// Connects, authenticates and queries the target; reports whether it is initialised
     /// and who holds its lock. Errors say why the target is not healthy.
-    async fn health(&self, tenant: &TenantContext) -> Result<HealthStatus>;
+    async fn health(&self, target: &Target) -> Result<HealthStatus>;
 
     /// The target's applied migrations, oldest first. Reads only.
-    async fn history(&self, tenant: &TenantContext) -> Result<Vec<AppliedMigration>>;
+    async fn history(&self, target: &Target) -> Result<Vec<AppliedMigration>>;
 
     /// Health and history together, as a pre-flight reads them. The default asks
     /// [`MigrationRunner::health`], then [`MigrationRunner::history`].
-    async fn probe(&self, tenant: &TenantContext) -> Result<Probe> {
-        let health = self.health(tenant).await?;
-        let history = self.history(tenant).await;
+    async fn probe(&self, target: &Target) -> Result<Probe> {
+        let health = self.health(target).await?;
+        let history = self.history(target).await;
         Ok(Probe { health, history })
     }
 
@@ -53,7 +53,7 @@ pub trait MigrationRunner: Send + Sync + fmt::Debug {
     /// When this returns, the lease is on the target and the guard's heartbeat renews it.
     async fn acquire_lock(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         request: &LockRequest,
     ) -> Result<Box<dyn LockGuard>>;
 
@@ -63,11 +63,11 @@ pub trait MigrationRunner: Send + Sync + fmt::Debug {
     /// [`crate::execute::steps`].
     async fn validate_migration(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         plan: &MigrationPlan,
     ) -> Result<Vec<Version>> {
-        let history = self.history(tenant).await?;
-        Ok(crate::execute::steps(tenant, plan, &history)?
+        let history = self.history(target).await?;
+        Ok(crate::execute::steps(target, plan, &history)?
             .into_iter()
             .map(|m| m.version.clone())
             .collect())
@@ -75,14 +75,14 @@ pub trait MigrationRunner: Send + Sync + fmt::Debug {
 
     /// Removes the target's lease whoever holds it, for a holder known to be gone; returns
     /// the lease removed. The holder's next fenced apply then fails with `LockLost`.
-    async fn break_lock(&self, tenant: &TenantContext) -> Result<Option<crate::LockInfo>>;
+    async fn break_lock(&self, target: &Target) -> Result<Option<crate::LockInfo>>;
 
     /// Executes `plan` on the target under `lock`, which this runner's
     /// [`MigrationRunner::acquire_lock`] returned for this target; anything else is refused
     /// ([`RunnerError::NotLocked`]). Does not release the lock.
     async fn execute_migration(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         plan: &MigrationPlan,
         lock: &(dyn LockGuard + 'static),
     ) -> Result<MigrationResult>;
@@ -93,11 +93,11 @@ pub trait MigrationRunner: Send + Sync + fmt::Debug {
     /// lease with the first apply, release it with the last), never holding less of a lock.
     async fn apply_locked(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         plan: &MigrationPlan,
         lock: &LockRequest,
     ) -> Result<MigrationResult> {
-        lock_execute_release(self, tenant, plan, lock).await
+        lock_execute_release(self, target, plan, lock).await
     }
 }
 
@@ -105,12 +105,12 @@ pub trait MigrationRunner: Send + Sync + fmt::Debug {
 /// [`MigrationRunner::execute_migration`], then [`LockGuard::release`] whatever happened.
 pub async fn lock_execute_release<R: MigrationRunner + ?Sized>(
     runner: &R,
-    tenant: &TenantContext,
+    target: &Target,
     plan: &MigrationPlan,
     lock: &LockRequest,
 ) -> Result<MigrationResult> {
-    let guard = runner.acquire_lock(tenant, lock).await?;
-    let outcome = runner.execute_migration(tenant, plan, guard.as_ref()).await;
+    let guard = runner.acquire_lock(target, lock).await?;
+    let outcome = runner.execute_migration(target, plan, guard.as_ref()).await;
     let took_over = guard.took_over();
     let released = guard.release().await;
     match (outcome, released) {
@@ -121,7 +121,7 @@ pub async fn lock_execute_release<R: MigrationRunner + ?Sized>(
         (Ok(result), Err(error)) => {
             // Every apply was fenced by the lease, so what committed is sound; the failed
             // release only means the lease was already gone.
-            tracing::warn!(environment = %tenant.environment, %error, "releasing the migration lock failed");
+            tracing::warn!(environment = %target.environment, %error, "releasing the migration lock failed");
             Ok(MigrationResult {
                 lock_takeover: took_over,
                 ..result
@@ -129,7 +129,7 @@ pub async fn lock_execute_release<R: MigrationRunner + ?Sized>(
         }
         (Err(error), released) => {
             if let Err(release_error) = released {
-                tracing::warn!(environment = %tenant.environment, error = %release_error, "releasing the migration lock failed");
+                tracing::warn!(environment = %target.environment, error = %release_error, "releasing the migration lock failed");
             }
             Err(error)
         }
@@ -157,14 +157,14 @@ impl Backends {
         self
     }
 
-    /// The runner for `tenant`'s URL.
-    pub fn runner_for(&self, tenant: &TenantContext) -> Result<DynRunner> {
+    /// The runner for `target`'s URL.
+    pub fn runner_for(&self, target: &Target) -> Result<DynRunner> {
         self.by_scheme
-            .get(&tenant.connection.scheme())
+            .get(&target.connection.scheme())
             .cloned()
             .ok_or_else(|| RunnerError::UnsupportedUrl {
-                environment: tenant.environment.clone(),
-                url: tenant.connection.redacted_url(),
+                environment: target.environment.clone(),
+                url: target.connection.redacted_url(),
                 supported: self
                     .by_scheme
                     .keys()

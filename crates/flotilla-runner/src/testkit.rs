@@ -16,7 +16,7 @@ use crate::error::{ErrorClass, RunnerError};
 use crate::lock::{LockGuard, LockInfo};
 use crate::lock::{LockOwner, LockRequest};
 use crate::runner::DynRunner;
-use crate::tenant::{MigrationPlan, Revert, TenantContext};
+use crate::target::{MigrationPlan, Revert, Target};
 
 /// What the suite needs from a backend.
 #[async_trait]
@@ -24,9 +24,9 @@ pub trait Harness: Send + Sync {
     /// A runner (a new one per call, or a shared one).
     async fn runner(&self) -> DynRunner;
     /// A target no other check uses; `name` is unique per check.
-    fn tenant(&self, name: &str) -> TenantContext;
+    fn target(&self, name: &str) -> Target;
     /// The target's schema and data, rendered so that equal states render equally.
-    async fn snapshot(&self, tenant: &TenantContext) -> String;
+    async fn snapshot(&self, target: &Target) -> String;
 }
 
 /// Expands to one `#[tokio::test]` per conformance check, each calling `$harness` (an
@@ -158,36 +158,36 @@ fn versions(list: &[Version]) -> Vec<String> {
     list.iter().map(ToString::to_string).collect()
 }
 
-async fn history_versions(runner: &DynRunner, tenant: &TenantContext) -> Vec<String> {
-    let history = runner.history(tenant).await.expect("history");
+async fn history_versions(runner: &DynRunner, target: &Target) -> Vec<String> {
+    let history = runner.history(target).await.expect("history");
     history.iter().map(|row| row.version.to_string()).collect()
 }
 
 async fn apply(
     runner: &DynRunner,
-    tenant: &TenantContext,
+    target: &Target,
     plan: &MigrationPlan,
 ) -> crate::Result<crate::MigrationResult> {
     runner
-        .apply_locked(tenant, plan, &lock(Duration::from_secs(30)))
+        .apply_locked(target, plan, &lock(Duration::from_secs(30)))
         .await
 }
 
 /// Pending migrations apply once; applying the same set again applies nothing and succeeds.
 pub async fn applies_pending_once_and_is_idempotent(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("idempotent");
+    let target = h.target("idempotent");
     let plan = MigrationPlan::up(migrations(&base()));
-    let first = apply(&runner, &tenant, &plan).await.expect("first deploy");
+    let first = apply(&runner, &target, &plan).await.expect("first deploy");
     assert_eq!(versions(&first.applied), ["0001", "0002", "0003"]);
     assert_eq!(first.version_before, None);
     assert_eq!(
         first.version_after.as_ref().map(Version::as_str),
         Some("0003")
     );
-    let after_first = h.snapshot(&tenant).await;
+    let after_first = h.snapshot(&target).await;
 
-    let second = apply(&runner, &tenant, &plan).await.expect("second deploy");
+    let second = apply(&runner, &target, &plan).await.expect("second deploy");
     assert!(
         second.applied.is_empty(),
         "re-run applied {:?}",
@@ -199,16 +199,16 @@ pub async fn applies_pending_once_and_is_idempotent(h: &impl Harness) {
     );
     assert_eq!(second.version_after, second.version_before);
     assert_eq!(
-        history_versions(&runner, &tenant).await,
+        history_versions(&runner, &target).await,
         ["0001", "0002", "0003"]
     );
     assert_eq!(
-        h.snapshot(&tenant).await,
+        h.snapshot(&target).await,
         after_first,
         "a re-run must change nothing"
     );
 
-    let history = runner.history(&tenant).await.expect("history");
+    let history = runner.history(&target).await.expect("history");
     let set = migrations(&base());
     for row in &history {
         let file = set.get(&row.version).expect("file for row");
@@ -227,20 +227,20 @@ pub async fn applies_pending_once_and_is_idempotent(h: &impl Harness) {
 /// several migrations in one request must stop at the failure too).
 pub async fn failing_migration_leaves_nothing_behind(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("atomic");
+    let target = h.target("atomic");
     apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::up(migrations(&base()[..2])),
     )
     .await
     .expect("first two apply");
-    let before = h.snapshot(&tenant).await;
+    let before = h.snapshot(&target).await;
 
     let mut files = base();
     files.push(("0004_audit.surql", FAILING));
     files.push(("0005_later.surql", AFTER_FAILING));
-    let err = apply(&runner, &tenant, &MigrationPlan::up(migrations(&files)))
+    let err = apply(&runner, &target, &MigrationPlan::up(migrations(&files)))
         .await
         .expect_err("0004 fails");
     // 0003 committed, then 0004 failed: the error says both.
@@ -264,15 +264,15 @@ pub async fn failing_migration_leaves_nothing_behind(h: &impl Harness) {
     }
     assert_eq!(err.class(), ErrorClass::StatementFailed);
     assert_eq!(
-        history_versions(&runner, &tenant).await,
+        history_versions(&runner, &target).await,
         ["0001", "0002", "0003"]
     );
 
     // Exactly 0003's effects were added: revert it and the state equals the one before.
     let revert = MigrationPlan::down(migrations(&files), vec![Version::parse("0003").expect("v")]);
-    apply(&runner, &tenant, &revert).await.expect("revert 0003");
+    apply(&runner, &target, &revert).await.expect("revert 0003");
     assert_eq!(
-        h.snapshot(&tenant).await,
+        h.snapshot(&target).await,
         before,
         "the failed migration left something behind"
     );
@@ -281,7 +281,7 @@ pub async fn failing_migration_leaves_nothing_behind(h: &impl Harness) {
     let mut fixed = base();
     fixed.push(("0004_audit.surql", FIXED));
     fixed.push(("0005_later.surql", AFTER_FAILING));
-    let result = apply(&runner, &tenant, &MigrationPlan::up(migrations(&fixed)))
+    let result = apply(&runner, &target, &MigrationPlan::up(migrations(&fixed)))
         .await
         .expect("fixed migration applies");
     assert_eq!(versions(&result.applied), ["0003", "0004", "0005"]);
@@ -291,15 +291,15 @@ pub async fn failing_migration_leaves_nothing_behind(h: &impl Harness) {
 /// the version and the file.
 pub async fn drift_is_detected_before_anything_runs(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("drift");
+    let target = h.target("drift");
     apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::up(migrations(&base()[..2])),
     )
     .await
     .expect("deploy");
-    let before = h.snapshot(&tenant).await;
+    let before = h.snapshot(&target).await;
 
     let edited_seed = SEED.replace("Ada; the first", "Ada, edited");
     let files = vec![
@@ -307,7 +307,7 @@ pub async fn drift_is_detected_before_anything_runs(h: &impl Harness) {
         ("0002_seed.surql", edited_seed.as_str()),
         ("0003_greet.surql", GREET),
     ];
-    let err = apply(&runner, &tenant, &MigrationPlan::up(migrations(&files)))
+    let err = apply(&runner, &target, &MigrationPlan::up(migrations(&files)))
         .await
         .expect_err("drift");
     match &err {
@@ -327,29 +327,29 @@ pub async fn drift_is_detected_before_anything_runs(h: &impl Harness) {
     );
     assert_eq!(err.class(), ErrorClass::ChecksumMismatch);
     assert_eq!(
-        history_versions(&runner, &tenant).await,
+        history_versions(&runner, &target).await,
         ["0001", "0002"],
         "0003 must not run"
     );
-    assert_eq!(h.snapshot(&tenant).await, before);
+    assert_eq!(h.snapshot(&target).await, before);
 }
 
 /// History rows without files, and pending migrations older than the newest applied one,
 /// are errors unless the plan allows them.
 pub async fn missing_files_and_out_of_order_are_errors_unless_allowed(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("order");
+    let target = h.target("order");
     let files = base();
     let first_and_third = vec![files[0], files[2]];
     apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::up(migrations(&first_and_third)),
     )
     .await
     .expect("deploy 0001 and 0003");
 
-    let err = apply(&runner, &tenant, &MigrationPlan::up(migrations(&files)))
+    let err = apply(&runner, &target, &MigrationPlan::up(migrations(&files)))
         .await
         .expect_err("0002 is out of order");
     assert!(
@@ -362,7 +362,7 @@ pub async fn missing_files_and_out_of_order_are_errors_unless_allowed(h: &impl H
     };
     let result = apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::up(migrations(&files)).with_policy(allow),
     )
     .await
@@ -372,7 +372,7 @@ pub async fn missing_files_and_out_of_order_are_errors_unless_allowed(h: &impl H
     let without_first = vec![files[1], files[2]];
     let err = apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::up(migrations(&without_first)),
     )
     .await
@@ -387,7 +387,7 @@ pub async fn missing_files_and_out_of_order_are_errors_unless_allowed(h: &impl H
     };
     let result = apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::up(migrations(&without_first)).with_policy(allow),
     )
     .await
@@ -398,16 +398,16 @@ pub async fn missing_files_and_out_of_order_are_errors_unless_allowed(h: &impl H
 /// Eight appliers racing on one target: every migration is applied exactly once, all eight
 /// return successfully, and no lock is left behind.
 pub async fn concurrent_appliers_apply_each_migration_once(h: &impl Harness) {
-    let tenant = h.tenant("race");
+    let target = h.target("race");
     let plan = MigrationPlan::up(migrations(&base()));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..8 {
         let runner = h.runner().await;
-        let tenant = tenant.clone();
+        let target = target.clone();
         let plan = plan.clone();
         tasks.spawn(async move {
             runner
-                .apply_locked(&tenant, &plan, &lock(Duration::from_secs(60)))
+                .apply_locked(&target, &plan, &lock(Duration::from_secs(60)))
                 .await
         });
     }
@@ -427,10 +427,10 @@ pub async fn concurrent_appliers_apply_each_migration_once(h: &impl Harness) {
     );
     let runner = h.runner().await;
     assert_eq!(
-        history_versions(&runner, &tenant).await,
+        history_versions(&runner, &target).await,
         ["0001", "0002", "0003"]
     );
-    let health = runner.health(&tenant).await.expect("healthy");
+    let health = runner.health(&target).await.expect("healthy");
     assert_eq!(health.lock, None, "no lock left behind");
 }
 
@@ -438,10 +438,10 @@ pub async fn concurrent_appliers_apply_each_migration_once(h: &impl Harness) {
 pub async fn live_lock_is_never_taken(h: &impl Harness) {
     let runner = h.runner().await;
     let other = h.runner().await;
-    let tenant = h.tenant("live-lock");
+    let target = h.target("live-lock");
     let held = runner
         .acquire_lock(
-            &tenant,
+            &target,
             &LockRequest {
                 owner: owner("holder"),
                 ..lock(Duration::ZERO)
@@ -451,7 +451,7 @@ pub async fn live_lock_is_never_taken(h: &impl Harness) {
         .expect("first acquire");
     let err = other
         .acquire_lock(
-            &tenant,
+            &target,
             &LockRequest {
                 owner: owner("waiter"),
                 ..lock(Duration::from_millis(300))
@@ -478,7 +478,7 @@ pub async fn live_lock_is_never_taken(h: &impl Harness) {
     assert_eq!(err.class(), ErrorClass::LockTimeout);
     held.release().await.expect("release");
     let taken = other
-        .acquire_lock(&tenant, &lock(Duration::ZERO))
+        .acquire_lock(&target, &lock(Duration::ZERO))
         .await
         .expect("free after release");
     assert!(
@@ -491,18 +491,18 @@ pub async fn live_lock_is_never_taken(h: &impl Harness) {
 /// A lease whose holder died (no heartbeat) expires and is taken over, and that is reported.
 pub async fn expired_lock_is_taken_over(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("expired-lock");
+    let target = h.target("expired-lock");
     let short = LockRequest {
         owner: owner("crashed"),
         ..lock(Duration::ZERO).with_lease(Duration::from_millis(600))
     };
-    let crashed = runner.acquire_lock(&tenant, &short).await.expect("acquire");
+    let crashed = runner.acquire_lock(&target, &short).await.expect("acquire");
     drop(crashed); // the holder dies: no release, no heartbeat
 
     let next = h.runner().await;
     let result = next
         .apply_locked(
-            &tenant,
+            &target,
             &MigrationPlan::up(migrations(&base()[..1])),
             &lock(Duration::from_secs(10)),
         )
@@ -516,12 +516,12 @@ pub async fn expired_lock_is_taken_over(h: &impl Harness) {
 /// While held, the heartbeat renews the lease past its original expiry.
 pub async fn heartbeat_keeps_the_lease_alive(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("heartbeat");
+    let target = h.target("heartbeat");
     // Long enough that a renewal delayed by a busy machine still lands in time.
     let lease = Duration::from_millis(1500);
     let held = runner
         .acquire_lock(
-            &tenant,
+            &target,
             &LockRequest {
                 owner: owner("alive"),
                 ..lock(Duration::ZERO).with_lease(lease)
@@ -534,7 +534,7 @@ pub async fn heartbeat_keeps_the_lease_alive(h: &impl Harness) {
     let err = h
         .runner()
         .await
-        .acquire_lock(&tenant, &lock(Duration::from_millis(100)))
+        .acquire_lock(&target, &lock(Duration::from_millis(100)))
         .await
         .expect_err("still held");
     assert!(matches!(err, RunnerError::LockHeld { .. }), "{err:?}");
@@ -576,20 +576,20 @@ impl LockGuard for Forged {
 /// for another target — is refused and changes nothing.
 pub async fn execute_requires_the_lock(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("unlocked");
+    let target = h.target("unlocked");
     let plan = MigrationPlan::up(migrations(&base()));
     let err = runner
-        .execute_migration(&tenant, &plan, &Forged)
+        .execute_migration(&target, &plan, &Forged)
         .await
         .expect_err("no lock held");
     assert!(matches!(err, RunnerError::NotLocked { .. }), "{err:?}");
-    let elsewhere = h.tenant("unlocked-elsewhere");
+    let elsewhere = h.target("unlocked-elsewhere");
     let other = runner
         .acquire_lock(&elsewhere, &lock(Duration::ZERO))
         .await
         .expect("lock another target");
     let err = runner
-        .execute_migration(&tenant, &plan, other.as_ref())
+        .execute_migration(&target, &plan, other.as_ref())
         .await
         .expect_err("that lock is another target's");
     assert!(
@@ -600,23 +600,23 @@ pub async fn execute_requires_the_lock(h: &impl Harness) {
         "{err:?}"
     );
     other.release().await.expect("release");
-    assert!(history_versions(&runner, &tenant).await.is_empty());
+    assert!(history_versions(&runner, &target).await.is_empty());
 }
 
 /// Reverting runs the down statements and deletes the history row atomically, newest first;
 /// a failing down changes nothing.
 pub async fn revert_is_atomic_and_exact(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("revert");
+    let target = h.target("revert");
     apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::up(migrations(&base()[..1])),
     )
     .await
     .expect("deploy 0001");
-    let after_first = h.snapshot(&tenant).await;
-    apply(&runner, &tenant, &MigrationPlan::up(migrations(&base())))
+    let after_first = h.snapshot(&target).await;
+    apply(&runner, &target, &MigrationPlan::up(migrations(&base())))
         .await
         .expect("deploy the rest");
 
@@ -630,17 +630,17 @@ pub async fn revert_is_atomic_and_exact(h: &impl Harness) {
     // The file changed, so reverting 0003 is refused as drift before anything runs…
     let err = apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::down(migrations(&files), vec![v("0003")]),
     )
     .await
     .expect_err("drifted down");
     assert_eq!(err.class(), ErrorClass::ChecksumMismatch);
 
-    let full = h.snapshot(&tenant).await;
+    let full = h.snapshot(&target).await;
     let result = apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::down(migrations(&base()), vec![v("0003"), v("0002")]),
     )
     .await
@@ -650,14 +650,14 @@ pub async fn revert_is_atomic_and_exact(h: &impl Harness) {
         result.version_after.as_ref().map(Version::as_str),
         Some("0001")
     );
-    assert_eq!(history_versions(&runner, &tenant).await, ["0001"]);
-    assert_eq!(h.snapshot(&tenant).await, after_first);
+    assert_eq!(history_versions(&runner, &target).await, ["0001"]);
+    assert_eq!(h.snapshot(&target).await, after_first);
     assert_ne!(full, after_first);
 
     // Reverting again is a no-op: the versions are no longer applied.
     let again = apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::down(migrations(&base()), vec![v("0003"), v("0002")]),
     )
     .await
@@ -669,7 +669,7 @@ pub async fn revert_is_atomic_and_exact(h: &impl Harness) {
 /// ones after it in the same revert.
 pub async fn a_failed_revert_stops_there(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("failed-revert");
+    let target = h.target("failed-revert");
     let failing_down = GREET.replace(
         "REMOVE FUNCTION fn::greet;",
         "REMOVE FUNCTION fn::greet;\nTHROW 'down fails';",
@@ -677,14 +677,14 @@ pub async fn a_failed_revert_stops_there(h: &impl Harness) {
     let mut files = base();
     files[2] = ("0003_greet.surql", failing_down.as_str());
     let set = migrations(&files);
-    apply(&runner, &tenant, &MigrationPlan::up(Arc::clone(&set)))
+    apply(&runner, &target, &MigrationPlan::up(Arc::clone(&set)))
         .await
         .expect("deploy");
-    let before = h.snapshot(&tenant).await;
+    let before = h.snapshot(&target).await;
     let v = |s: &str| Version::parse(s).expect("version");
     let err = apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::down(set, vec![v("0003"), v("0002")]),
     )
     .await
@@ -700,19 +700,19 @@ pub async fn a_failed_revert_stops_there(h: &impl Harness) {
         other => panic!("expected StatementFailed, got {other:?}"),
     }
     assert_eq!(
-        history_versions(&runner, &tenant).await,
+        history_versions(&runner, &target).await,
         ["0001", "0002", "0003"]
     );
-    assert_eq!(h.snapshot(&tenant).await, before, "0002's down ran");
+    assert_eq!(h.snapshot(&target).await, before, "0002's down ran");
 }
 
 /// Health reports a new target as healthy but uninitialised, then initialised, and names
 /// the lock holder while a lock is held.
 pub async fn health_is_truthful(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("health");
+    let target = h.target("health");
     let fresh = runner
-        .health(&tenant)
+        .health(&target)
         .await
         .expect("a new target is healthy");
     assert!(!fresh.initialised, "new database reported as initialised");
@@ -720,14 +720,14 @@ pub async fn health_is_truthful(h: &impl Harness) {
 
     apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::up(migrations(&base()[..1])),
     )
     .await
     .expect("deploy");
     let held = runner
         .acquire_lock(
-            &tenant,
+            &target,
             &LockRequest {
                 owner: owner("inspector"),
                 ..lock(Duration::ZERO)
@@ -735,40 +735,40 @@ pub async fn health_is_truthful(h: &impl Harness) {
         )
         .await
         .expect("acquire");
-    let status = runner.health(&tenant).await.expect("healthy");
+    let status = runner.health(&target).await.expect("healthy");
     assert!(status.initialised);
     assert_eq!(status.lock.map(|l| l.owner), Some(owner("inspector")));
     held.release().await.expect("release");
-    assert_eq!(runner.health(&tenant).await.expect("healthy").lock, None);
+    assert_eq!(runner.health(&target).await.expect("healthy").lock, None);
 }
 
 /// Validation reports what would run (up and down) and changes nothing.
 pub async fn validation_changes_nothing(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("validate");
-    let before = h.snapshot(&tenant).await;
+    let target = h.target("validate");
+    let before = h.snapshot(&target).await;
     let plan = MigrationPlan::up(migrations(&base()));
     let would = runner
-        .validate_migration(&tenant, &plan)
+        .validate_migration(&target, &plan)
         .await
         .expect("valid");
     assert_eq!(versions(&would), ["0001", "0002", "0003"]);
     assert_eq!(
-        h.snapshot(&tenant).await,
+        h.snapshot(&target).await,
         before,
         "validation wrote something"
     );
-    assert!(!runner.health(&tenant).await.expect("healthy").initialised);
+    assert!(!runner.health(&target).await.expect("healthy").initialised);
 
     apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::up(migrations(&base()[..2])),
     )
     .await
     .expect("deploy two");
     let would = runner
-        .validate_migration(&tenant, &plan)
+        .validate_migration(&target, &plan)
         .await
         .expect("valid");
     assert_eq!(versions(&would), ["0003"]);
@@ -780,7 +780,7 @@ pub async fn validation_changes_nothing(h: &impl Harness) {
         ],
     );
     let would = runner
-        .validate_migration(&tenant, &down)
+        .validate_migration(&target, &down)
         .await
         .expect("valid");
     assert_eq!(
@@ -793,20 +793,20 @@ pub async fn validation_changes_nothing(h: &impl Harness) {
 /// The lock is released on the error path too.
 pub async fn lock_is_released_when_a_migration_fails(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("release-on-error");
+    let target = h.target("release-on-error");
     let err = apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::up(migrations(&[("0001_audit.surql", FAILING)])),
     )
     .await
     .expect_err("fails");
     assert_eq!(err.class(), ErrorClass::StatementFailed);
-    assert_eq!(runner.health(&tenant).await.expect("healthy").lock, None);
+    assert_eq!(runner.health(&target).await.expect("healthy").lock, None);
     let retaken = h
         .runner()
         .await
-        .acquire_lock(&tenant, &lock(Duration::ZERO))
+        .acquire_lock(&target, &lock(Duration::ZERO))
         .await
         .expect("lock is free at once");
     retaken.release().await.expect("release");
@@ -817,16 +817,16 @@ pub async fn lock_is_released_when_a_migration_fails(h: &impl Harness) {
 pub async fn a_failed_execution_keeps_the_lease_until_release(h: &impl Harness) {
     let runner = h.runner().await;
     let other = h.runner().await;
-    let tenant = h.tenant("failed-keeps-lease");
+    let target = h.target("failed-keeps-lease");
     let mut files = base();
     files.push(("0004_audit.surql", FAILING));
     let guard = runner
-        .acquire_lock(&tenant, &lock(Duration::ZERO))
+        .acquire_lock(&target, &lock(Duration::ZERO))
         .await
         .expect("acquire");
     let err = runner
         .execute_migration(
-            &tenant,
+            &target,
             &MigrationPlan::up(migrations(&files)),
             guard.as_ref(),
         )
@@ -838,7 +838,7 @@ pub async fn a_failed_execution_keeps_the_lease_until_release(h: &impl Harness) 
         ["0001", "0002", "0003"]
     );
     let refused = other
-        .acquire_lock(&tenant, &lock(Duration::ZERO))
+        .acquire_lock(&target, &lock(Duration::ZERO))
         .await
         .expect_err("still held");
     assert!(
@@ -849,12 +849,12 @@ pub async fn a_failed_execution_keeps_the_lease_until_release(h: &impl Harness) 
 
     files[3] = ("0004_audit.surql", FIXED);
     let guard = runner
-        .acquire_lock(&tenant, &lock(Duration::ZERO))
+        .acquire_lock(&target, &lock(Duration::ZERO))
         .await
         .expect("free after release");
     let result = runner
         .execute_migration(
-            &tenant,
+            &target,
             &MigrationPlan::up(migrations(&files)),
             guard.as_ref(),
         )
@@ -862,9 +862,9 @@ pub async fn a_failed_execution_keeps_the_lease_until_release(h: &impl Harness) 
         .expect("0004 fixed");
     assert_eq!(versions(&result.applied), ["0004"]);
     guard.release().await.expect("release");
-    assert_eq!(runner.health(&tenant).await.expect("healthy").lock, None);
+    assert_eq!(runner.health(&target).await.expect("healthy").lock, None);
     other
-        .acquire_lock(&tenant, &lock(Duration::ZERO))
+        .acquire_lock(&target, &lock(Duration::ZERO))
         .await
         .expect("free for others")
         .release()
@@ -876,10 +876,10 @@ pub async fn a_failed_execution_keeps_the_lease_until_release(h: &impl Harness) 
 /// (its fenced apply fails) and learns so when it releases.
 pub async fn a_broken_lock_is_free_and_its_holder_applies_nothing(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("broken-lock");
+    let target = h.target("broken-lock");
     let held = runner
         .acquire_lock(
-            &tenant,
+            &target,
             &LockRequest {
                 owner: owner("stuck"),
                 ..lock(Duration::ZERO)
@@ -887,11 +887,11 @@ pub async fn a_broken_lock_is_free_and_its_holder_applies_nothing(h: &impl Harne
         )
         .await
         .expect("acquire");
-    let removed = h.runner().await.break_lock(&tenant).await.expect("break");
+    let removed = h.runner().await.break_lock(&target).await.expect("break");
     assert_eq!(removed.map(|l| l.owner), Some(owner("stuck")));
     let err = runner
         .execute_migration(
-            &tenant,
+            &target,
             &MigrationPlan::up(migrations(&base()[..1])),
             held.as_ref(),
         )
@@ -904,7 +904,7 @@ pub async fn a_broken_lock_is_free_and_its_holder_applies_nothing(h: &impl Harne
         ),
         "{err:?}"
     );
-    assert!(history_versions(&runner, &tenant).await.is_empty());
+    assert!(history_versions(&runner, &target).await.is_empty());
     assert!(matches!(
         held.release().await,
         Err(RunnerError::LockLost { .. })
@@ -912,14 +912,14 @@ pub async fn a_broken_lock_is_free_and_its_holder_applies_nothing(h: &impl Harne
     let next = h
         .runner()
         .await
-        .acquire_lock(&tenant, &lock(Duration::ZERO))
+        .acquire_lock(&target, &lock(Duration::ZERO))
         .await
         .expect("free");
     next.release().await.expect("release");
     assert_eq!(
         h.runner()
             .await
-            .break_lock(&tenant)
+            .break_lock(&target)
             .await
             .expect("nothing to break"),
         None
@@ -930,20 +930,20 @@ pub async fn a_broken_lock_is_free_and_its_holder_applies_nothing(h: &impl Harne
 /// the lease while it runs — commits once, first time, and the lock is free afterwards.
 pub async fn a_long_final_migration_commits_once_while_the_lease_is_renewed(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("long-final");
+    let target = h.target("long-final");
     let lease = Duration::from_millis(900);
     let long = "-- @up\nCREATE backfill:1 SET note = 'slow';\nSLEEP 2s;\nCREATE backfill:2 SET note = 'done';\n-- @down\nDELETE backfill;\n";
     let mut files = base();
     files.push(("0004_backfill.surql", long));
     let request = lock(Duration::from_secs(10)).with_lease(lease);
     let result = runner
-        .apply_locked(&tenant, &MigrationPlan::up(migrations(&files)), &request)
+        .apply_locked(&target, &MigrationPlan::up(migrations(&files)), &request)
         .await
         .expect("a long migration commits while its lease is renewed");
     assert_eq!(versions(&result.applied), ["0001", "0002", "0003", "0004"]);
-    assert_eq!(runner.health(&tenant).await.expect("healthy").lock, None);
+    assert_eq!(runner.health(&target).await.expect("healthy").lock, None);
     // A second target, already migrated except for the long one: the apply is its last.
-    let second = h.tenant("long-final-again");
+    let second = h.target("long-final-again");
     apply(&runner, &second, &MigrationPlan::up(migrations(&base())))
         .await
         .expect("first three");
@@ -959,28 +959,28 @@ pub async fn a_long_final_migration_commits_once_while_the_lease_is_renewed(h: &
 /// fenced when it started), but nothing after it runs, and the error says the lock was lost.
 pub async fn a_lease_lost_during_a_migration_stops_the_next_one(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("lost-midway");
+    let target = h.target("lost-midway");
     let slow = "-- @up\nSLEEP 1500ms;\nCREATE slow:1;\n-- @down\nDELETE slow;\n";
     let after = "-- @up\nCREATE after:1;\n-- @down\nDELETE after;\n";
     let set = migrations(&[("0001_slow.surql", slow), ("0002_after.surql", after)]);
     let lease = Duration::from_millis(600);
     let guard = runner
-        .acquire_lock(&tenant, &lock(Duration::ZERO).with_lease(lease))
+        .acquire_lock(&target, &lock(Duration::ZERO).with_lease(lease))
         .await
         .expect("acquire");
     let breaker = h.runner().await;
     let breaking = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        breaker.break_lock(&tenant).await.expect("break");
+        breaker.break_lock(&target).await.expect("break");
     };
     let plan = MigrationPlan::up(set);
     let (executed, ()) = tokio::join!(
-        runner.execute_migration(&tenant, &plan, guard.as_ref()),
+        runner.execute_migration(&target, &plan, guard.as_ref()),
         breaking
     );
     let err = executed.expect_err("the lease was broken");
     assert_eq!(err.class(), ErrorClass::LockLost, "{err:?}");
-    let applied = history_versions(&runner, &tenant).await;
+    let applied = history_versions(&runner, &target).await;
     assert!(
         !applied.contains(&"0002".to_owned()),
         "nothing runs after the lease is lost: {applied:?}"
@@ -997,12 +997,12 @@ pub async fn a_lease_lost_during_a_migration_stops_the_next_one(h: &impl Harness
 /// once.
 pub async fn a_takeover_during_a_migration_rolls_it_back(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("takeover-midway");
+    let target = h.target("takeover-midway");
     let slow = "-- @up\nCREATE effect:first SET n = 1;\nSLEEP 1500ms;\nCREATE effect:second SET n = 2;\n-- @down\nDELETE effect;\n";
     let plan = MigrationPlan::up(migrations(&[("0001_slow.surql", slow)]));
     let zombie = runner
         .acquire_lock(
-            &tenant,
+            &target,
             &LockRequest {
                 owner: owner("zombie"),
                 ..lock(Duration::ZERO)
@@ -1014,43 +1014,43 @@ pub async fn a_takeover_during_a_migration_rolls_it_back(h: &impl Harness) {
     let breaking = async {
         tokio::time::sleep(Duration::from_millis(400)).await;
         // The holder is presumed dead: its lock is broken.
-        other.break_lock(&tenant).await.expect("break");
+        other.break_lock(&target).await.expect("break");
     };
     let (zombie_result, ()) = tokio::join!(
-        runner.execute_migration(&tenant, &plan, zombie.as_ref()),
+        runner.execute_migration(&target, &plan, zombie.as_ref()),
         breaking
     );
     let err = zombie_result.expect_err("the running migration rolls back");
     assert_eq!(err.class(), ErrorClass::LockLost, "{err:?}");
     assert!(err.applied_before_failure().is_empty(), "{err:?}");
     assert!(
-        history_versions(&runner, &tenant).await.is_empty(),
+        history_versions(&runner, &target).await.is_empty(),
         "the migration committed under a broken lock"
     );
     let _ = zombie.release().await;
-    let after = h.snapshot(&tenant).await;
+    let after = h.snapshot(&target).await;
     assert!(!after.contains("effect"), "half of it is left: {after}");
-    let taken = apply(&h.runner().await, &tenant, &plan)
+    let taken = apply(&h.runner().await, &target, &plan)
         .await
         .expect("applied under a new lock");
     assert_eq!(versions(&taken.applied), ["0001"]);
-    assert_eq!(history_versions(&runner, &tenant).await, ["0001"]);
+    assert_eq!(history_versions(&runner, &target).await, ["0001"]);
 }
 
 /// A revert names versions newest first; asked to revert one while a newer stays applied,
 /// the runner refuses before anything runs.
 pub async fn a_revert_never_leaves_a_newer_version_applied(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("revert-order");
+    let target = h.target("revert-order");
     let set = migrations(&base());
-    apply(&runner, &tenant, &MigrationPlan::up(Arc::clone(&set)))
+    apply(&runner, &target, &MigrationPlan::up(Arc::clone(&set)))
         .await
         .expect("deploy");
-    let before = h.snapshot(&tenant).await;
+    let before = h.snapshot(&target).await;
     let v = |s: &str| Version::parse(s).expect("version");
     let err = apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::down(Arc::clone(&set), vec![v("0002"), v("0003")]),
     )
     .await
@@ -1059,10 +1059,10 @@ pub async fn a_revert_never_leaves_a_newer_version_applied(h: &impl Harness) {
         matches!(err, RunnerError::RevertOrder { ref version, ref newer, .. } if version.as_str() == "0002" && newer.as_str() == "0003"),
         "{err:?}"
     );
-    assert_eq!(h.snapshot(&tenant).await, before, "nothing was reverted");
+    assert_eq!(h.snapshot(&target).await, before, "nothing was reverted");
     let newest = apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::revert(Arc::clone(&set), Revert::Newest(2)),
     )
     .await
@@ -1070,7 +1070,7 @@ pub async fn a_revert_never_leaves_a_newer_version_applied(h: &impl Harness) {
     assert_eq!(versions(&newest.applied), ["0003", "0002"]);
     let err = apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::revert(set, Revert::NewerThan(v("0003"))),
     )
     .await
@@ -1083,53 +1083,53 @@ pub async fn a_revert_never_leaves_a_newer_version_applied(h: &impl Harness) {
 /// on top of a hole.
 pub async fn a_deployment_reverts_exactly_what_it_applied(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("revert-applied-by");
+    let target = h.target("revert-applied-by");
     let set = migrations(&base());
     apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::up(migrations(&base()[..1])),
     )
     .await
     .expect("0001 by someone else");
     let ours = MigrationPlan::up(Arc::clone(&set)).with_deployment_id("deploy-ours");
-    apply(&runner, &tenant, &ours)
+    apply(&runner, &target, &ours)
         .await
         .expect("0002, 0003 by us");
     let result = apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::revert(Arc::clone(&set), Revert::AppliedBy("deploy-ours".into())),
     )
     .await
     .expect("revert ours");
     assert_eq!(versions(&result.applied), ["0003", "0002"]);
-    assert_eq!(history_versions(&runner, &tenant).await, ["0001"]);
+    assert_eq!(history_versions(&runner, &target).await, ["0001"]);
 
     apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::up(migrations(&base()[..2])).with_deployment_id("deploy-ours"),
     )
     .await
     .expect("0002 by us again");
     apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::up(Arc::clone(&set)).with_deployment_id("deploy-later"),
     )
     .await
     .expect("0003 by a later deployment");
     let err = apply(
         &runner,
-        &tenant,
+        &target,
         &MigrationPlan::revert(set, Revert::AppliedBy("deploy-ours".into())),
     )
     .await
     .expect_err("0003 stays on top");
     assert!(matches!(err, RunnerError::RevertOrder { .. }), "{err:?}");
     assert_eq!(
-        history_versions(&runner, &tenant).await,
+        history_versions(&runner, &target).await,
         ["0001", "0002", "0003"]
     );
 }
@@ -1138,18 +1138,18 @@ pub async fn a_deployment_reverts_exactly_what_it_applied(h: &impl Harness) {
 /// runner waits for the first to be released, then gets the lock.
 pub async fn one_process_holds_one_lease_per_database(h: &impl Harness) {
     let runner = h.runner().await;
-    let tenant = h.tenant("one-lease");
+    let target = h.target("one-lease");
     let first = runner
-        .acquire_lock(&tenant, &lock(Duration::ZERO))
+        .acquire_lock(&target, &lock(Duration::ZERO))
         .await
         .expect("first");
     let err = runner
-        .acquire_lock(&tenant, &lock(Duration::from_millis(200)))
+        .acquire_lock(&target, &lock(Duration::from_millis(200)))
         .await
         .expect_err("this process holds it already");
     assert!(matches!(err, RunnerError::LockHeld { .. }), "{err:?}");
     let patient = lock(Duration::from_secs(10));
-    let waiting = runner.acquire_lock(&tenant, &patient);
+    let waiting = runner.acquire_lock(&target, &patient);
     let releasing = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         first.release().await.expect("release");
@@ -1172,14 +1172,14 @@ impl Harness for MemoryHarness {
         Arc::new(self.runner.clone())
     }
 
-    fn tenant(&self, name: &str) -> TenantContext {
-        TenantContext::new(
+    fn target(&self, name: &str) -> Target {
+        Target::new(
             name,
             flotilla_core::Connection::new("mem://", "conformance", name),
         )
     }
 
-    async fn snapshot(&self, tenant: &TenantContext) -> String {
-        format!("{:?}", self.runner.objects(tenant))
+    async fn snapshot(&self, target: &Target) -> String {
+        format!("{:?}", self.runner.objects(target))
     }
 }

@@ -9,15 +9,15 @@ use flotilla_core::{DeploymentEvent, DeploymentStatus, Version};
 use flotilla_runner::util::{lock_unpoisoned, serialize_millis};
 use flotilla_runner::{
     Direction, DynRunner, ErrorClass, LockInfo, LockRequest, MigrationObserver, MigrationPlan,
-    RunnerError, TenantContext,
+    RunnerError, Target,
 };
 use tokio::sync::broadcast;
 
 /// One environment to deploy: where it is and which runner serves it.
 #[derive(Clone, Debug)]
-pub struct Target {
+pub struct Destination {
     /// The environment and its database.
-    pub tenant: TenantContext,
+    pub target: Target,
     /// The runner for its URL.
     pub runner: DynRunner,
 }
@@ -212,12 +212,12 @@ struct TargetObserver {
 }
 
 impl MigrationObserver for TargetObserver {
-    fn started(&self, _: &TenantContext, direction: Direction, version: &Version) {
+    fn started(&self, _: &Target, direction: Direction, version: &Version) {
         self.progress
             .migration(self.index, version, false, direction);
     }
 
-    fn committed(&self, _: &TenantContext, direction: Direction, version: &Version) {
+    fn committed(&self, _: &Target, direction: Direction, version: &Version) {
         self.progress
             .migration(self.index, version, true, direction);
     }
@@ -227,8 +227,8 @@ impl MigrationObserver for TargetObserver {
 /// and progress reporting.
 #[derive(Debug)]
 pub struct Deployment {
-    /// Targets in plan order.
-    pub targets: Vec<Target>,
+    /// Where to deploy, in plan order.
+    pub destinations: Vec<Destination>,
     /// The plan applied to every target (an up plan).
     pub plan: MigrationPlan,
     /// How to take each target's lock.
@@ -289,15 +289,19 @@ impl Deployment {
     /// Deploys target `index`: lock, execute, release (always, [`flotilla_runner::MigrationRunner::apply_locked`]),
     /// reporting each step.
     pub async fn deploy_target(&self, index: usize) -> TargetOutcome {
-        let target = &self.targets[index];
-        let tenant = &target.tenant;
+        let destination = &self.destinations[index];
+        let target = &destination.target;
         self.progress.status(index, DeploymentStatus::InProgress);
         let started = Instant::now();
         let plan = self.plan.clone().with_observer(Arc::new(TargetObserver {
             progress: self.progress.clone(),
             index,
         }));
-        let outcome = match target.runner.apply_locked(tenant, &plan, &self.lock).await {
+        let outcome = match destination
+            .runner
+            .apply_locked(target, &plan, &self.lock)
+            .await
+        {
             Ok(result) => TargetOutcome {
                 status: DeploymentStatus::Success,
                 applied: result.applied,
@@ -329,15 +333,15 @@ impl Deployment {
     /// Re-probes the health of `indices`; the first failure, if any, as a message.
     pub async fn health_gate(&self, indices: &[usize]) -> Result<(), String> {
         let probes = indices.iter().map(|&i| {
-            let target = &self.targets[i];
-            async move { (i, target.runner.health(&target.tenant).await) }
+            let destination = &self.destinations[i];
+            async move { (i, destination.runner.health(&destination.target).await) }
         });
         let mut failures = Vec::new();
         for (index, outcome) in futures::future::join_all(probes).await {
             if let Err(error) = outcome {
                 failures.push(format!(
                     "{}: {error}",
-                    self.targets[index].tenant.environment
+                    self.destinations[index].target.environment
                 ));
             }
         }

@@ -9,7 +9,7 @@ mod deployment;
 mod strategy;
 
 pub use deployment::{
-    Deployment, EnvironmentSnapshot, Progress, Stop, Target, TargetError, TargetOutcome,
+    Deployment, Destination, EnvironmentSnapshot, Progress, Stop, TargetError, TargetOutcome,
 };
 pub use strategy::{
     Canary, DeploymentStrategy, Parallel, Rolling, Sequential, StrategyConfig, StrategyError,

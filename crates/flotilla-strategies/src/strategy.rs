@@ -284,7 +284,7 @@ fn collect(
                     class: flotilla_runner::ErrorClass::OutcomeUnknown,
                     message: format!(
                         "{}: deploy task died ({error}); what it applied is read back from history",
-                        deployment.targets[index].tenant.environment
+                        deployment.destinations[index].target.environment
                     ),
                 }),
                 ..TargetOutcome::skipped("")
@@ -326,8 +326,8 @@ impl DeploymentStrategy for Sequential {
     }
 
     async fn deploy(&self, deployment: Arc<Deployment>) -> StrategyReport {
-        let mut outcomes = vec![None; deployment.targets.len()];
-        let all: Vec<usize> = (0..deployment.targets.len()).collect();
+        let mut outcomes = vec![None; deployment.destinations.len()];
+        let all: Vec<usize> = (0..deployment.destinations.len()).collect();
         run_wave(&deployment, &all, 1, true, &mut outcomes).await;
         finish(&deployment, outcomes, None)
     }
@@ -349,8 +349,8 @@ impl DeploymentStrategy for Parallel {
     }
 
     async fn deploy(&self, deployment: Arc<Deployment>) -> StrategyReport {
-        let mut outcomes = vec![None; deployment.targets.len()];
-        let all: Vec<usize> = (0..deployment.targets.len()).collect();
+        let mut outcomes = vec![None; deployment.destinations.len()];
+        let all: Vec<usize> = (0..deployment.destinations.len()).collect();
         run_wave(
             &deployment,
             &all,
@@ -382,8 +382,8 @@ impl DeploymentStrategy for Rolling {
     }
 
     async fn deploy(&self, deployment: Arc<Deployment>) -> StrategyReport {
-        let mut outcomes = vec![None; deployment.targets.len()];
-        let all: Vec<usize> = (0..deployment.targets.len()).collect();
+        let mut outcomes = vec![None; deployment.destinations.len()];
+        let all: Vec<usize> = (0..deployment.destinations.len()).collect();
         let batches: Vec<&[usize]> = all.chunks(self.batch_size.max(1)).collect();
         let mut halted = None;
         for (number, batch) in batches.iter().enumerate() {
@@ -428,7 +428,7 @@ impl DeploymentStrategy for Canary {
     }
 
     async fn deploy(&self, deployment: Arc<Deployment>) -> StrategyReport {
-        let total = deployment.targets.len();
+        let total = deployment.destinations.len();
         let mut outcomes = vec![None; total];
         let canaries: Vec<usize> = (0..canary_count(total, self.percentage)).collect();
         let rest: Vec<usize> = (canaries.len()..total).collect();
@@ -472,13 +472,12 @@ mod tests {
 
     use flotilla_core::{Connection, MigrationSet};
     use flotilla_runner::{
-        Direction, DynRunner, LockRequest, MigrationPlan, MigrationResult, RunnerError,
-        TenantContext,
+        Direction, DynRunner, LockRequest, MigrationPlan, MigrationResult, RunnerError, Target,
     };
     use tokio::sync::broadcast;
 
     use super::*;
-    use crate::deployment::{Progress, Target};
+    use crate::deployment::{Destination, Progress};
 
     /// Counts deploys in flight and the order they start and finish in.
     #[derive(Debug, Default)]
@@ -489,8 +488,8 @@ mod tests {
         finished: Mutex<Vec<usize>>,
     }
 
-    fn env_index(tenant: &TenantContext) -> usize {
-        tenant
+    fn env_index(target: &Target) -> usize {
+        target
             .environment
             .trim_start_matches("env-")
             .parse()
@@ -507,9 +506,9 @@ mod tests {
         probe: Arc<Probe>,
     }
 
-    fn unreachable(tenant: &TenantContext, why: &'static str) -> RunnerError {
+    fn unreachable(target: &Target, why: &'static str) -> RunnerError {
         RunnerError::Unreachable {
-            environment: tenant.environment.clone(),
+            environment: target.environment.clone(),
             endpoint: "mem://".into(),
             source: why.into(),
         }
@@ -519,10 +518,10 @@ mod tests {
     impl flotilla_runner::MigrationRunner for Scripted {
         async fn health(
             &self,
-            tenant: &TenantContext,
+            target: &Target,
         ) -> flotilla_runner::Result<flotilla_runner::HealthStatus> {
-            if self.unhealthy.contains(&env_index(tenant)) {
-                return Err(unreachable(tenant, "down after deploy"));
+            if self.unhealthy.contains(&env_index(target)) {
+                return Err(unreachable(target, "down after deploy"));
             }
             Ok(flotilla_runner::HealthStatus {
                 latency: Duration::ZERO,
@@ -534,42 +533,42 @@ mod tests {
 
         async fn history(
             &self,
-            tenant: &TenantContext,
+            target: &Target,
         ) -> flotilla_runner::Result<Vec<flotilla_core::AppliedMigration>> {
-            Err(unreachable(tenant, "not scripted"))
+            Err(unreachable(target, "not scripted"))
         }
 
         async fn acquire_lock(
             &self,
-            tenant: &TenantContext,
+            target: &Target,
             _: &LockRequest,
         ) -> flotilla_runner::Result<Box<dyn flotilla_runner::LockGuard>> {
-            Err(unreachable(tenant, "not scripted"))
+            Err(unreachable(target, "not scripted"))
         }
 
         async fn break_lock(
             &self,
-            tenant: &TenantContext,
+            target: &Target,
         ) -> flotilla_runner::Result<Option<flotilla_runner::LockInfo>> {
-            Err(unreachable(tenant, "not scripted"))
+            Err(unreachable(target, "not scripted"))
         }
 
         async fn execute_migration(
             &self,
-            tenant: &TenantContext,
+            target: &Target,
             _: &MigrationPlan,
             _: &(dyn flotilla_runner::LockGuard + 'static),
         ) -> flotilla_runner::Result<MigrationResult> {
-            Err(unreachable(tenant, "not scripted"))
+            Err(unreachable(target, "not scripted"))
         }
 
         async fn apply_locked(
             &self,
-            tenant: &TenantContext,
+            target: &Target,
             _: &MigrationPlan,
             _: &LockRequest,
         ) -> flotilla_runner::Result<MigrationResult> {
-            let index = env_index(tenant);
+            let index = env_index(target);
             self.probe.started.lock().expect("probe").push(index);
             let now = self.probe.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.probe.peak.fetch_max(now, Ordering::SeqCst);
@@ -577,7 +576,7 @@ mod tests {
             self.probe.in_flight.fetch_sub(1, Ordering::SeqCst);
             self.probe.finished.lock().expect("probe").push(index);
             if self.failing.contains(&index) {
-                return Err(unreachable(tenant, "injected"));
+                return Err(unreachable(target, "injected"));
             }
             Ok(MigrationResult {
                 direction: Direction::Up,
@@ -600,19 +599,16 @@ mod tests {
 
     fn deployment(n: usize, runner: &DynRunner) -> Arc<Deployment> {
         let names: Vec<String> = (0..n).map(|i| format!("env-{i}")).collect();
-        let targets = names
+        let destinations = names
             .iter()
-            .map(|name| Target {
-                tenant: TenantContext::new(
-                    name.clone(),
-                    Connection::new("mem://", "ns", name.clone()),
-                ),
+            .map(|name| Destination {
+                target: Target::new(name.clone(), Connection::new("mem://", "ns", name.clone())),
                 runner: Arc::clone(runner),
             })
             .collect();
         let (events, _) = broadcast::channel(1024);
         Arc::new(Deployment {
-            targets,
+            destinations,
             plan: MigrationPlan::up(Arc::new(MigrationSet::default())),
             lock: LockRequest::new(None, Duration::from_secs(1)),
             progress: Progress::new(&names, events),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_core::{Connection, MigrationSet};
-use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner, TenantContext};
+use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner, Target};
 use flotilla_surrealdb::SurrealRunner;
 
 #[tokio::main]
@@ -29,18 +29,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let migrations = Arc::new(MigrationSet::load(&migrations_dir)?);
     let url = format!("surrealkv://{}", database.display());
-    let tenant = TenantContext::new("quickstart", Connection::new(url, "flotilla", "quickstart"));
+    let target = Target::new("quickstart", Connection::new(url, "flotilla", "quickstart"));
     println!(
         "deploying {} migrations from {} to {}",
         migrations.len(),
         migrations_dir.display(),
-        tenant.connection
+        target.connection
     );
 
     let runner = SurrealRunner::new();
     let plan = MigrationPlan::up(Arc::clone(&migrations));
     let lock = LockRequest::new(None, Duration::from_secs(30));
-    let result = runner.apply_locked(&tenant, &plan, &lock).await?;
+    let result = runner.apply_locked(&target, &plan, &lock).await?;
     if result.applied.is_empty() {
         println!(
             "nothing to do: already at version {}",
@@ -59,7 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         display(result.version_after.as_ref()),
         result.duration.as_millis()
     );
-    let health = runner.health(&tenant).await?;
+    let health = runner.health(&target).await?;
     println!(
         "history table present: {}; lock free: {}",
         health.initialised,

@@ -6,7 +6,7 @@
 use flotilla_core::{AppliedMigration, Migration, Statement};
 use flotilla_runner::execute::{BatchOutcome, reconcile, run_batched};
 use flotilla_runner::{
-    Direction, LeaseWatch, MigrationPlan, MigrationResult, Result, RunnerError, TenantContext,
+    Direction, LeaseWatch, MigrationPlan, MigrationResult, Result, RunnerError, Target,
 };
 use serde_json::{Map, Value, json};
 
@@ -61,17 +61,17 @@ impl SurrealRunner {
     /// is taken by the first request.
     pub(crate) async fn run(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         plan: &MigrationPlan,
         history: &[AppliedMigration],
         under: UnderLease<'_>,
     ) -> Result<MigrationResult> {
-        run_batched(tenant, plan, history, BATCH, |batch, last| {
+        run_batched(target, plan, history, BATCH, |batch, last| {
             let under = UnderLease {
                 release: under.release && last,
                 ..under
             };
-            self.apply_batch(tenant, plan, batch, under)
+            self.apply_batch(target, plan, batch, under)
         })
         .await
     }
@@ -80,12 +80,12 @@ impl SurrealRunner {
     /// that did not commit when one conflicted.
     async fn apply_batch(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         plan: &MigrationPlan,
         batch: Vec<&Migration>,
         under: UnderLease<'_>,
     ) -> BatchOutcome {
-        let key = tenant.database_key();
+        let key = target.database_key();
         let lease = under.lease;
         let change = match plan.direction {
             Direction::Up => HistoryChange::Record,
@@ -98,7 +98,7 @@ impl SurrealRunner {
         'send: while next < batch.len() {
             let taking = lease.state() == LeaseState::Taking;
             if !taking && under.watch.is_lost() {
-                return BatchOutcome::failed(next, lock_lost(tenant));
+                return BatchOutcome::failed(next, lock_lost(target));
             }
             let pending = &batch[next..];
             let define_history = !taking && self.history_table(&key) != Some(HistoryTable::Ready);
@@ -121,12 +121,12 @@ impl SurrealRunner {
             let mut vars = batch_vars(plan, pending, &lease.token);
             if taking {
                 vars.extend(lease.ask.vars.clone());
-                vars.insert("fl_ns".into(), json!(tenant.connection.namespace));
-                vars.insert("fl_db".into(), json!(tenant.connection.database));
+                vars.insert("fl_ns".into(), json!(target.connection.namespace));
+                vars.insert("fl_db".into(), json!(target.connection.database));
             }
             let sent = self
                 .send(
-                    tenant,
+                    target,
                     Lane::Deploy,
                     &request.text,
                     Some(&vars),
@@ -146,11 +146,11 @@ impl SurrealRunner {
                 }
                 Ok(Reply::Refused(error)) => {
                     lease.take_not_done();
-                    return BatchOutcome::failed(next, classify(tenant, error));
+                    return BatchOutcome::failed(next, classify(target, error));
                 }
                 Ok(Reply::Lost(error)) => {
                     return self
-                        .after_lost_reply(tenant, plan, pending, next, under, error)
+                        .after_lost_reply(target, plan, pending, next, under, error)
                         .await;
                 }
                 Ok(Reply::Answered(raw)) => raw,
@@ -158,11 +158,11 @@ impl SurrealRunner {
             let (blocks, released) = match decode(raw, &request) {
                 Err(unreadable) => {
                     let error = RunnerError::Backend {
-                        environment: tenant.environment.clone(),
+                        environment: target.environment.clone(),
                         source: unreadable.into(),
                     };
                     return self
-                        .after_lost_reply(tenant, plan, pending, next, under, error)
+                        .after_lost_reply(target, plan, pending, next, under, error)
                         .await;
                 }
                 Ok(Decoded::UseFailed(error)) => {
@@ -172,14 +172,14 @@ impl SurrealRunner {
                         continue 'send;
                     }
                     lease.take_not_done();
-                    return BatchOutcome::failed(next, classify(tenant, error));
+                    return BatchOutcome::failed(next, classify(target, error));
                 }
                 Ok(Decoded::Blocks { blocks, released }) => (blocks, released),
             };
-            if taking && !self.settle_take(tenant, &blocks, &request.layouts[0], lease) {
+            if taking && !self.settle_take(target, &blocks, &request.layouts[0], lease) {
                 // Someone holds the lease, or the target is no longer the new one the probe
                 // saw: nothing ran, and the fences stopped the rest.
-                return BatchOutcome::failed(0, lock_lost(tenant));
+                return BatchOutcome::failed(0, lock_lost(target));
             }
             if define_history && matches!(blocks.first(), Some(Block::Committed)) {
                 self.set_history_table(&key, Some(HistoryTable::Ready));
@@ -195,19 +195,19 @@ impl SurrealRunner {
                             return BatchOutcome::failed(
                                 next,
                                 RunnerError::Conflict {
-                                    environment: tenant.environment.clone(),
+                                    environment: target.environment.clone(),
                                     attempts,
-                                    source: driver(tenant, &error),
+                                    source: driver(target, &error),
                                 },
                             );
                         }
-                        tracing::debug!(environment = %tenant.environment, error = %error.message(), conflicts, "write conflict; sending the rest again");
+                        tracing::debug!(environment = %target.environment, error = %error.message(), conflicts, "write conflict; sending the rest again");
                         backoff.wait().await;
                         continue 'send;
                     }
                     Block::Failed(position, error) => {
                         let error = block_error(
-                            tenant,
+                            target,
                             plan.direction,
                             migration,
                             *layout,
@@ -217,10 +217,10 @@ impl SurrealRunner {
                         return BatchOutcome::failed(next, error);
                     }
                     Block::Unknown(error) => {
-                        let error = classify(tenant, error);
+                        let error = classify(target, error);
                         let rest = &batch[next..];
                         return self
-                            .after_lost_reply(tenant, plan, rest, next, under, error)
+                            .after_lost_reply(target, plan, rest, next, under, error)
                             .await;
                     }
                 }
@@ -236,7 +236,7 @@ impl SurrealRunner {
     /// the take was refused (nothing of the request ran).
     fn settle_take(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         blocks: &[Block],
         layout: &sql::Layout,
         lease: &Lease,
@@ -244,7 +244,7 @@ impl SurrealRunner {
         match blocks.first() {
             Some(Block::Committed) => {
                 lease.take_committed();
-                self.set_history_table(&tenant.database_key(), Some(HistoryTable::Ready));
+                self.set_history_table(&target.database_key(), Some(HistoryTable::Ready));
                 true
             }
             // The target check, the history table's definition or the lock's `CREATE` failed.
@@ -274,7 +274,7 @@ impl SurrealRunner {
     /// `sent` committed (this process's rows), and the lease is then what that implies.
     async fn after_lost_reply(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         plan: &MigrationPlan,
         sent: &[&Migration],
         done_before: usize,
@@ -283,8 +283,8 @@ impl SurrealRunner {
     ) -> BatchOutcome {
         let lease = under.lease;
         let taking = lease.state() == LeaseState::Taking;
-        tracing::warn!(environment = %tenant.environment, %error, "no readable reply to a migration request; reading history back");
-        let committed = match reconcile(self, tenant, plan, sent).await {
+        tracing::warn!(environment = %target.environment, %error, "no readable reply to a migration request; reading history back");
+        let committed = match reconcile(self, target, plan, sent).await {
             Ok(committed) => committed,
             Err(unknown) => {
                 lease.outcome_unknown();
@@ -309,9 +309,9 @@ impl SurrealRunner {
     }
 }
 
-fn lock_lost(tenant: &TenantContext) -> RunnerError {
+fn lock_lost(target: &Target) -> RunnerError {
     RunnerError::LockLost {
-        environment: tenant.environment.clone(),
+        environment: target.environment.clone(),
     }
 }
 
@@ -422,7 +422,7 @@ fn block_of(mut errors: Vec<(usize, surrealdb::Error)>, base: usize) -> Block {
 
 /// The error for a transaction that failed at body `position`.
 fn block_error(
-    tenant: &TenantContext,
+    target: &Target,
     direction: Direction,
     migration: &Migration,
     layout: sql::Layout,
@@ -431,25 +431,25 @@ fn block_error(
 ) -> RunnerError {
     let statements = statements_of(migration, direction);
     let statements_end = layout.prelude + layout.statements;
-    let message = tenant.connection.scrub(error.message());
+    let message = target.connection.scrub(error.message());
     if position < layout.prelude {
         if message.contains(LOCK_LOST) {
-            lock_lost(tenant)
+            lock_lost(target)
         } else if message.contains(NOT_APPLIED) {
             RunnerError::AlreadyReverted {
-                environment: tenant.environment.clone(),
+                environment: target.environment.clone(),
                 version: migration.version.clone(),
             }
         } else {
             RunnerError::Backend {
-                environment: tenant.environment.clone(),
+                environment: target.environment.clone(),
                 source: format!("preparing migration {}: {message}", migration.version).into(),
             }
         }
     } else if position < statements_end {
         let index = position - layout.prelude;
         RunnerError::StatementFailed {
-            environment: tenant.environment.clone(),
+            environment: target.environment.clone(),
             version: migration.version.clone(),
             file: file_of(migration, direction).to_path_buf(),
             statement: index + 1,
@@ -470,7 +470,7 @@ fn block_error(
             ""
         };
         RunnerError::Backend {
-            environment: tenant.environment.clone(),
+            environment: target.environment.clone(),
             source: format!(
                 "{doing} migration {} in {}: {message}{hint}",
                 migration.version,
@@ -527,8 +527,8 @@ mod tests {
             panic!("a failed block");
         };
         assert_eq!(position, layout.body(), "the failure is the COMMIT's");
-        let tenant = TenantContext::new("prod", Connection::new("mem://", "ns", "db"));
-        let reported = block_error(&tenant, Direction::Up, migration, layout, position, &error);
+        let target = Target::new("prod", Connection::new("mem://", "ns", "db"));
+        let reported = block_error(&target, Direction::Up, migration, layout, position, &error);
         let message = reported.to_string();
         assert!(
             message.contains("committing migration 0001") && message.contains("the disk is full"),

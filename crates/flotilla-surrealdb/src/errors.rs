@@ -3,7 +3,7 @@
 use std::fmt;
 
 use flotilla_core::AuthLevel;
-use flotilla_runner::{BoxError, RunnerError, TenantContext};
+use flotilla_runner::{BoxError, RunnerError, Target};
 use surrealdb::types::{NotFoundError, QueryError};
 
 /// A driver's message with the target's secrets masked ([`flotilla_core::Connection::scrub`]).
@@ -21,8 +21,8 @@ impl fmt::Display for DriverError {
 impl std::error::Error for DriverError {}
 
 /// `error` as a source that is safe to print.
-pub(crate) fn driver(tenant: &TenantContext, error: &surrealdb::Error) -> BoxError {
-    Box::new(DriverError(tenant.connection.scrub(&error.to_string())))
+pub(crate) fn driver(target: &Target, error: &surrealdb::Error) -> BoxError {
+    Box::new(DriverError(target.connection.scrub(&error.to_string())))
 }
 
 /// Whether a transaction's `COMMIT` itself failed (not a statement in it): its result says
@@ -69,17 +69,17 @@ pub(crate) fn is_missing_table(error: &surrealdb::Error) -> bool {
     matches!(error.not_found_details(), Some(NotFoundError::Table { .. }))
 }
 
-/// Maps an error from connecting, signing in or querying `tenant`.
-pub(crate) fn classify(tenant: &TenantContext, error: surrealdb::Error) -> RunnerError {
-    let environment = tenant.environment.clone();
-    let endpoint = tenant.connection.redacted_url();
+/// Maps an error from connecting, signing in or querying `target`.
+pub(crate) fn classify(target: &Target, error: surrealdb::Error) -> RunnerError {
+    let environment = target.environment.clone();
+    let endpoint = target.connection.redacted_url();
     match error.not_found_details() {
         Some(NotFoundError::Namespace { .. }) => {
             return RunnerError::NotFound {
                 environment,
                 endpoint,
                 what: "namespace",
-                name: tenant.connection.namespace.clone(),
+                name: target.connection.namespace.clone(),
             };
         }
         Some(NotFoundError::Database { .. }) => {
@@ -87,12 +87,12 @@ pub(crate) fn classify(tenant: &TenantContext, error: surrealdb::Error) -> Runne
                 environment,
                 endpoint,
                 what: "database",
-                name: tenant.connection.database.clone(),
+                name: target.connection.database.clone(),
             };
         }
         _ => {}
     }
-    let source = driver(tenant, &error);
+    let source = driver(target, &error);
     if error.is_connection() {
         return RunnerError::Unreachable {
             environment,
@@ -101,13 +101,13 @@ pub(crate) fn classify(tenant: &TenantContext, error: surrealdb::Error) -> Runne
         };
     }
     if error.is_not_allowed()
-        && let Some(credentials) = &tenant.connection.credentials
+        && let Some(credentials) = &target.connection.credentials
     {
         return RunnerError::Authentication {
             environment,
             endpoint,
             username: credentials.username.clone(),
-            scope: auth_scope(tenant),
+            scope: auth_scope(target),
             source,
         };
     }
@@ -118,8 +118,8 @@ pub(crate) fn classify(tenant: &TenantContext, error: surrealdb::Error) -> Runne
 }
 
 /// Where the target's user is defined, for messages.
-pub(crate) fn auth_scope(tenant: &TenantContext) -> String {
-    let connection = &tenant.connection;
+pub(crate) fn auth_scope(target: &Target) -> String {
+    let connection = &target.connection;
     match connection.credentials.as_ref().map(|c| c.level) {
         Some(AuthLevel::Namespace) => format!("namespace `{}`", connection.namespace),
         Some(AuthLevel::Database) => {

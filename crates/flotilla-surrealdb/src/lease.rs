@@ -10,7 +10,7 @@ use flotilla_core::{AppliedMigration, rfc3339};
 use flotilla_runner::util::lock_unpoisoned;
 use flotilla_runner::{
     Attempt, DatabaseKey, Heartbeat, LeaseWatch, LocalHold, LockGuard, LockInfo, LockOwner,
-    LockRequest, Renewal, Result, RunnerError, TenantContext, wait_for_lock,
+    LockRequest, Renewal, Result, RunnerError, Target, wait_for_lock,
 };
 use serde_json::{Map, Value, json};
 
@@ -170,39 +170,39 @@ impl SurrealRunner {
     /// history read in the same transaction.
     pub(crate) async fn acquire(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         request: &LockRequest,
     ) -> Result<SurrealLockGuard> {
         let local = self
             .local_locks()
-            .claim(&tenant.database_key(), &tenant.environment, request)
+            .claim(&target.database_key(), &target.environment, request)
             .await?;
         let token = new_token(&request.owner);
         let ask = Ask::new(request, &token);
-        let ((info, history), took_over) = match self.acquire_waiting(tenant, &ask).await {
+        let ((info, history), took_over) = match self.acquire_waiting(target, &ask).await {
             Ok(acquired) => acquired,
             Err(error) => {
-                self.forget_unknown_take(tenant, &token, &error);
+                self.forget_unknown_take(target, &token, &error);
                 return Err(error);
             }
         };
         local.set_holder(info.clone());
-        let lease = Lease::new(token, tenant.database_key(), ask, LeaseState::Held, info);
+        let lease = Lease::new(token, target.database_key(), ask, LeaseState::Held, info);
         *lock_unpoisoned(&lease.took_over) = took_over;
         *lock_unpoisoned(&lease.history) = Some(history);
-        Ok(self.guard(tenant, lease, local))
+        Ok(self.guard(target, lease, local))
     }
 
     /// A lease an apply request will take on a never-migrated target (see
     /// [`LeaseState::Taking`]); until then its times are this process's clock.
     pub(crate) async fn lease_to_take(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         request: &LockRequest,
     ) -> Result<SurrealLockGuard> {
         let local = self
             .local_locks()
-            .claim(&tenant.database_key(), &tenant.environment, request)
+            .claim(&target.database_key(), &target.environment, request)
             .await?;
         let token = new_token(&request.owner);
         let now = SystemTime::now();
@@ -213,14 +213,14 @@ impl SurrealRunner {
         };
         local.set_holder(info.clone());
         let ask = Ask::new(request, &token);
-        let lease = Lease::new(token, tenant.database_key(), ask, LeaseState::Taking, info);
-        Ok(self.guard(tenant, lease, local))
+        let lease = Lease::new(token, target.database_key(), ask, LeaseState::Taking, info);
+        Ok(self.guard(target, lease, local))
     }
 
     /// After the apply request's take was refused: takes the lock the usual way for the same
     /// lease (waiting for a live one), with the history read with it.
-    pub(crate) async fn retake(&self, tenant: &TenantContext, lease: &Lease) -> Result<()> {
-        let ((info, history), took_over) = self.acquire_waiting(tenant, &lease.ask).await?;
+    pub(crate) async fn retake(&self, target: &Target, lease: &Lease) -> Result<()> {
+        let ((info, history), took_over) = self.acquire_waiting(target, &lease.ask).await?;
         *lock_unpoisoned(&lease.info) = info;
         *lock_unpoisoned(&lease.took_over) = took_over;
         *lock_unpoisoned(&lease.history) = Some(history);
@@ -229,16 +229,16 @@ impl SurrealRunner {
     }
 
     /// A guard for `lease`, with its heartbeat, registered so executions can find it.
-    fn guard(&self, tenant: &TenantContext, lease: Lease, local: LocalHold) -> SurrealLockGuard {
+    fn guard(&self, target: &Target, lease: Lease, local: LocalHold) -> SurrealLockGuard {
         let lease = Arc::new(lease);
         let runner = self.clone();
-        let renew_tenant = tenant.clone();
+        let renew_target = target.clone();
         let renewed = Arc::clone(&lease);
         let heartbeat = Heartbeat::spawn(lease.ask.lease, move || {
             let runner = runner.clone();
-            let tenant = renew_tenant.clone();
+            let target = renew_target.clone();
             let lease = Arc::clone(&renewed);
-            async move { runner.renew(&tenant, &lease).await }
+            async move { runner.renew(&target, &lease).await }
         });
         self.hold(Registered {
             lease: Arc::clone(&lease),
@@ -246,7 +246,7 @@ impl SurrealRunner {
         });
         SurrealLockGuard {
             runner: self.clone(),
-            tenant: tenant.clone(),
+            target: target.clone(),
             lease,
             heartbeat,
             _local: local,
@@ -254,7 +254,7 @@ impl SurrealRunner {
         }
     }
 
-    async fn renew(&self, tenant: &TenantContext, lease: &Lease) -> Result<Renewal> {
+    async fn renew(&self, target: &Target, lease: &Lease) -> Result<Renewal> {
         if !lease.may_be_held() {
             return Ok(Renewal::NotYet);
         }
@@ -262,26 +262,26 @@ impl SurrealRunner {
         vars.insert("fl_token".into(), json!(lease.token));
         let text = sql::renew(lease.ask.lease);
         let mut response = self
-            .request(tenant, Lane::Upkeep, &text, Some(&vars), 1)
+            .request(target, Lane::Upkeep, &text, Some(&vars), 1)
             .await?;
-        let found = response.take(0).map_err(|e| classify(tenant, e))?;
+        let found = response.take(0).map_err(|e| classify(target, e))?;
         Ok(lease.renewal(found.as_bool() == Some(true)))
     }
 
     /// When a lock request's reply was lost, the lease may be ours without our knowing:
     /// remove it if it is there, in the background, so it does not block others until it
     /// expires.
-    fn forget_unknown_take(&self, tenant: &TenantContext, token: &str, error: &RunnerError) {
+    fn forget_unknown_take(&self, target: &Target, token: &str, error: &RunnerError) {
         if error.class() != flotilla_runner::ErrorClass::TargetUnreachable {
             return;
         }
         let runner = self.clone();
-        let tenant = tenant.clone();
+        let target = target.clone();
         let mut vars = Map::new();
         vars.insert("fl_token".into(), json!(token));
         tokio::spawn(async move {
             let _ = runner
-                .request(&tenant, Lane::Upkeep, &sql::release(), Some(&vars), 1)
+                .request(&target, Lane::Upkeep, &sql::release(), Some(&vars), 1)
                 .await;
         });
     }
@@ -290,31 +290,31 @@ impl SurrealRunner {
     /// lease, the history read with it, and the expired lease it replaced.
     pub(crate) async fn acquire_waiting(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         ask: &Ask,
     ) -> Result<((LockInfo, Vec<AppliedMigration>), Option<LockInfo>)> {
         let outcome =
-            wait_for_lock(ask.wait, || self.try_acquire(tenant, ask.lease, &ask.vars)).await?;
+            wait_for_lock(ask.wait, || self.try_acquire(target, ask.lease, &ask.vars)).await?;
         let acquired = outcome.map_err(|(holder, waited)| RunnerError::LockHeld {
-            environment: tenant.environment.clone(),
+            environment: target.environment.clone(),
             holder,
             waited,
         })?;
         if let Some(previous) = &acquired.1 {
-            tracing::warn!(environment = %tenant.environment, previous_owner = %previous.owner, "took over an expired migration lock");
+            tracing::warn!(environment = %target.environment, previous_owner = %previous.owner, "took over an expired migration lock");
         }
         // The acquiring transaction defined the history table.
-        self.set_history_table(&tenant.database_key(), Some(HistoryTable::Ready));
+        self.set_history_table(&target.database_key(), Some(HistoryTable::Ready));
         Ok(acquired)
     }
 
     async fn try_acquire(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         lease: Duration,
         vars: &Map<String, Value>,
     ) -> Result<Attempt<(LockInfo, Vec<AppliedMigration>)>> {
-        let key = tenant.database_key();
+        let key = target.database_key();
         let mut value = loop {
             let definitions = match self.history_table(&key) {
                 Some(HistoryTable::Ready) => Definitions::None,
@@ -324,7 +324,7 @@ impl SurrealRunner {
             let statements = sql::acquire_statements(definitions);
             let text = sql::acquire(lease, definitions);
             let mut response = self
-                .request(tenant, Lane::Deploy, &text, Some(vars), statements)
+                .request(target, Lane::Deploy, &text, Some(vars), statements)
                 .await?;
             if let Some((_, error)) = response.failure() {
                 let stale = match definitions {
@@ -341,11 +341,11 @@ impl SurrealRunner {
                     self.set_history_table(&key, None);
                     continue;
                 }
-                return Err(classify(tenant, error));
+                return Err(classify(target, error));
             }
             break response
                 .take(statements - 1)
-                .map_err(|e| classify(tenant, e))?;
+                .map_err(|e| classify(target, e))?;
         };
         let acquired = value.get("acquired").and_then(Value::as_bool) == Some(true);
         let previous = lease_info(value.get("previous"));
@@ -356,12 +356,12 @@ impl SurrealRunner {
                     .get_mut("history")
                     .map(Value::take)
                     .unwrap_or(Value::Array(Vec::new()));
-                let history = history_from_rows(tenant, rows)?;
+                let history = history_from_rows(target, rows)?;
                 Ok(Attempt::Acquired((current, history), previous))
             }
             (false, _, Some(holder)) => Ok(Attempt::Held(holder)),
             _ => Err(RunnerError::Backend {
-                environment: tenant.environment.clone(),
+                environment: target.environment.clone(),
                 source: format!("unexpected answer to the lock request: {value}").into(),
             }),
         }
@@ -387,7 +387,7 @@ fn new_token(owner: &LockOwner) -> String {
 #[derive(Debug)]
 pub(crate) struct SurrealLockGuard {
     runner: SurrealRunner,
-    tenant: TenantContext,
+    target: Target,
     pub(crate) lease: Arc<Lease>,
     heartbeat: Heartbeat,
     _local: LocalHold,
@@ -431,18 +431,18 @@ impl LockGuard for SurrealLockGuard {
         };
         let mut vars = Map::new();
         vars.insert("fl_token".into(), json!(self.lease.token));
-        let tenant = &self.tenant;
+        let target = &self.target;
         let mut response = self
             .runner
-            .request(tenant, Lane::Upkeep, &sql::release(), Some(&vars), 1)
+            .request(target, Lane::Upkeep, &sql::release(), Some(&vars), 1)
             .await?;
-        let deleted = response.take(0).map_err(|e| classify(tenant, e))?.as_bool() == Some(true);
+        let deleted = response.take(0).map_err(|e| classify(target, e))?.as_bool() == Some(true);
         self.lease.released();
         if deleted || !must_exist {
             Ok(())
         } else {
             Err(RunnerError::LockLost {
-                environment: tenant.environment.clone(),
+                environment: target.environment.clone(),
             })
         }
     }
@@ -451,7 +451,7 @@ impl LockGuard for SurrealLockGuard {
 impl Drop for SurrealLockGuard {
     fn drop(&mut self) {
         if !self.released {
-            tracing::warn!(environment = %self.tenant.environment, "migration lock guard dropped without release; the lease will expire");
+            tracing::warn!(environment = %self.target.environment, "migration lock guard dropped without release; the lease will expire");
             self.runner.unregister(&self.lease.token);
         }
     }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::future::IntoFuture;
 
 use flotilla_runner::util::lock_unpoisoned as lock;
-use flotilla_runner::{Result, TenantContext};
+use flotilla_runner::{Result, Target};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -46,20 +46,20 @@ pub(crate) type Rows = (
 /// Probes waiting for one endpoint and user, and how many tasks are sending them.
 #[derive(Default)]
 pub(crate) struct Queue {
-    waiting: Vec<(TenantContext, oneshot::Sender<Rows>)>,
+    waiting: Vec<(Target, oneshot::Sender<Rows>)>,
     senders: usize,
 }
 
 impl SurrealRunner {
-    /// `tenant`'s lease and history, read in one request with other probes waiting for the
+    /// `target`'s lease and history, read in one request with other probes waiting for the
     /// same endpoint and user.
-    pub(crate) async fn probe_rows(&self, tenant: &TenantContext) -> Result<Rows> {
-        let key = UserKey::of(tenant);
+    pub(crate) async fn probe_rows(&self, target: &Target) -> Result<Rows> {
+        let key = UserKey::of(target);
         let (answer, answered) = oneshot::channel();
         let start_sender = {
             let mut queues = lock(self.probe_queues());
             let queue = queues.entry(key.clone()).or_default();
-            queue.waiting.push((tenant.clone(), answer));
+            queue.waiting.push((target.clone(), answer));
             let start = queue.senders < IN_FLIGHT;
             if start {
                 queue.senders += 1;
@@ -74,13 +74,13 @@ impl SurrealRunner {
         match answered.await {
             Ok(rows) => Ok(rows),
             // The shared request could not answer for this target.
-            Err(_) => self.probe_alone(tenant).await,
+            Err(_) => self.probe_alone(target).await,
         }
     }
 
-    async fn probe_alone(&self, tenant: &TenantContext) -> Result<Rows> {
+    async fn probe_alone(&self, target: &Target) -> Result<Rows> {
         let mut response = self
-            .request(tenant, Lane::Deploy, &sql::health(), None, 2)
+            .request(target, Lane::Deploy, &sql::health(), None, 2)
             .await?;
         Ok((response.take(0), response.take(1)))
     }
@@ -121,10 +121,7 @@ impl SurrealRunner {
 
     /// One request for every probe in `batch`; per probe, its rows, or `None` when the
     /// request cannot tell them for certain.
-    async fn probe_together(
-        &self,
-        batch: &[(TenantContext, oneshot::Sender<Rows>)],
-    ) -> Vec<Option<Rows>> {
+    async fn probe_together(&self, batch: &[(Target, oneshot::Sender<Rows>)]) -> Vec<Option<Rows>> {
         let unanswered = || batch.iter().map(|_| None).collect();
         let Some((first, _)) = batch.first() else {
             return Vec::new();
@@ -141,7 +138,7 @@ impl SurrealRunner {
         let health = sql::health();
         let text: String = batch
             .iter()
-            .map(|(tenant, _)| use_prefix(tenant) + &health)
+            .map(|(target, _)| use_prefix(target) + &health)
             .collect();
         self.count_request();
         let asked = session.client().query(text).into_future();

@@ -5,7 +5,7 @@
 use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
-use flotilla_runner::{Backoff, LeaseWatch, Result, RunnerError, TenantContext};
+use flotilla_runner::{Backoff, LeaseWatch, Result, RunnerError, Target};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
@@ -40,22 +40,22 @@ pub(crate) enum Failure {
     Fatal(RunnerError),
 }
 
-/// `USE NS … DB …;` for `tenant`, with both names quoted, ahead of every request.
-pub(crate) fn use_prefix(tenant: &TenantContext) -> String {
+/// `USE NS … DB …;` for `target`, with both names quoted, ahead of every request.
+pub(crate) fn use_prefix(target: &Target) -> String {
     format!(
         "USE NS {} DB {};\n",
-        sql::ident(&tenant.connection.namespace),
-        sql::ident(&tenant.connection.database)
+        sql::ident(&target.connection.namespace),
+        sql::ident(&target.connection.database)
     )
 }
 
 impl SurrealRunner {
-    /// Sends `USE` for `tenant` followed by `text`, on a session from `lane`. `Err`: it could
+    /// Sends `USE` for `target` followed by `text`, on a session from `lane`. `Err`: it could
     /// not be sent (no connection, no session), so nothing ran. The reply's first result is
     /// the `USE`'s.
     pub(crate) async fn send(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         lane: Lane,
         text: &str,
         vars: Option<&Map<String, Value>>,
@@ -66,9 +66,9 @@ impl SurrealRunner {
             Limit::Request => Some(Instant::now() + sessions.config().request_timeout),
             Limit::WhileRenewed(_) => None,
         };
-        let session = sessions.borrow(tenant, lane, deadline).await?;
+        let session = sessions.borrow(target, lane, deadline).await?;
         self.count_request();
-        let mut query = session.client().query(use_prefix(tenant) + text);
+        let mut query = session.client().query(use_prefix(target) + text);
         if let Some(vars) = vars {
             query = query.bind(Value::Object(vars.clone()));
         }
@@ -88,20 +88,20 @@ impl SurrealRunner {
             Some(Ok(results)) => Ok(Reply::Answered(results)),
             Some(Err(error)) if error.is_connection() => {
                 session.discard();
-                sessions.invalidate(&tenant.connection.url, generation);
-                Ok(Reply::Lost(classify(tenant, error)))
+                sessions.invalidate(&target.connection.url, generation);
+                Ok(Reply::Lost(classify(target, error)))
             }
             Some(Err(error)) => Ok(Reply::Refused(error)),
             None => {
                 // The server stopped answering: this connection is of no further use, and
                 // dropping it lets the server cancel what it was running for us.
                 session.discard();
-                sessions.invalidate(&tenant.connection.url, generation);
+                sessions.invalidate(&target.connection.url, generation);
                 Ok(Reply::Lost(match limit {
-                    Limit::Request => sessions.timeout(tenant, "the request"),
+                    Limit::Request => sessions.timeout(target, "the request"),
                     Limit::WhileRenewed(_) => RunnerError::Unreachable {
-                        environment: tenant.environment.clone(),
-                        endpoint: tenant.connection.redacted_url(),
+                        environment: target.environment.clone(),
+                        endpoint: target.connection.redacted_url(),
                         source: "no answer to the migration request, and no renewal of its lease succeeded for a whole lease".into(),
                     },
                 }))
@@ -110,11 +110,7 @@ impl SurrealRunner {
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or conflicts too often.
-    pub(crate) async fn retrying<T, F, Fut>(
-        &self,
-        tenant: &TenantContext,
-        mut attempt: F,
-    ) -> Result<T>
+    pub(crate) async fn retrying<T, F, Fut>(&self, target: &Target, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = std::result::Result<T, Failure>>,
@@ -129,13 +125,13 @@ impl SurrealRunner {
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Conflict(error)) if made >= attempts => {
                     return Err(RunnerError::Conflict {
-                        environment: tenant.environment.clone(),
+                        environment: target.environment.clone(),
                         attempts,
-                        source: crate::errors::driver(tenant, &error),
+                        source: crate::errors::driver(target, &error),
                     });
                 }
                 Err(Failure::Conflict(error)) => {
-                    tracing::debug!(environment = %tenant.environment, error = %error.message(), made, "write conflict; retrying");
+                    tracing::debug!(environment = %target.environment, error = %error.message(), made, "write conflict; retrying");
                     backoff.wait().await;
                 }
             }
@@ -148,15 +144,15 @@ impl SurrealRunner {
     /// caller to interpret; a reply that never came is an error.
     pub(crate) async fn request(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         lane: Lane,
         text: &str,
         vars: Option<&Map<String, Value>>,
         body_statements: usize,
     ) -> Result<Response> {
-        self.retrying(tenant, || async {
+        self.retrying(target, || async {
             let raw = match self
-                .send(tenant, lane, text, vars, Limit::Request)
+                .send(target, lane, text, vars, Limit::Request)
                 .await
                 .map_err(Failure::Fatal)?
             {
@@ -165,14 +161,14 @@ impl SurrealRunner {
                 Reply::Refused(error) if is_conflict(&error) => {
                     return Err(Failure::Conflict(error));
                 }
-                Reply::Refused(error) => return Err(Failure::Fatal(classify(tenant, error))),
+                Reply::Refused(error) => return Err(Failure::Fatal(classify(target, error))),
             };
             let mut response = Response::new(raw, body_statements);
             if let Some(error) = response.prefix_error.take() {
                 return Err(if is_conflict(&error) {
                     Failure::Conflict(error)
                 } else {
-                    Failure::Fatal(classify(tenant, error))
+                    Failure::Fatal(classify(target, error))
                 });
             }
             match response.take_conflict() {

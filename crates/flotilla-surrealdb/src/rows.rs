@@ -2,7 +2,7 @@
 //! rendering of whole databases for tests.
 
 use flotilla_core::{AppliedMigration, Version};
-use flotilla_runner::{LockInfo, LockOwner, Result, RunnerError, TenantContext};
+use flotilla_runner::{LockInfo, LockOwner, Result, RunnerError, Target};
 use serde_json::Value;
 
 use crate::sql;
@@ -27,18 +27,15 @@ struct HistoryRow {
 }
 
 /// History rows as the database returned them, as applied migrations, oldest first.
-pub(crate) fn history_from_rows(
-    tenant: &TenantContext,
-    rows: Value,
-) -> Result<Vec<AppliedMigration>> {
+pub(crate) fn history_from_rows(target: &Target, rows: Value) -> Result<Vec<AppliedMigration>> {
     let rows: Vec<HistoryRow> = serde_json::from_value(rows).map_err(|e| RunnerError::Backend {
-        environment: tenant.environment.clone(),
+        environment: target.environment.clone(),
         source: format!("unreadable {} row: {e}", sql::HISTORY_TABLE).into(),
     })?;
     let mut history = Vec::with_capacity(rows.len());
     for row in rows {
         let version = Version::parse(&row.version).ok_or_else(|| RunnerError::Backend {
-            environment: tenant.environment.clone(),
+            environment: target.environment.clone(),
             source: format!(
                 "{} has a row with version `{}`, which is not a migration version",
                 sql::HISTORY_TABLE,

@@ -12,7 +12,7 @@ use flotilla_core::AppliedMigration;
 use flotilla_runner::util::lock_unpoisoned;
 use flotilla_runner::{
     Backends, DatabaseKey, HealthStatus, LocalLocks, LockGuard, LockInfo, LockRequest,
-    MigrationPlan, MigrationResult, MigrationRunner, Probe, Result, RunnerError, TenantContext,
+    MigrationPlan, MigrationResult, MigrationRunner, Probe, Result, RunnerError, Target,
 };
 use serde_json::Value;
 use surrealdb::Surreal;
@@ -130,22 +130,22 @@ impl SurrealRunner {
         self.inner.requests.load(Ordering::Relaxed)
     }
 
-    /// A new signed-in session on `tenant`'s database, for inspecting it (tests, tooling).
+    /// A new signed-in session on `target`'s database, for inspecting it (tests, tooling).
     /// Deploys do not use it: they borrow pooled sessions.
-    pub async fn session(&self, tenant: &TenantContext) -> Result<Arc<Surreal<Any>>> {
-        self.inner.sessions.open(tenant).await.map(Arc::new)
+    pub async fn session(&self, target: &Target) -> Result<Arc<Surreal<Any>>> {
+        self.inner.sessions.open(target).await.map(Arc::new)
     }
 
     /// The target's definitions (`INFO FOR DB`) and every record of every table, rendered
     /// deterministically: equal database states give equal strings. Reads everything, so it
     /// is meant for tests and small databases.
-    pub async fn snapshot(&self, tenant: &TenantContext) -> Result<String> {
-        let session = self.session(tenant).await?;
+    pub async fn snapshot(&self, target: &Target) -> Result<String> {
+        let session = self.session(target).await?;
         let mut response = session
             .query("INFO FOR DB")
             .await
-            .map_err(|e| classify(tenant, e))?;
-        let info: Value = take_json(&mut response, 0).map_err(|e| classify(tenant, e))?;
+            .map_err(|e| classify(target, e))?;
+        let info: Value = take_json(&mut response, 0).map_err(|e| classify(target, e))?;
         let mut tables: Vec<String> = info
             .get("tables")
             .and_then(Value::as_object)
@@ -158,8 +158,8 @@ impl SurrealRunner {
                 .query("SELECT * FROM type::table($table) ORDER BY id")
                 .bind(("table", table.clone()))
                 .await
-                .map_err(|e| classify(tenant, e))?;
-            let rows: Value = take_json(&mut response, 0).map_err(|e| classify(tenant, e))?;
+                .map_err(|e| classify(target, e))?;
+            let rows: Value = take_json(&mut response, 0).map_err(|e| classify(target, e))?;
             rendered.push_str(&format!("{table}: {}\n", canonical(&rows)));
         }
         Ok(rendered)
@@ -212,16 +212,16 @@ impl SurrealRunner {
     }
 
     /// Health and history from one probe request.
-    async fn probe_both(&self, tenant: &TenantContext) -> Result<Probe> {
+    async fn probe_both(&self, target: &Target) -> Result<Probe> {
         let started = Instant::now();
-        let (lease, history) = self.probe_rows(tenant).await?;
+        let (lease, history) = self.probe_rows(target).await?;
         let latency = started.elapsed();
         let holder = match lease {
             Ok(value) => lease_row(Some(&value))
                 .filter(|row| !row.expired)
                 .and_then(|_| lease_info(Some(&value))),
             Err(error) if is_missing_table(&error) => None,
-            Err(error) => return Err(classify(tenant, error)),
+            Err(error) => return Err(classify(target, error)),
         };
         let (initialised, history) = match history {
             Ok(rows) => {
@@ -229,18 +229,18 @@ impl SurrealRunner {
                 // made (surql's, without flotilla's two fields) comes without flotilla's lock
                 // table, so that request fails on the missing lock table and is sent again
                 // with every definition.
-                self.set_history_table(&tenant.database_key(), Some(HistoryTable::Ready));
-                (true, history_from_rows(tenant, rows))
+                self.set_history_table(&target.database_key(), Some(HistoryTable::Ready));
+                (true, history_from_rows(target, rows))
             }
             Err(error) if is_missing_table(&error) => {
                 // The lock request may define it plainly, without the fields a table
                 // another tool made would need.
-                self.set_history_table(&tenant.database_key(), Some(HistoryTable::Absent));
+                self.set_history_table(&target.database_key(), Some(HistoryTable::Absent));
                 (false, Ok(Vec::new()))
             }
-            Err(error) => (true, Err(classify(tenant, error))),
+            Err(error) => (true, Err(classify(target, error))),
         };
-        let server_version = self.inner.sessions.server_version(tenant).await;
+        let server_version = self.inner.sessions.server_version(target).await;
         Ok(Probe {
             health: HealthStatus {
                 latency,
@@ -254,44 +254,44 @@ impl SurrealRunner {
 }
 
 /// Whether `plan` has anything to do on a target without history.
-fn applies_on_empty(tenant: &TenantContext, plan: &MigrationPlan) -> Result<bool> {
-    Ok(!flotilla_runner::execute::steps(tenant, plan, &[])?.is_empty())
+fn applies_on_empty(target: &Target, plan: &MigrationPlan) -> Result<bool> {
+    Ok(!flotilla_runner::execute::steps(target, plan, &[])?.is_empty())
 }
 
 #[async_trait]
 impl MigrationRunner for SurrealRunner {
-    async fn health(&self, tenant: &TenantContext) -> Result<HealthStatus> {
-        self.probe_both(tenant).await.map(|probe| probe.health)
+    async fn health(&self, target: &Target) -> Result<HealthStatus> {
+        self.probe_both(target).await.map(|probe| probe.health)
     }
 
-    async fn history(&self, tenant: &TenantContext) -> Result<Vec<AppliedMigration>> {
+    async fn history(&self, target: &Target) -> Result<Vec<AppliedMigration>> {
         let mut response = self
-            .request(tenant, Lane::Deploy, sql::SELECT_HISTORY, None, 1)
+            .request(target, Lane::Deploy, sql::SELECT_HISTORY, None, 1)
             .await?;
         let rows: Value = match response.take(0) {
             Ok(rows) => rows,
             Err(error) if is_missing_table(&error) => return Ok(Vec::new()),
-            Err(error) => return Err(classify(tenant, error)),
+            Err(error) => return Err(classify(target, error)),
         };
-        history_from_rows(tenant, rows)
+        history_from_rows(target, rows)
     }
 
-    async fn probe(&self, tenant: &TenantContext) -> Result<Probe> {
-        self.probe_both(tenant).await
+    async fn probe(&self, target: &Target) -> Result<Probe> {
+        self.probe_both(target).await
     }
 
     async fn acquire_lock(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         request: &LockRequest,
     ) -> Result<Box<dyn LockGuard>> {
-        Ok(Box::new(self.acquire(tenant, request).await?))
+        Ok(Box::new(self.acquire(target, request).await?))
     }
 
-    async fn break_lock(&self, tenant: &TenantContext) -> Result<Option<LockInfo>> {
+    async fn break_lock(&self, target: &Target) -> Result<Option<LockInfo>> {
         let mut response = self
             .request(
-                tenant,
+                target,
                 Lane::Upkeep,
                 &sql::break_lock(),
                 None,
@@ -299,25 +299,25 @@ impl MigrationRunner for SurrealRunner {
             )
             .await?;
         if let Some((_, error)) = response.failure() {
-            return Err(classify(tenant, error));
+            return Err(classify(target, error));
         }
         let previous = response
             .take(sql::BREAK_STATEMENTS - 1)
-            .map_err(|e| classify(tenant, e))?;
+            .map_err(|e| classify(target, e))?;
         Ok(lease_info(Some(&previous)))
     }
 
     async fn execute_migration(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         plan: &MigrationPlan,
         lock: &(dyn LockGuard + 'static),
     ) -> Result<MigrationResult> {
         let not_locked = || RunnerError::NotLocked {
-            environment: tenant.environment.clone(),
+            environment: target.environment.clone(),
         };
         let registered = self.registered(lock.token()).ok_or_else(not_locked)?;
-        if registered.lease.key != tenant.database_key()
+        if registered.lease.key != target.database_key()
             || registered.lease.state() != LeaseState::Held
         {
             return Err(not_locked());
@@ -326,14 +326,14 @@ impl MigrationRunner for SurrealRunner {
         // is fenced by that lease. A second execution under the same lease reads again.
         let history = match registered.lease.take_history() {
             Some(history) => history,
-            None => self.history(tenant).await?,
+            None => self.history(target).await?,
         };
         let under = UnderLease {
             lease: &registered.lease,
             watch: &registered.watch,
             release: false,
         };
-        self.run(tenant, plan, &history, under).await
+        self.run(target, plan, &history, under).await
     }
 
     /// Lock, execute, release in as few requests as it takes: on a target the health probe
@@ -342,25 +342,25 @@ impl MigrationRunner for SurrealRunner {
     /// then every migration and the release).
     async fn apply_locked(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         plan: &MigrationPlan,
         request: &LockRequest,
     ) -> Result<MigrationResult> {
-        let fresh = self.history_table(&tenant.database_key()) == Some(HistoryTable::Absent)
-            && applies_on_empty(tenant, plan)?;
+        let fresh = self.history_table(&target.database_key()) == Some(HistoryTable::Absent)
+            && applies_on_empty(target, plan)?;
         let guard = if fresh {
-            self.lease_to_take(tenant, request).await?
+            self.lease_to_take(target, request).await?
         } else {
-            self.acquire(tenant, request).await?
+            self.acquire(target, request).await?
         };
-        let mut outcome = self.run_under(tenant, plan, &guard, fresh).await;
+        let mut outcome = self.run_under(target, plan, &guard, fresh).await;
         if fresh && guard.lease.state() == LeaseState::Refused {
             // The take failed, so nothing ran: someone holds the lock, or the target is no
             // longer the empty one the probe saw. Take it the usual way and work from the
             // history read with it.
-            self.set_history_table(&tenant.database_key(), None);
-            outcome = match self.retake(tenant, &guard.lease).await {
-                Ok(()) => self.run_under(tenant, plan, &guard, false).await,
+            self.set_history_table(&target.database_key(), None);
+            outcome = match self.retake(target, &guard.lease).await {
+                Ok(()) => self.run_under(target, plan, &guard, false).await,
                 Err(error) => Err(error),
             };
         }
@@ -369,7 +369,7 @@ impl MigrationRunner for SurrealRunner {
         match (outcome, released) {
             (Ok(result), released) => {
                 if let Err(error) = released {
-                    tracing::warn!(environment = %tenant.environment, %error, "releasing the migration lock failed");
+                    tracing::warn!(environment = %target.environment, %error, "releasing the migration lock failed");
                 }
                 Ok(MigrationResult {
                     lock_takeover: took_over,
@@ -378,7 +378,7 @@ impl MigrationRunner for SurrealRunner {
             }
             (Err(error), released) => {
                 if let Err(release_error) = released {
-                    tracing::warn!(environment = %tenant.environment, error = %release_error, "releasing the migration lock failed");
+                    tracing::warn!(environment = %target.environment, error = %release_error, "releasing the migration lock failed");
                 }
                 Err(error)
             }
@@ -390,7 +390,7 @@ impl SurrealRunner {
     /// Runs `plan` under `guard`, removing the lease with the last migration.
     async fn run_under(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         plan: &MigrationPlan,
         guard: &SurrealLockGuard,
         fresh: bool,
@@ -400,7 +400,7 @@ impl SurrealRunner {
         } else {
             match guard.lease.take_history() {
                 Some(history) => history,
-                None => self.history(tenant).await?,
+                None => self.history(target).await?,
             }
         };
         let watch = guard.watch();
@@ -409,7 +409,7 @@ impl SurrealRunner {
             watch: &watch,
             release: true,
         };
-        self.run(tenant, plan, &history, under).await
+        self.run(target, plan, &history, under).await
     }
 }
 
@@ -419,8 +419,8 @@ mod tests {
     use crate::request::use_prefix;
     use flotilla_core::{AuthLevel, Connection};
 
-    fn tenant(namespace: &str) -> TenantContext {
-        TenantContext::new(
+    fn target(namespace: &str) -> Target {
+        Target::new(
             namespace,
             Connection::new("mem://", namespace, "app").with_credentials(
                 "deployer",
@@ -434,7 +434,7 @@ mod tests {
         // The embedded datastore's own unauthenticated session may define users.
         let admin = runner
             .sessions()
-            .connection(&tenant("setup"))
+            .connection(&target("setup"))
             .await
             .expect("connect")
             .client;
@@ -455,12 +455,12 @@ mod tests {
         define_user(&runner).await;
         let sessions = runner.sessions();
         let first = sessions
-            .borrow(&tenant("t1"), Lane::Deploy, None)
+            .borrow(&target("t1"), Lane::Deploy, None)
             .await
             .expect("first session");
         assert_eq!(runner.sign_in_count(), 1);
         let second = sessions
-            .borrow(&tenant("t2"), Lane::Deploy, None)
+            .borrow(&target("t2"), Lane::Deploy, None)
             .await
             .expect("second session");
         assert_eq!(runner.sign_in_count(), 1, "the second one used the token");
@@ -468,13 +468,13 @@ mod tests {
         // Both pooled sessions are busy, so a third is opened: the old token no longer
         // verifies.
         let third = sessions
-            .borrow(&tenant("t3"), Lane::Deploy, None)
+            .borrow(&target("t3"), Lane::Deploy, None)
             .await
             .expect("third session");
         assert_eq!(runner.sign_in_count(), 2, "signed in again, once");
         let mut reply = third
             .client()
-            .query(use_prefix(&tenant("t3")) + "RETURN 1")
+            .query(use_prefix(&target("t3")) + "RETURN 1")
             .await
             .expect("query");
         assert!(reply.take_errors().is_empty());
@@ -489,10 +489,10 @@ mod tests {
         define_user(&runner).await;
         runner
             .sessions()
-            .borrow(&tenant("right"), Lane::Deploy, None)
+            .borrow(&target("right"), Lane::Deploy, None)
             .await
             .expect("the right password");
-        let wrong = TenantContext::new(
+        let wrong = Target::new(
             "wrong",
             Connection::new("mem://", "wrong", "app").with_credentials(
                 "deployer",
@@ -513,7 +513,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_names_its_target_whatever_the_names() {
         let runner = SurrealRunner::new();
-        let odd = TenantContext::new("odd", Connection::new("mem://", "a-b`c\\d e", "x.y-z"));
+        let odd = Target::new("odd", Connection::new("mem://", "a-b`c\\d e", "x.y-z"));
         let mut response = runner
             .request(
                 &odd,
@@ -535,7 +535,7 @@ mod tests {
         define_user(&runner).await;
         let guard = runner
             .acquire_lock(
-                &tenant("debug"),
+                &target("debug"),
                 &LockRequest::new(None, std::time::Duration::ZERO),
             )
             .await
@@ -550,7 +550,7 @@ mod tests {
     #[tokio::test]
     async fn an_invalid_url_is_reported_without_its_password() {
         let runner = SurrealRunner::new();
-        let bad = TenantContext::new(
+        let bad = Target::new(
             "broken",
             Connection::new("ws://admin:pa ss/w0rd@db.example:99999/rpc", "ns", "db")
                 .with_credentials("admin", "pa ss/w0rd", AuthLevel::Root),

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use flotilla_core::{AuthLevel, sha256_hex};
 use flotilla_runner::util::lock_unpoisoned;
-use flotilla_runner::{Result, RunnerError, TenantContext};
+use flotilla_runner::{Result, RunnerError, Target};
 use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
 use surrealdb::opt::auth;
@@ -70,9 +70,9 @@ impl std::fmt::Debug for UserKey {
 }
 
 impl UserKey {
-    /// Who `tenant` signs in as on which endpoint.
-    pub(crate) fn of(tenant: &TenantContext) -> Self {
-        let connection = &tenant.connection;
+    /// Who `target` signs in as on which endpoint.
+    pub(crate) fn of(target: &Target) -> Self {
+        let connection = &target.connection;
         let Some(credentials) = &connection.credentials else {
             return Self {
                 url: connection.url.clone(),
@@ -235,21 +235,21 @@ impl Sessions {
         lock_unpoisoned(&self.pools).len()
     }
 
-    /// The connection to `tenant`'s endpoint: the open one, or a new one; a connect that
+    /// The connection to `target`'s endpoint: the open one, or a new one; a connect that
     /// failed less than a connect timeout ago fails again at once.
-    pub(crate) async fn connection(&self, tenant: &TenantContext) -> Result<Session> {
-        let url = &tenant.connection.url;
+    pub(crate) async fn connection(&self, target: &Target) -> Result<Session> {
+        let url = &target.connection.url;
         let endpoint = Arc::clone(
             lock_unpoisoned(&self.endpoints)
                 .entry(url.clone())
                 .or_default(),
         );
-        if let Some(known) = self.known(&endpoint, tenant) {
+        if let Some(known) = self.known(&endpoint, target) {
             return known;
         }
         let _connecting = endpoint.connecting.lock().await;
         // Whoever held the lock before may have connected, or failed, meanwhile.
-        if let Some(known) = self.known(&endpoint, tenant) {
+        if let Some(known) = self.known(&endpoint, target) {
             return known;
         }
         self.connects.fetch_add(1, Ordering::Relaxed);
@@ -257,7 +257,7 @@ impl Sessions {
         let connecting = surrealdb::engine::any::connect(url.as_str()).into_future();
         let outcome = match tokio::time::timeout(timeout, connecting).await {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(error)) => Err(ConnectFailure::Refused(driver(tenant, &error).to_string())),
+            Ok(Err(error)) => Err(ConnectFailure::Refused(driver(target, &error).to_string())),
             Err(_) => Err(ConnectFailure::TimedOut(timeout)),
         };
         let mut state = lock_unpoisoned(&endpoint.state);
@@ -274,20 +274,20 @@ impl Sessions {
             }
             Err(failure) => {
                 state.failed = Some((Instant::now(), failure.clone()));
-                Err(connect_error(tenant, &failure, None))
+                Err(connect_error(target, &failure, None))
             }
         }
     }
 
     /// The endpoint's open connection, or its remembered failure; `None`: connect.
-    fn known(&self, endpoint: &Endpoint, tenant: &TenantContext) -> Option<Result<Session>> {
+    fn known(&self, endpoint: &Endpoint, target: &Target) -> Option<Result<Session>> {
         let state = lock_unpoisoned(&endpoint.state);
         if let Some(session) = &state.client {
             return Some(Ok(session.clone()));
         }
         match &state.failed {
             Some((at, failure)) if at.elapsed() < self.config.connect_timeout => {
-                Some(Err(connect_error(tenant, failure, Some(at.elapsed()))))
+                Some(Err(connect_error(target, failure, Some(at.elapsed()))))
             }
             _ => None,
         }
@@ -310,18 +310,18 @@ impl Sessions {
         }
     }
 
-    /// A session of `tenant`'s user on its endpoint, from `lane`'s pool, waiting for one to
+    /// A session of `target`'s user on its endpoint, from `lane`'s pool, waiting for one to
     /// be free until `deadline` (none: as long as it takes). Requests sent on it must name
     /// their namespace and database first.
     pub(crate) async fn borrow(
         &self,
-        tenant: &TenantContext,
+        target: &Target,
         lane: Lane,
         deadline: Option<Instant>,
     ) -> Result<Borrowed> {
         let pool = Arc::clone(
             lock_unpoisoned(&self.pools)
-                .entry(UserKey::of(tenant))
+                .entry(UserKey::of(target))
                 .or_default(),
         );
         let lane = match lane {
@@ -333,13 +333,13 @@ impl Sessions {
             None => acquiring.await,
             Some(deadline) => tokio::time::timeout_at(deadline, acquiring)
                 .await
-                .map_err(|_| self.timeout(tenant, "with a free session"))?,
+                .map_err(|_| self.timeout(target, "with a free session"))?,
         }
         .map_err(|_| RunnerError::Backend {
-            environment: tenant.environment.clone(),
+            environment: target.environment.clone(),
             source: "the session pool was closed".into(),
         })?;
-        let current = self.connection(tenant).await?;
+        let current = self.connection(target).await?;
         let idle = {
             let mut idle = lock_unpoisoned(&lane.idle);
             // Sessions of a connection since dropped are of no use.
@@ -353,7 +353,7 @@ impl Sessions {
                     client: current.client.clone(),
                     generation: current.generation,
                 };
-                self.authenticate(tenant, &session.client).await?;
+                self.authenticate(target, &session.client).await?;
                 session
             }
         };
@@ -364,12 +364,12 @@ impl Sessions {
         })
     }
 
-    /// A new signed-in session on `tenant`'s namespace and database, outside the pools, for
+    /// A new signed-in session on `target`'s namespace and database, outside the pools, for
     /// inspecting it.
-    pub(crate) async fn open(&self, tenant: &TenantContext) -> Result<Surreal<Any>> {
-        let session = self.connection(tenant).await?.client.clone();
-        self.authenticate(tenant, &session).await?;
-        let connection = &tenant.connection;
+    pub(crate) async fn open(&self, target: &Target) -> Result<Surreal<Any>> {
+        let session = self.connection(target).await?.client.clone();
+        self.authenticate(target, &session).await?;
+        let connection = &target.connection;
         let mut backoff =
             flotilla_runner::Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
         // `USE` creates a missing namespace and database; sessions racing to create the same
@@ -380,26 +380,26 @@ impl Sessions {
                 .use_db(connection.database.clone())
                 .into_future();
             match tokio::time::timeout(self.config.request_timeout, using).await {
-                Err(_) => return Err(self.timeout(tenant, "the request")),
+                Err(_) => return Err(self.timeout(target, "the request")),
                 Ok(Ok(_)) => return Ok(session),
                 Ok(Err(error))
                     if is_conflict(&error) && attempt < self.config.conflict_attempts =>
                 {
                     backoff.wait().await;
                 }
-                Ok(Err(error)) => return Err(classify(tenant, error)),
+                Ok(Err(error)) => return Err(classify(target, error)),
             }
         }
         Ok(session)
     }
 
     /// The server's version, asked once per endpoint; `None` when it does not say.
-    pub(crate) async fn server_version(&self, tenant: &TenantContext) -> Option<String> {
-        let url = &tenant.connection.url;
+    pub(crate) async fn server_version(&self, target: &Target) -> Option<String> {
+        let url = &target.connection.url;
         if let Some(version) = lock_unpoisoned(&self.server_versions).get(url) {
             return Some(version.clone());
         }
-        let client = self.connection(tenant).await.ok()?.client;
+        let client = self.connection(target).await.ok()?.client;
         let asked =
             tokio::time::timeout(self.config.request_timeout, client.version().into_future())
                 .await
@@ -410,23 +410,23 @@ impl Sessions {
         Some(asked)
     }
 
-    pub(crate) fn timeout(&self, tenant: &TenantContext, what: &'static str) -> RunnerError {
+    pub(crate) fn timeout(&self, target: &Target, what: &'static str) -> RunnerError {
         RunnerError::Timeout {
-            environment: tenant.environment.clone(),
-            endpoint: tenant.connection.redacted_url(),
+            environment: target.environment.clone(),
+            endpoint: target.connection.redacted_url(),
             what,
             after: self.config.request_timeout,
         }
     }
 
-    /// Authenticates `session` as `tenant`'s user: with the token of an earlier sign-in on
+    /// Authenticates `session` as `target`'s user: with the token of an earlier sign-in on
     /// the same endpoint when there is one, else by signing in (once, however many sessions
     /// ask at the same moment).
-    async fn authenticate(&self, tenant: &TenantContext, session: &Surreal<Any>) -> Result<()> {
-        if tenant.connection.credentials.is_none() {
+    async fn authenticate(&self, target: &Target, session: &Surreal<Any>) -> Result<()> {
+        if target.connection.credentials.is_none() {
             return Ok(());
         }
-        let key = UserKey::of(tenant);
+        let key = UserKey::of(target);
         let cell = Arc::clone(lock_unpoisoned(&self.tokens).entry(key).or_default());
         let mut token = cell.lock().await;
         if let Some(access) = token.clone() {
@@ -435,27 +435,27 @@ impl Sessions {
                 .authenticate(auth::Token::from(access))
                 .into_future();
             match tokio::time::timeout(self.config.request_timeout, authenticating).await {
-                Err(_) => return Err(self.timeout(tenant, "the sign-in")),
+                Err(_) => return Err(self.timeout(target, "the sign-in")),
                 Ok(Ok(_)) => return Ok(()),
-                Ok(Err(error)) if error.is_connection() => return Err(classify(tenant, error)),
+                Ok(Err(error)) if error.is_connection() => return Err(classify(target, error)),
                 // Expired or revoked: sign in again below.
                 Ok(Err(error)) => {
-                    tracing::debug!(environment = %tenant.environment, error = %driver(tenant, &error), "cached access token refused; signing in again");
+                    tracing::debug!(environment = %target.environment, error = %driver(target, &error), "cached access token refused; signing in again");
                 }
             }
             token = cell.lock().await;
         }
-        let signed_in = self.sign_in(tenant, session).await?;
+        let signed_in = self.sign_in(target, session).await?;
         *token = Some(signed_in.access);
         Ok(())
     }
 
-    /// Signs `session` in with `tenant`'s credentials (the server checks the password).
-    async fn sign_in(&self, tenant: &TenantContext, session: &Surreal<Any>) -> Result<auth::Token> {
-        let connection = &tenant.connection;
+    /// Signs `session` in with `target`'s credentials (the server checks the password).
+    async fn sign_in(&self, target: &Target, session: &Surreal<Any>) -> Result<auth::Token> {
+        let connection = &target.connection;
         let Some(credentials) = &connection.credentials else {
             return Err(RunnerError::Backend {
-                environment: tenant.environment.clone(),
+                environment: target.environment.clone(),
                 source: "signing in without credentials".into(),
             });
         };
@@ -488,17 +488,17 @@ impl Sessions {
         };
         let signed_in = tokio::time::timeout(self.config.request_timeout, signing_in)
             .await
-            .map_err(|_| self.timeout(tenant, "the sign-in"))?;
+            .map_err(|_| self.timeout(target, "the sign-in"))?;
         signed_in.map_err(|error| {
             if error.is_connection() {
-                classify(tenant, error)
+                classify(target, error)
             } else {
                 RunnerError::Authentication {
-                    environment: tenant.environment.clone(),
+                    environment: target.environment.clone(),
                     endpoint: connection.redacted_url(),
                     username: credentials.username.clone(),
-                    scope: auth_scope(tenant),
-                    source: driver(tenant, &error),
+                    scope: auth_scope(target),
+                    source: driver(target, &error),
                 }
             }
         })
@@ -506,15 +506,11 @@ impl Sessions {
 }
 
 /// The error for a connect that failed `ago` (none: just now).
-fn connect_error(
-    tenant: &TenantContext,
-    failure: &ConnectFailure,
-    ago: Option<Duration>,
-) -> RunnerError {
-    let endpoint = tenant.connection.redacted_url();
+fn connect_error(target: &Target, failure: &ConnectFailure, ago: Option<Duration>) -> RunnerError {
+    let endpoint = target.connection.redacted_url();
     match failure {
         ConnectFailure::TimedOut(after) => RunnerError::Timeout {
-            environment: tenant.environment.clone(),
+            environment: target.environment.clone(),
             endpoint,
             what: if ago.is_some() {
                 "a connection (an attempt moments ago)"
@@ -524,7 +520,7 @@ fn connect_error(
             after: *after,
         },
         ConnectFailure::Refused(message) => RunnerError::Unreachable {
-            environment: tenant.environment.clone(),
+            environment: target.environment.clone(),
             endpoint,
             source: match ago {
                 None => message.clone().into(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use flotilla_core::Connection;
 use flotilla_runner::testkit::Harness;
-use flotilla_runner::{DynRunner, TenantContext};
+use flotilla_runner::{DynRunner, Target};
 use flotilla_surrealdb::SurrealRunner;
 
 /// Every check gets its own runner and so its own datastore.
@@ -42,12 +42,12 @@ impl Harness for Embedded {
         Arc::new(self.runner.clone())
     }
 
-    fn tenant(&self, name: &str) -> TenantContext {
-        TenantContext::new(name, Connection::new(self.url.clone(), "conformance", name))
+    fn target(&self, name: &str) -> Target {
+        Target::new(name, Connection::new(self.url.clone(), "conformance", name))
     }
 
-    async fn snapshot(&self, tenant: &TenantContext) -> String {
-        self.runner.snapshot(tenant).await.expect("snapshot")
+    async fn snapshot(&self, target: &Target) -> String {
+        self.runner.snapshot(target).await.expect("snapshot")
     }
 }
 
@@ -67,20 +67,20 @@ async fn a_history_table_removed_after_the_health_probe_is_defined_again() {
     use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner};
 
     let runner = SurrealRunner::new();
-    let tenant = TenantContext::new("t", Connection::new("mem://", "removed", "app"));
+    let target = Target::new("t", Connection::new("mem://", "removed", "app"));
     let first = MigrationPlan::up(migrations(&[(
         "0001_a.surql",
         "DEFINE TABLE IF NOT EXISTS a;",
     )]));
     let lock = LockRequest::new(Some("test".into()), std::time::Duration::from_secs(10));
     runner
-        .apply_locked(&tenant, &first, &lock)
+        .apply_locked(&target, &first, &lock)
         .await
         .expect("first deploy");
-    let health = runner.health(&tenant).await.expect("health");
+    let health = runner.health(&target).await.expect("health");
     assert!(health.initialised);
     runner
-        .session(&tenant)
+        .session(&target)
         .await
         .expect("session")
         .query("REMOVE TABLE _migration_history")
@@ -89,19 +89,19 @@ async fn a_history_table_removed_after_the_health_probe_is_defined_again() {
         .check()
         .expect("removed");
     let result = runner
-        .apply_locked(&tenant, &first, &lock)
+        .apply_locked(&target, &first, &lock)
         .await
         .expect("deploy after the history table was removed");
     // Without its history the target looks new: 0001 is pending again.
     assert_eq!(result.applied.len(), 1);
-    assert_eq!(runner.history(&tenant).await.expect("history").len(), 1);
+    assert_eq!(runner.history(&target).await.expect("history").len(), 1);
 }
 
 /// `count` targets in one `mem://` datastore: databases `db0`, `db1`, … of `namespace`.
-fn mem_tenants(namespace: &str, count: usize) -> Vec<TenantContext> {
+fn mem_targets(namespace: &str, count: usize) -> Vec<Target> {
     (0..count)
         .map(|i| {
-            TenantContext::new(
+            Target::new(
                 format!("t{i}"),
                 Connection::new("mem://", namespace, format!("db{i}")),
             )
@@ -124,32 +124,32 @@ async fn a_deploy_is_two_requests_per_target() {
         ("0003_c.surql", "DEFINE TABLE c; CREATE c:1;"),
     ]));
     let lock = LockRequest::new(Some("test".into()), std::time::Duration::from_secs(10));
-    let targets = 4;
-    let tenants = mem_tenants("rt", targets);
-    for tenant in &tenants {
+    let count = 4;
+    let targets = mem_targets("rt", count);
+    for target in &targets {
         let result = runner
-            .apply_locked(tenant, &plan, &lock)
+            .apply_locked(target, &plan, &lock)
             .await
             .expect("deploy");
         assert_eq!(result.applied.len(), 3);
     }
-    assert_eq!(runner.request_count(), 2 * targets as u64);
-    for tenant in &tenants {
-        let probe = runner.probe(tenant).await.expect("probe");
+    assert_eq!(runner.request_count(), 2 * count as u64);
+    for target in &targets {
+        let probe = runner.probe(target).await.expect("probe");
         assert_eq!(probe.health.lock, None, "released with the last migration");
         assert_eq!(probe.history.map(|h| h.len()).ok(), Some(3));
     }
-    assert_eq!(runner.request_count(), 3 * targets as u64);
-    for tenant in &tenants {
+    assert_eq!(runner.request_count(), 3 * count as u64);
+    for target in &targets {
         let result = runner
-            .apply_locked(tenant, &plan, &lock)
+            .apply_locked(target, &plan, &lock)
             .await
             .expect("re-run");
         assert!(result.applied.is_empty());
     }
     assert_eq!(
         runner.request_count(),
-        5 * targets as u64,
+        5 * count as u64,
         "nothing pending: lock, then release"
     );
 }
@@ -168,23 +168,23 @@ async fn a_probed_new_target_is_locked_and_migrated_in_one_request() {
         ("0002_b.surql", "DEFINE TABLE b; CREATE b:1;"),
     ]));
     let lock = LockRequest::new(Some("test".into()), std::time::Duration::from_secs(10));
-    let targets = 4;
-    let tenants = mem_tenants("one-request", targets);
-    for tenant in &tenants {
-        assert!(!runner.health(tenant).await.expect("health").initialised);
+    let count = 4;
+    let targets = mem_targets("one-request", count);
+    for target in &targets {
+        assert!(!runner.health(target).await.expect("health").initialised);
     }
     let before = runner.request_count();
-    for tenant in &tenants {
+    for target in &targets {
         let result = runner
-            .apply_locked(tenant, &plan, &lock)
+            .apply_locked(target, &plan, &lock)
             .await
             .expect("deploy");
         assert_eq!(result.applied.len(), 2);
         assert_eq!(result.lock_takeover, None);
     }
-    assert_eq!(runner.request_count() - before, targets as u64);
-    for tenant in &tenants {
-        let probe = runner.probe(tenant).await.expect("probe");
+    assert_eq!(runner.request_count() - before, count as u64);
+    for target in &targets {
+        let probe = runner.probe(target).await.expect("probe");
         assert!(probe.health.initialised);
         assert_eq!(probe.health.lock, None, "released with the last migration");
         assert_eq!(probe.history.map(|h| h.len()).ok(), Some(2));
@@ -192,7 +192,7 @@ async fn a_probed_new_target_is_locked_and_migrated_in_one_request() {
 
     // `acquire_lock` (a caller that holds the lock before deciding what to run) returns with
     // the lease on the target.
-    let fresh = TenantContext::new("held", Connection::new("mem://", "one-request", "held"));
+    let fresh = Target::new("held", Connection::new("mem://", "one-request", "held"));
     assert!(!runner.health(&fresh).await.expect("health").initialised);
     let guard = runner.acquire_lock(&fresh, &lock).await.expect("lock");
     let holder = runner.health(&fresh).await.expect("health").lock;

@@ -10,7 +10,7 @@ use crate::lock::LockInfo;
 
 /// One target: a named environment and the database it points at.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TenantContext {
+pub struct Target {
     /// The environment's name, used in every message about this target.
     pub environment: String,
     /// Server URL, namespace, database and credentials.
@@ -19,7 +19,7 @@ pub struct TenantContext {
     pub tags: Vec<String>,
 }
 
-impl TenantContext {
+impl Target {
     /// A target named `environment` at `connection`, without tags.
     pub fn new(environment: impl Into<String>, connection: Connection) -> Self {
         Self {
@@ -40,7 +40,7 @@ impl TenantContext {
     }
 }
 
-impl fmt::Display for TenantContext {
+impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.environment, self.connection)
     }
@@ -161,13 +161,13 @@ pub struct MigrationPlan {
 
 /// Watches a plan's progress on one target. Called from the runner's task; keep it quick.
 pub trait MigrationObserver: Send + Sync + fmt::Debug {
-    /// `version` is about to run on `tenant`.
-    fn started(&self, tenant: &TenantContext, direction: Direction, version: &Version) {
-        let _ = (tenant, direction, version);
+    /// `version` is about to run on `target`.
+    fn started(&self, target: &Target, direction: Direction, version: &Version) {
+        let _ = (target, direction, version);
     }
 
-    /// `version` committed on `tenant`.
-    fn committed(&self, tenant: &TenantContext, direction: Direction, version: &Version);
+    /// `version` committed on `target`.
+    fn committed(&self, target: &Target, direction: Direction, version: &Version);
 }
 
 impl MigrationPlan {
@@ -302,7 +302,7 @@ mod tests {
                 "{shown}"
             );
         }
-        let tenant = TenantContext::new(
+        let target = Target::new(
             "prod",
             Connection::new("ws://admin:url-secret@db:8000", "ns", "db").with_credentials(
                 "admin",
@@ -310,7 +310,7 @@ mod tests {
                 flotilla_core::AuthLevel::Root,
             ),
         );
-        for shown in [format!("{tenant:?}"), tenant.to_string()] {
+        for shown in [format!("{target:?}"), target.to_string()] {
             assert!(
                 !shown.contains("url-secret") && !shown.contains("password-secret"),
                 "{shown}"

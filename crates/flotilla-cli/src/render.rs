@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use flotilla_coordinator::{DeploymentReport, EnvironmentStatus, Gate, Outcome};
+use flotilla_coordinator::{DeploymentReport, EnvironmentReport, EnvironmentStatus, Gate, Outcome};
 use flotilla_core::{AppliedMigration, DeploymentEvent, DeploymentStatus};
 use serde_json::json;
 
@@ -264,51 +264,14 @@ impl Progress {
 
 pub(crate) fn report(report: &DeploymentReport, output: Output) {
     if output == Output::Json {
-        let mut value =
-            serde_json::to_value(report).unwrap_or_else(|e| json!({ "error": e.to_string() }));
-        if let Some(map) = value.as_object_mut() {
-            map.insert("type".into(), json!("report"));
-        }
-        print_json(&value);
+        print_typed("report", report);
         return;
     }
     let colour = colour_enabled();
-    let version =
-        |v: &Option<flotilla_core::Version>| v.as_ref().map_or("-".to_owned(), ToString::to_string);
     let rows: Vec<Vec<String>> = report
         .environments
         .iter()
-        .map(|e| {
-            let migrations = if report.dry_run {
-                format!("would apply {}", e.pending.len())
-            } else if !e.still_applied.is_empty() {
-                format!(
-                    "{} applied, {} rolled back, {} STILL APPLIED",
-                    e.applied.len(),
-                    e.rolled_back.len(),
-                    e.still_applied.len()
-                )
-            } else if e.rolled_back.is_empty() {
-                format!("{} applied", e.applied.len())
-            } else {
-                format!(
-                    "{} applied, {} rolled back",
-                    e.applied.len(),
-                    e.rolled_back.len()
-                )
-            };
-            vec![
-                e.environment.clone(),
-                paint(&e.status.to_string(), e.status, colour),
-                format!(
-                    "{} -> {}",
-                    version(&e.version_before),
-                    version(&e.version_after)
-                ),
-                migrations,
-                format!("{} ms", e.duration.as_millis()),
-            ]
-        })
+        .map(|e| report_row(e, report.dry_run, colour))
         .collect();
     print!(
         "{}",
@@ -341,28 +304,61 @@ pub(crate) fn report(report: &DeploymentReport, output: Output) {
     if let Some(halted) = &report.halted {
         println!("{halted}");
     }
-    let nothing = report.environments.iter().all(|e| e.applied.is_empty());
-    let summary = match report.outcome {
-        Outcome::Succeeded if nothing => {
-            "nothing to do: every environment is up to date".to_owned()
-        }
-        Outcome::Succeeded => format!("deployed to {} environment(s)", report.environments.len()),
-        Outcome::DryRun => "dry run: nothing was changed".to_owned(),
-        Outcome::Failed => "deployment failed".to_owned(),
-        Outcome::RolledBack => "deployment failed; its migrations were rolled back".to_owned(),
-        Outcome::RollbackFailed => {
-            "deployment failed, and rolling it back failed: see STILL APPLIED above".to_owned()
-        }
-        Outcome::Interrupted => {
-            "deployment stopped by a signal: environments not yet started were skipped".to_owned()
-        }
-        Outcome::Refused => "deployment refused; nothing was changed".to_owned(),
-    };
     println!(
-        "{summary} ({} ms, deployment {})",
+        "{} ({} ms, deployment {})",
+        summary(report),
         report.duration.as_millis(),
         report.deployment_id
     );
+}
+
+/// One environment's row of the report table.
+fn report_row(e: &EnvironmentReport, dry_run: bool, colour: bool) -> Vec<String> {
+    let version =
+        |v: &Option<flotilla_core::Version>| v.as_ref().map_or("-".to_owned(), ToString::to_string);
+    let (applied, rolled_back) = (e.applied.len(), e.rolled_back.len());
+    let migrations = if dry_run {
+        format!("would apply {}", e.pending.len())
+    } else if !e.still_applied.is_empty() {
+        format!(
+            "{applied} applied, {rolled_back} rolled back, {} STILL APPLIED",
+            e.still_applied.len()
+        )
+    } else if rolled_back == 0 {
+        format!("{applied} applied")
+    } else {
+        format!("{applied} applied, {rolled_back} rolled back")
+    };
+    vec![
+        e.environment.clone(),
+        paint(&e.status.to_string(), e.status, colour),
+        format!(
+            "{} -> {}",
+            version(&e.version_before),
+            version(&e.version_after)
+        ),
+        migrations,
+        format!("{} ms", e.duration.as_millis()),
+    ]
+}
+
+/// The report's last line: how the deployment ended.
+fn summary(report: &DeploymentReport) -> String {
+    let nothing = report.environments.iter().all(|e| e.applied.is_empty());
+    match report.outcome {
+        Outcome::Succeeded if nothing => "nothing to do: every environment is up to date".into(),
+        Outcome::Succeeded => format!("deployed to {} environment(s)", report.environments.len()),
+        Outcome::DryRun => "dry run: nothing was changed".into(),
+        Outcome::Failed => "deployment failed".into(),
+        Outcome::RolledBack => "deployment failed; its migrations were rolled back".into(),
+        Outcome::RollbackFailed => {
+            "deployment failed, and rolling it back failed: see STILL APPLIED above".into()
+        }
+        Outcome::Interrupted => {
+            "deployment stopped by a signal: environments not yet started were skipped".into()
+        }
+        Outcome::Refused => "deployment refused; nothing was changed".into(),
+    }
 }
 
 /// One line of `flotilla status`.

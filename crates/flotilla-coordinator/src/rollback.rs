@@ -130,40 +130,44 @@ pub(crate) async fn roll_back(
             Err(error) => {
                 summary.failed = true;
                 tracing::error!(environment = %report.environment, %error, "auto-rollback failed");
-                let reverted = error.applied_before_failure().to_vec();
-                report.still_applied = report
-                    .applied
-                    .iter()
-                    .filter(|v| !reverted.contains(v))
-                    .cloned()
-                    .collect();
-                report.rolled_back = reverted;
-                report.status = DeploymentStatus::Failed;
-                let message = format!(
-                    "auto-rollback failed: {error}; still applied from this deployment: {}",
-                    if report.still_applied.is_empty() {
-                        "unknown".to_owned()
-                    } else {
-                        report
-                            .still_applied
-                            .iter()
-                            .map(Version::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                );
-                report.error = Some(match report.error.take() {
-                    Some(previous) => TargetError {
-                        class: previous.class,
-                        message: format!("{}; {message}", previous.message),
-                    },
-                    None => TargetError {
-                        class: error.class(),
-                        message,
-                    },
-                });
+                record_failed_revert(report, &error);
             }
         }
     }
     summary
+}
+
+/// A target whose revert failed: what was reverted, what is still applied, and why.
+fn record_failed_revert(report: &mut EnvironmentReport, error: &flotilla_runner::RunnerError) {
+    let reverted = error.applied_before_failure().to_vec();
+    report.still_applied = report
+        .applied
+        .iter()
+        .filter(|v| !reverted.contains(v))
+        .cloned()
+        .collect();
+    report.rolled_back = reverted;
+    report.status = DeploymentStatus::Failed;
+    let still = if report.still_applied.is_empty() {
+        "unknown".to_owned()
+    } else {
+        report
+            .still_applied
+            .iter()
+            .map(Version::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let message =
+        format!("auto-rollback failed: {error}; still applied from this deployment: {still}");
+    report.error = Some(match report.error.take() {
+        Some(previous) => TargetError {
+            class: previous.class,
+            message: format!("{}; {message}", previous.message),
+        },
+        None => TargetError {
+            class: error.class(),
+            message,
+        },
+    });
 }

@@ -10,6 +10,20 @@ use flotilla_core::{AppliedMigration, DriftError, Migration, Version, current_ve
 use crate::error::{Result, RunnerError};
 use crate::target::{Direction, MigrationPlan, MigrationResult, Revert, Target};
 
+/// The statements `migration` runs in `direction`, and the file they come from.
+pub fn statements_of(
+    migration: &Migration,
+    direction: Direction,
+) -> (&[flotilla_core::Statement], &std::path::Path) {
+    match direction {
+        Direction::Up => (&migration.up, &migration.path),
+        Direction::Down => (
+            migration.down.as_deref().unwrap_or(&migration.up),
+            migration.down_file(),
+        ),
+    }
+}
+
 /// The migrations `plan` would apply (up) or revert (down) given `history`, in order.
 ///
 /// Fails before anything runs on drift, and for a down plan on a version without a down
@@ -144,12 +158,12 @@ where
     F: FnMut(&'p Migration) -> Fut,
     Fut: Future<Output = Result<()>>,
 {
-    run_batched(target, plan, history, 1, |batch, _last| {
+    run_in_requests(target, plan, history, 1, |batch, _last| {
         let applying = step(batch[0]);
         async move {
             match applying.await {
-                Ok(()) => BatchOutcome::committed(1),
-                Err(error) => BatchOutcome::failed(0, error),
+                Ok(()) => RequestOutcome::committed(1),
+                Err(error) => RequestOutcome::failed(0, error),
             }
         }
     })
@@ -159,14 +173,14 @@ where
 /// What became of a batch of consecutive migrations sent together: each one still commits
 /// in its own transaction, in order, and none runs after one that did not commit.
 #[derive(Debug)]
-pub struct BatchOutcome {
+pub struct RequestOutcome {
     /// How many of the batch's migrations committed, from its start.
     pub committed: usize,
     /// Why the one after them did not; `None` when all committed.
     pub error: Option<RunnerError>,
 }
 
-impl BatchOutcome {
+impl RequestOutcome {
     /// The first `committed` migrations committed and nothing failed.
     pub fn committed(committed: usize) -> Self {
         Self {
@@ -189,7 +203,7 @@ impl BatchOutcome {
 /// also told whether the batch is the plan's last (where a backend may fold in the release of
 /// a lock taken for this plan alone). Observers see `started` for every
 /// migration of a batch as it is handed over, and `committed` for each one that committed.
-pub async fn run_batched<'p, F, Fut>(
+pub async fn run_in_requests<'p, F, Fut>(
     target: &Target,
     plan: &'p MigrationPlan,
     history: &[AppliedMigration],
@@ -198,7 +212,7 @@ pub async fn run_batched<'p, F, Fut>(
 ) -> Result<MigrationResult>
 where
     F: FnMut(Vec<&'p Migration>, bool) -> Fut,
-    Fut: Future<Output = BatchOutcome>,
+    Fut: Future<Output = RequestOutcome>,
 {
     let started = Instant::now();
     let todo = steps(target, plan, history)?;

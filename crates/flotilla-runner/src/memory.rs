@@ -11,7 +11,7 @@ use flotilla_core::{AppliedMigration, Migration, Statement, Version, rfc3339};
 use tokio::time::Instant;
 
 use crate::error::{Result, RunnerError};
-use crate::execute::{reconcile, run_steps};
+use crate::execute::{reconcile, run_steps, statements_of};
 use crate::lock::{
     Attempt, Heartbeat, LocalHold, LocalLocks, LockGuard, LockInfo, LockOwner, LockRequest,
     Renewal, wait_for_lock,
@@ -60,6 +60,13 @@ struct Lease {
 impl Lease {
     fn live(&self) -> bool {
         self.expires > Instant::now()
+    }
+}
+
+impl Database {
+    /// Whether the lease on it is `lock`'s.
+    fn leased_by(&self, lock: &(dyn LockGuard + 'static)) -> bool {
+        self.lease.as_ref().map(|l| l.token.as_str()) == Some(lock.token())
     }
 }
 
@@ -138,9 +145,8 @@ impl MemoryRunner {
     }
 
     /// One migration as one transaction: the fence at its start, its statements (sleeping
-    /// where they say so), then the commit, which — like a database's unique history key —
-    /// refuses a version someone else recorded (or removed) meanwhile. `Ok(false)`: it
-    /// committed, but the reply was lost (an injected fault).
+    /// where they say so), then the commit. `Ok(false)`: it committed, but the reply was
+    /// lost (an injected fault).
     async fn apply_one(
         &self,
         target: &Target,
@@ -148,35 +154,24 @@ impl MemoryRunner {
         lock: &(dyn LockGuard + 'static),
         migration: &Migration,
     ) -> Result<bool> {
-        let lost = || RunnerError::LockLost {
-            environment: target.environment.clone(),
-        };
         if lock.is_lost() {
-            return Err(lost());
+            return Err(lock_lost(target));
         }
-        let (statements, file) = match plan.direction {
-            Direction::Up => (&migration.up, migration.path.clone()),
-            Direction::Down => (
-                migration.down.as_ref().unwrap_or(&migration.up),
-                migration.down_file().to_path_buf(),
-            ),
-        };
         let failing = {
             let mut state = self.state();
             let failing = state.failing.get(&migration.version).copied();
-            let db = state.database(target);
-            if db.lease.as_ref().map(|l| l.token.as_str()) != Some(lock.token()) {
-                return Err(lost());
+            if !state.database(target).leased_by(lock) {
+                return Err(lock_lost(target));
             }
-            failing
+            failing.filter(|_| plan.direction == Direction::Up)
         };
+        let (statements, file) = statements_of(migration, plan.direction);
         for (index, statement) in statements.iter().enumerate() {
-            let injected = plan.direction == Direction::Up && failing == Some(index + 1);
-            if injected || keyword(statement) == "THROW" {
+            if failing == Some(index + 1) || keyword(statement) == "THROW" {
                 return Err(RunnerError::StatementFailed {
                     environment: target.environment.clone(),
                     version: migration.version.clone(),
-                    file,
+                    file: file.to_path_buf(),
                     statement: index + 1,
                     line: statement.line,
                     message: format!("An error occurred: {}", statement.text),
@@ -186,13 +181,24 @@ impl MemoryRunner {
                 tokio::time::sleep(pause).await;
             }
         }
+        self.commit(target, plan, lock, migration)
+    }
+
+    /// Commits `migration`: like a database's write-write conflict, a lock taken over since
+    /// the fence makes it fail, and like a unique history key, a version someone else
+    /// recorded (or removed) meanwhile does.
+    fn commit(
+        &self,
+        target: &Target,
+        plan: &MigrationPlan,
+        lock: &(dyn LockGuard + 'static),
+        migration: &Migration,
+    ) -> Result<bool> {
         let mut state = self.state();
         let lose_reply = state.lost_replies.remove(&migration.version);
         let db = state.database(target);
-        // The fence wrote the lock record, so a takeover committed since makes the commit
-        // conflict: nothing of a lease taken over commits, not even what was running.
-        if db.lease.as_ref().map(|l| l.token.as_str()) != Some(lock.token()) {
-            return Err(lost());
+        if !db.leased_by(lock) {
+            return Err(lock_lost(target));
         }
         let recorded = db.history.iter().any(|r| r.version == migration.version);
         match plan.direction {
@@ -212,11 +218,8 @@ impl MemoryRunner {
                     version: migration.version.clone(),
                 });
             }
-            _ => {}
-        }
-        match plan.direction {
             Direction::Up => {
-                for statement in statements {
+                for statement in &migration.up {
                     db.objects
                         .push((migration.version.clone(), statement.text.clone()));
                 }
@@ -237,6 +240,12 @@ impl MemoryRunner {
         }
         db.initialised = true;
         Ok(!lose_reply)
+    }
+}
+
+fn lock_lost(target: &Target) -> RunnerError {
+    RunnerError::LockLost {
+        environment: target.environment.clone(),
     }
 }
 

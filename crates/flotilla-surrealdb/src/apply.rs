@@ -3,8 +3,8 @@
 //! lease in the first and removing it after the last; write conflicts resent from the first
 //! transaction that did not commit; a lost reply settled by reading history back.
 
-use flotilla_core::{AppliedMigration, Migration, Statement};
-use flotilla_runner::execute::{BatchOutcome, reconcile, run_batched};
+use flotilla_core::{AppliedMigration, Migration};
+use flotilla_runner::execute::{RequestOutcome, reconcile, run_in_requests, statements_of};
 use flotilla_runner::{
     Direction, LeaseWatch, MigrationPlan, MigrationResult, Result, RunnerError, Target,
 };
@@ -21,7 +21,50 @@ use crate::sql::{self, HistoryChange, LOCK_LOST, LeaseUse, NOT_APPLIED};
 
 /// Migrations sent in one request: enough to make a fleet's usual handful one round trip,
 /// few enough to keep a request and its reply small.
-pub(crate) const BATCH: usize = 32;
+pub(crate) const PER_REQUEST_MIGRATIONS: usize = 32;
+
+/// One request sent: for which target and plan, which migrations, under which lease.
+#[derive(Clone, Copy)]
+struct Exchange<'a> {
+    target: &'a Target,
+    plan: &'a MigrationPlan,
+    pending: &'a [&'a Migration],
+    under: UnderLease<'a>,
+    request: &'a sql::ApplyRequest,
+}
+
+/// Where an apply request stands across its attempts: how many of its migrations committed,
+/// and how many write conflicts it met.
+struct Attempt {
+    next: usize,
+    conflicts: u32,
+    attempts: u32,
+    backoff: flotilla_runner::Backoff,
+    /// Whether every transaction of the last reply committed.
+    all_committed: bool,
+}
+
+impl Attempt {
+    fn new(attempts: u32) -> Self {
+        Self {
+            next: 0,
+            conflicts: 0,
+            attempts: attempts.max(1),
+            backoff: conflict_backoff(),
+            all_committed: false,
+        }
+    }
+
+    /// Counts a write conflict; when attempts remain, waits and answers `true` (send again).
+    async fn retry(&mut self) -> bool {
+        self.conflicts += 1;
+        if self.conflicts >= self.attempts {
+            return false;
+        }
+        self.backoff.wait().await;
+        true
+    }
+}
 
 /// The lease a run works under, and what it does with it.
 #[derive(Clone, Copy)]
@@ -66,64 +109,39 @@ impl SurrealRunner {
         history: &[AppliedMigration],
         under: UnderLease<'_>,
     ) -> Result<MigrationResult> {
-        run_batched(target, plan, history, BATCH, |batch, last| {
-            let under = UnderLease {
-                release: under.release && last,
-                ..under
-            };
-            self.apply_batch(target, plan, batch, under)
-        })
+        run_in_requests(
+            target,
+            plan,
+            history,
+            PER_REQUEST_MIGRATIONS,
+            |batch, last| {
+                let under = UnderLease {
+                    release: under.release && last,
+                    ..under
+                };
+                self.apply_request(target, plan, batch, under)
+            },
+        )
         .await
     }
 
     /// Applies (or reverts) `batch` in one request and sends again from the first migration
     /// that did not commit when one conflicted.
-    async fn apply_batch(
+    async fn apply_request(
         &self,
         target: &Target,
         plan: &MigrationPlan,
         batch: Vec<&Migration>,
         under: UnderLease<'_>,
-    ) -> BatchOutcome {
-        let key = target.database_key();
-        let lease = under.lease;
-        let change = match plan.direction {
-            Direction::Up => HistoryChange::Record,
-            Direction::Down => HistoryChange::Remove,
-        };
-        let attempts = self.sessions().config().conflict_attempts.max(1);
-        let mut backoff = conflict_backoff();
-        let mut conflicts = 0;
-        let mut next = 0;
-        'send: while next < batch.len() {
-            let taking = lease.state() == LeaseState::Taking;
+    ) -> RequestOutcome {
+        let mut attempt = Attempt::new(self.sessions().config().conflict_attempts);
+        while attempt.next < batch.len() {
+            let taking = under.lease.state() == LeaseState::Taking;
             if !taking && under.watch.is_lost() {
-                return BatchOutcome::failed(next, lock_lost(target));
+                return RequestOutcome::failed(attempt.next, lock_lost(target));
             }
-            let pending = &batch[next..];
-            let define_history = !taking && self.history_table(&key) != Some(HistoryTable::Ready);
-            let items: Vec<sql::Item<'_>> = pending
-                .iter()
-                .map(|m| sql::Item {
-                    id: sql::record_id(m.version.as_str()),
-                    statements: statements_of(m, plan.direction),
-                })
-                .collect();
-            let request = sql::batch(
-                &items,
-                change,
-                LeaseUse {
-                    take: taking.then_some(lease.ask.lease),
-                    release: under.release,
-                    define_history,
-                },
-            );
-            let mut vars = batch_vars(plan, pending, &lease.token);
-            if taking {
-                vars.extend(lease.ask.vars.clone());
-                vars.insert("fl_ns".into(), json!(target.connection.namespace));
-                vars.insert("fl_db".into(), json!(target.connection.database));
-            }
+            let pending = &batch[attempt.next..];
+            let (request, vars) = self.compose(target, plan, pending, under, taking);
             let sent = self
                 .send(
                     target,
@@ -133,103 +151,179 @@ impl SurrealRunner {
                     Limit::WhileRenewed(under.watch),
                 )
                 .await;
-            let raw = match sent {
-                // Not sent, or refused whole: nothing ran.
-                Err(error) => {
-                    lease.take_not_done();
-                    return BatchOutcome::failed(next, error);
-                }
-                Ok(Reply::Refused(error)) if is_conflict(&error) && conflicts + 1 < attempts => {
-                    conflicts += 1;
-                    backoff.wait().await;
-                    continue 'send;
-                }
-                Ok(Reply::Refused(error)) => {
-                    lease.take_not_done();
-                    return BatchOutcome::failed(next, classify(target, error));
-                }
-                Ok(Reply::Lost(error)) => {
-                    return self
-                        .after_lost_reply(target, plan, pending, next, under, error)
-                        .await;
-                }
-                Ok(Reply::Answered(raw)) => raw,
+            let exchange = Exchange {
+                target,
+                plan,
+                pending,
+                under,
+                request: &request,
             };
-            let (blocks, released) = match decode(raw, &request) {
-                Err(unreadable) => {
-                    let error = RunnerError::Backend {
-                        environment: target.environment.clone(),
-                        source: unreadable.into(),
-                    };
-                    return self
-                        .after_lost_reply(target, plan, pending, next, under, error)
-                        .await;
-                }
-                Ok(Decoded::UseFailed(error)) => {
-                    if is_conflict(&error) && conflicts + 1 < attempts {
-                        conflicts += 1;
-                        backoff.wait().await;
-                        continue 'send;
-                    }
-                    lease.take_not_done();
-                    return BatchOutcome::failed(next, classify(target, error));
-                }
-                Ok(Decoded::Blocks { blocks, released }) => (blocks, released),
-            };
-            if taking && !self.settle_take(target, &blocks, &request.layouts[0], lease) {
-                // Someone holds the lease, or the target is no longer the new one the probe
-                // saw: nothing ran, and the fences stopped the rest.
-                return BatchOutcome::failed(0, lock_lost(target));
-            }
-            if define_history && matches!(blocks.first(), Some(Block::Committed)) {
-                self.set_history_table(&key, Some(HistoryTable::Ready));
-            }
-            for ((block, migration), layout) in
-                blocks.into_iter().zip(pending).zip(&request.layouts)
-            {
-                match block {
-                    Block::Committed => next += 1,
-                    Block::Conflict(error) => {
-                        conflicts += 1;
-                        if conflicts >= attempts {
-                            return BatchOutcome::failed(
-                                next,
-                                RunnerError::Conflict {
-                                    environment: target.environment.clone(),
-                                    attempts,
-                                    source: driver(target, &error),
-                                },
-                            );
-                        }
-                        tracing::debug!(environment = %target.environment, error = %error.message(), conflicts, "write conflict; sending the rest again");
-                        backoff.wait().await;
-                        continue 'send;
-                    }
-                    Block::Failed(position, error) => {
-                        let error = block_error(
-                            target,
-                            plan.direction,
-                            migration,
-                            *layout,
-                            position,
-                            &error,
-                        );
-                        return BatchOutcome::failed(next, error);
-                    }
-                    Block::Unknown(error) => {
-                        let error = classify(target, error);
-                        let rest = &batch[next..];
-                        return self
-                            .after_lost_reply(target, plan, rest, next, under, error)
-                            .await;
-                    }
-                }
-            }
-            if let Some(Ok(true)) = released {
-                lease.released();
+            let step = self.read_reply(&exchange, sent, &mut attempt).await;
+            if let Some(outcome) = step {
+                return outcome;
             }
         }
-        BatchOutcome::committed(batch.len())
+        RequestOutcome::committed(batch.len())
+    }
+
+    /// The request for `pending`, and its variables.
+    fn compose(
+        &self,
+        target: &Target,
+        plan: &MigrationPlan,
+        pending: &[&Migration],
+        under: UnderLease<'_>,
+        taking: bool,
+    ) -> (sql::ApplyRequest, Map<String, Value>) {
+        let lease = under.lease;
+        let items: Vec<sql::Item<'_>> = pending
+            .iter()
+            .map(|m| sql::Item {
+                id: sql::record_id(m.version.as_str()),
+                statements: statements_of(m, plan.direction).0,
+            })
+            .collect();
+        let change = match plan.direction {
+            Direction::Up => HistoryChange::Record,
+            Direction::Down => HistoryChange::Remove,
+        };
+        let define_history =
+            !taking && self.history_table(&target.database_key()) != Some(HistoryTable::Ready);
+        let request = sql::batch(
+            &items,
+            change,
+            LeaseUse {
+                take: taking.then_some(lease.ask.lease),
+                release: under.release,
+                define_history,
+            },
+        );
+        let mut vars = batch_vars(plan, pending, &lease.token);
+        if taking {
+            vars.extend(lease.ask.vars.clone());
+            vars.insert("fl_ns".into(), json!(target.connection.namespace));
+            vars.insert("fl_db".into(), json!(target.connection.database));
+        }
+        (request, vars)
+    }
+
+    /// What the reply to a request means: `None` to carry on (every migration committed, or
+    /// a conflict to send again from), or the outcome to report.
+    async fn read_reply(
+        &self,
+        exchange: &Exchange<'_>,
+        sent: Result<Reply>,
+        attempt: &mut Attempt,
+    ) -> Option<RequestOutcome> {
+        let Exchange {
+            target,
+            plan,
+            pending,
+            under,
+            request,
+        } = *exchange;
+        let lease = under.lease;
+        let taking = lease.state() == LeaseState::Taking;
+        let refused = |error: RunnerError, attempt: &Attempt| {
+            lease.take_not_done();
+            Some(RequestOutcome::failed(attempt.next, error))
+        };
+        let raw = match sent {
+            // Not sent, or refused whole: nothing ran.
+            Err(error) => return refused(error, attempt),
+            Ok(Reply::Refused(error)) if is_conflict(&error) && attempt.retry().await => {
+                return None;
+            }
+            Ok(Reply::Refused(error)) => return refused(classify(target, error), attempt),
+            Ok(Reply::Lost(error)) => {
+                let outcome =
+                    self.after_lost_reply(target, plan, pending, attempt.next, under, error);
+                return Some(outcome.await);
+            }
+            Ok(Reply::Answered(raw)) => raw,
+        };
+        let (blocks, released) = match decode(raw, request) {
+            Err(unreadable) => {
+                let error = RunnerError::Backend {
+                    environment: target.environment.clone(),
+                    source: unreadable.into(),
+                };
+                let outcome =
+                    self.after_lost_reply(target, plan, pending, attempt.next, under, error);
+                return Some(outcome.await);
+            }
+            Ok(Decoded::UseFailed(error)) if is_conflict(&error) && attempt.retry().await => {
+                return None;
+            }
+            Ok(Decoded::UseFailed(error)) => return refused(classify(target, error), attempt),
+            Ok(Decoded::Blocks { blocks, released }) => (blocks, released),
+        };
+        if taking && !self.settle_take(target, &blocks, &request.layouts[0], lease) {
+            // Someone holds the lease, or the target is no longer the new one the probe
+            // saw: nothing ran, and the fences stopped the rest.
+            return Some(RequestOutcome::failed(0, lock_lost(target)));
+        }
+        if request.defines_history && matches!(blocks.first(), Some(Block::Committed)) {
+            self.set_history_table(&target.database_key(), Some(HistoryTable::Ready));
+        }
+        let outcome = self.read_blocks(exchange, blocks, attempt).await;
+        if outcome.is_none()
+            && attempt.all_committed
+            && let Some(Ok(true)) = released
+        {
+            lease.released();
+        }
+        outcome
+    }
+
+    /// Each transaction's outcome, in order: committed ones advance, a conflict sends the rest
+    /// again, a failure or an unknown outcome ends the request.
+    async fn read_blocks(
+        &self,
+        exchange: &Exchange<'_>,
+        blocks: Vec<Block>,
+        attempt: &mut Attempt,
+    ) -> Option<RequestOutcome> {
+        let Exchange {
+            target,
+            plan,
+            pending,
+            under,
+            request,
+        } = *exchange;
+        attempt.all_committed = false;
+        let sent_from = attempt.next;
+        for ((block, migration), layout) in blocks.into_iter().zip(pending).zip(&request.layouts) {
+            match block {
+                Block::Committed => attempt.next += 1,
+                Block::Conflict(error) => {
+                    if attempt.retry().await {
+                        tracing::debug!(environment = %target.environment, error = %error.message(), "write conflict; sending the rest again");
+                        return None;
+                    }
+                    let error = RunnerError::Conflict {
+                        environment: target.environment.clone(),
+                        attempts: attempt.attempts,
+                        source: driver(target, &error),
+                    };
+                    return Some(RequestOutcome::failed(attempt.next, error));
+                }
+                Block::Failed(position, error) => {
+                    let error =
+                        block_error(target, plan.direction, migration, *layout, position, &error);
+                    return Some(RequestOutcome::failed(attempt.next, error));
+                }
+                Block::Unknown(error) => {
+                    let rest = &pending[attempt.next - sent_from..];
+                    let error = classify(target, error);
+                    let outcome =
+                        self.after_lost_reply(target, plan, rest, attempt.next, under, error);
+                    return Some(outcome.await);
+                }
+            }
+        }
+        attempt.all_committed = true;
+        None
     }
 
     /// Reads what the first transaction of a taking request did to the lease; `false` when
@@ -280,7 +374,7 @@ impl SurrealRunner {
         done_before: usize,
         under: UnderLease<'_>,
         error: RunnerError,
-    ) -> BatchOutcome {
+    ) -> RequestOutcome {
         let lease = under.lease;
         let taking = lease.state() == LeaseState::Taking;
         tracing::warn!(environment = %target.environment, %error, "no readable reply to a migration request; reading history back");
@@ -288,7 +382,7 @@ impl SurrealRunner {
             Ok(committed) => committed,
             Err(unknown) => {
                 lease.outcome_unknown();
-                return BatchOutcome::failed(done_before, unknown);
+                return RequestOutcome::failed(done_before, unknown);
             }
         };
         if taking && committed == 0 {
@@ -302,9 +396,9 @@ impl SurrealRunner {
         }
         let done = done_before + committed;
         if committed == sent.len() {
-            BatchOutcome::committed(done)
+            RequestOutcome::committed(done)
         } else {
-            BatchOutcome::failed(done, error)
+            RequestOutcome::failed(done, error)
         }
     }
 }
@@ -312,22 +406,6 @@ impl SurrealRunner {
 fn lock_lost(target: &Target) -> RunnerError {
     RunnerError::LockLost {
         environment: target.environment.clone(),
-    }
-}
-
-/// The statements a migration runs in `direction`.
-pub(crate) fn statements_of(migration: &Migration, direction: Direction) -> &[Statement] {
-    match direction {
-        Direction::Up => &migration.up,
-        Direction::Down => migration.down.as_ref().unwrap_or(&migration.up),
-    }
-}
-
-/// The file `direction`'s statements of `migration` come from.
-fn file_of(migration: &Migration, direction: Direction) -> &std::path::Path {
-    match direction {
-        Direction::Up => &migration.path,
-        Direction::Down => migration.down_file(),
     }
 }
 
@@ -353,7 +431,7 @@ fn batch_vars(plan: &MigrationPlan, pending: &[&Migration], token: &str) -> Map<
 /// error (its effect is then read from history).
 fn decode(
     mut raw: surrealdb::IndexedResults,
-    request: &sql::Batch,
+    request: &sql::ApplyRequest,
 ) -> std::result::Result<Decoded, String> {
     // The leading `USE`, each transaction, then the release.
     let blocks_end: usize = 1 + request.layouts.iter().map(|l| l.body() + 2).sum::<usize>();
@@ -385,16 +463,16 @@ fn decode(
     }
     let released = request.releases.then(|| match errors.next() {
         Some((_, error)) => Err(error),
-        None => take_json(&mut raw, blocks_end).map(|v| v.as_bool() == Some(true)),
+        None => result_json(&mut raw, blocks_end).map(|v| v.as_bool() == Some(true)),
     });
     Ok(Decoded::Blocks { blocks, released })
 }
 
-fn take_json(
+fn result_json(
     raw: &mut surrealdb::IndexedResults,
     index: usize,
 ) -> std::result::Result<Value, surrealdb::Error> {
-    crate::request::take_json(raw, index)
+    crate::request::result_json(raw, index)
 }
 
 /// One transaction's outcome from its errors (indices into the whole reply; `base` is its
@@ -429,7 +507,7 @@ fn block_error(
     position: usize,
     error: &surrealdb::Error,
 ) -> RunnerError {
-    let statements = statements_of(migration, direction);
+    let (statements, file) = statements_of(migration, direction);
     let statements_end = layout.prelude + layout.statements;
     let message = target.connection.scrub(error.message());
     if position < layout.prelude {
@@ -451,7 +529,7 @@ fn block_error(
         RunnerError::StatementFailed {
             environment: target.environment.clone(),
             version: migration.version.clone(),
-            file: file_of(migration, direction).to_path_buf(),
+            file: file.to_path_buf(),
             statement: index + 1,
             line: statements[index].line,
             message,

@@ -131,7 +131,7 @@ impl Lease {
     }
 
     /// The history read in the transaction that took the lease, once.
-    pub(crate) fn take_history(&self) -> Option<Vec<AppliedMigration>> {
+    pub(crate) fn history_read_with_lock(&self) -> Option<Vec<AppliedMigration>> {
         lock_unpoisoned(&self.history).take()
     }
 
@@ -264,7 +264,7 @@ impl SurrealRunner {
         let mut response = self
             .request(target, Lane::Upkeep, &text, Some(&vars), 1)
             .await?;
-        let found = response.take(0).map_err(|e| classify(target, e))?;
+        let found = response.result(0).map_err(|e| classify(target, e))?;
         Ok(lease.renewal(found.as_bool() == Some(true)))
     }
 
@@ -344,7 +344,7 @@ impl SurrealRunner {
                 return Err(classify(target, error));
             }
             break response
-                .take(statements - 1)
+                .result(statements - 1)
                 .map_err(|e| classify(target, e))?;
         };
         let acquired = value.get("acquired").and_then(Value::as_bool) == Some(true);
@@ -436,7 +436,11 @@ impl LockGuard for SurrealLockGuard {
             .runner
             .request(target, Lane::Upkeep, &sql::release(), Some(&vars), 1)
             .await?;
-        let deleted = response.take(0).map_err(|e| classify(target, e))?.as_bool() == Some(true);
+        let deleted = response
+            .result(0)
+            .map_err(|e| classify(target, e))?
+            .as_bool()
+            == Some(true);
         self.lease.released();
         if deleted || !must_exist {
             Ok(())

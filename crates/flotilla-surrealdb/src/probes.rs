@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::errors::is_conflict;
-use crate::request::{take_json, use_prefix};
+use crate::request::{result_json, use_prefix};
 use crate::runner::SurrealRunner;
 use crate::session::{Lane, UserKey};
 use crate::sql;
@@ -82,7 +82,7 @@ impl SurrealRunner {
         let mut response = self
             .request(target, Lane::Deploy, &sql::health(), None, 2)
             .await?;
-        Ok((response.take(0), response.take(1)))
+        Ok((response.result(0), response.result(1)))
     }
 
     /// Sends `key`'s waiting probes, a request at a time, until none wait.
@@ -158,7 +158,7 @@ impl SurrealRunner {
                 let mut result = |index: usize| {
                     errors
                         .remove(&index)
-                        .map_or_else(|| take_json(&mut raw, index), Err)
+                        .map_or_else(|| result_json(&mut raw, index), Err)
                 };
                 let rows = (result(at + 1), result(at + 2));
                 let conflicted = [&rows.0, &rows.1]

@@ -241,16 +241,16 @@ impl Response {
     }
 
     /// Body statement `index`'s result, or its error.
-    pub(crate) fn take(&mut self, index: usize) -> std::result::Result<Value, surrealdb::Error> {
+    pub(crate) fn result(&mut self, index: usize) -> std::result::Result<Value, surrealdb::Error> {
         if let Some(at) = self.errors.iter().position(|(i, _)| *i == index) {
             return Err(self.errors.remove(at).1);
         }
-        take_json(&mut self.inner, index + self.offset)
+        result_json(&mut self.inner, index + self.offset)
     }
 }
 
 /// Statement `index`'s result as JSON (datetimes and record ids become strings).
-pub(crate) fn take_json(
+pub(crate) fn result_json(
     response: &mut surrealdb::IndexedResults,
     index: usize,
 ) -> std::result::Result<Value, surrealdb::Error> {

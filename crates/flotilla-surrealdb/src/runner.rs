@@ -22,7 +22,7 @@ use crate::apply::UnderLease;
 use crate::config::SurrealConfig;
 use crate::errors::{classify, is_missing_table};
 use crate::lease::{LeaseState, Registered, SurrealLockGuard};
-use crate::request::take_json;
+use crate::request::result_json;
 use crate::rows::{canonical, history_from_rows, lease_info, lease_row};
 use crate::session::{Lane, Sessions};
 use crate::sql;
@@ -145,7 +145,7 @@ impl SurrealRunner {
             .query("INFO FOR DB")
             .await
             .map_err(|e| classify(target, e))?;
-        let info: Value = take_json(&mut response, 0).map_err(|e| classify(target, e))?;
+        let info: Value = result_json(&mut response, 0).map_err(|e| classify(target, e))?;
         let mut tables: Vec<String> = info
             .get("tables")
             .and_then(Value::as_object)
@@ -159,7 +159,7 @@ impl SurrealRunner {
                 .bind(("table", table.clone()))
                 .await
                 .map_err(|e| classify(target, e))?;
-            let rows: Value = take_json(&mut response, 0).map_err(|e| classify(target, e))?;
+            let rows: Value = result_json(&mut response, 0).map_err(|e| classify(target, e))?;
             rendered.push_str(&format!("{table}: {}\n", canonical(&rows)));
         }
         Ok(rendered)
@@ -268,7 +268,7 @@ impl MigrationRunner for SurrealRunner {
         let mut response = self
             .request(target, Lane::Deploy, sql::SELECT_HISTORY, None, 1)
             .await?;
-        let rows: Value = match response.take(0) {
+        let rows: Value = match response.result(0) {
             Ok(rows) => rows,
             Err(error) if is_missing_table(&error) => return Ok(Vec::new()),
             Err(error) => return Err(classify(target, error)),
@@ -302,7 +302,7 @@ impl MigrationRunner for SurrealRunner {
             return Err(classify(target, error));
         }
         let previous = response
-            .take(sql::BREAK_STATEMENTS - 1)
+            .result(sql::BREAK_STATEMENTS - 1)
             .map_err(|e| classify(target, e))?;
         Ok(lease_info(Some(&previous)))
     }
@@ -324,7 +324,7 @@ impl MigrationRunner for SurrealRunner {
         }
         // History read in the transaction that took the lease is current: every write since
         // is fenced by that lease. A second execution under the same lease reads again.
-        let history = match registered.lease.take_history() {
+        let history = match registered.lease.history_read_with_lock() {
             Some(history) => history,
             None => self.history(target).await?,
         };
@@ -398,7 +398,7 @@ impl SurrealRunner {
         let history = if fresh {
             Vec::new()
         } else {
-            match guard.lease.take_history() {
+            match guard.lease.history_read_with_lock() {
                 Some(history) => history,
                 None => self.history(target).await?,
             }
@@ -524,7 +524,7 @@ mod tests {
             )
             .await
             .expect("request");
-        let names = response.take(0).expect("names");
+        let names = response.result(0).expect("names");
         assert_eq!(names, serde_json::json!(["a-b`c\\d e", "x.y-z"]));
     }
 

@@ -216,12 +216,14 @@ impl Layout {
 /// Consecutive migrations in one request, each its own `BEGIN … COMMIT` transaction, and
 /// perhaps the release after them.
 #[derive(Debug)]
-pub(crate) struct Batch {
+pub(crate) struct ApplyRequest {
     pub(crate) text: String,
     /// Per transaction, in order.
     pub(crate) layouts: Vec<Layout>,
     /// Whether a release statement follows the last transaction.
     pub(crate) releases: bool,
+    /// Whether the first transaction defines the history table.
+    pub(crate) defines_history: bool,
 }
 
 /// One migration of a [`batch`]: its history record id and the statements it runs.
@@ -269,7 +271,11 @@ pub(crate) struct LeaseUse {
 /// Variables: `$fl_token`, `$fl_applied_by`, `$fl_deployment`, with a take also `$fl_host`,
 /// `$fl_pid`, `$fl_lock_deployment`, `$fl_ns`, `$fl_db`, and per migration `k`: `$fl_version_k`,
 /// `$fl_description_k`, `$fl_checksum_k`.
-pub(crate) fn batch(migrations: &[Item<'_>], change: HistoryChange, lease: LeaseUse) -> Batch {
+pub(crate) fn batch(
+    migrations: &[Item<'_>],
+    change: HistoryChange,
+    lease: LeaseUse,
+) -> ApplyRequest {
     let mut text = String::new();
     let mut layouts = Vec::with_capacity(migrations.len());
     for (k, item) in migrations.iter().enumerate() {
@@ -329,10 +335,11 @@ pub(crate) fn batch(migrations: &[Item<'_>], change: HistoryChange, lease: Lease
         text.push_str(&release_if(&done));
         text.push_str(";\n");
     }
-    Batch {
+    ApplyRequest {
         text,
         layouts,
         releases,
+        defines_history: lease.define_history && lease.take.is_none(),
     }
 }
 

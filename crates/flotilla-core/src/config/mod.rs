@@ -12,7 +12,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::connection::{AuthLevel, Connection, Secret};
+use crate::connection::Connection;
+
+mod environment;
+mod fields;
+
+use environment::{defaults, environment};
 
 /// A project's settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -231,7 +236,7 @@ impl ProjectConfig {
         check_keys(&top, TOP_KEYS, "at the top level").map_err(fail)?;
         let defaults = match top.get("defaults") {
             None => Defaults::default(),
-            Some(Value::Object(map)) => defaults(map).map_err(fail)?,
+            Some(Value::Object(map)) => defaults(map, lookup).map_err(fail)?,
             Some(_) => return Err(fail("`defaults` must be a table".into())),
         };
         let migrations = match top.get("migrations") {
@@ -282,146 +287,6 @@ impl ProjectConfig {
     }
 }
 
-fn environment(
-    raw: &Value,
-    index: usize,
-    format: Format,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<EnvironmentConfig, String> {
-    let Value::Object(map) = raw else {
-        return Err(format!("environment #{} must be a table", index + 1));
-    };
-    let label = match map.get("name") {
-        Some(Value::String(name)) => format!("environment `{name}`"),
-        _ => format!("environment #{}", index + 1),
-    };
-    let (known, connection_map) = match format {
-        Format::Toml => (TOML_ENV_KEYS, map.clone()),
-        Format::Json => match map.get("connection") {
-            Some(Value::Object(connection)) => {
-                check_keys(
-                    connection,
-                    JSON_CONNECTION_KEYS,
-                    &format!("in {label}'s connection"),
-                )?;
-                (JSON_ENV_KEYS, connection.clone())
-            }
-            _ => return Err(format!("{label} needs a `connection` table")),
-        },
-    };
-    check_keys(map, known, &format!("in {label}"))?;
-    let text = |key: &str,
-                source: &serde_json::Map<String, Value>|
-     -> Result<Option<String>, String> {
-        match source.get(key) {
-            None => Ok(None),
-            Some(Value::String(value)) => interpolate(value, lookup).map(Some).map_err(|variable| {
-                format!(
-                    "{label}: variable {variable} is not set (in `{key}`); set it or write ${{{variable}:-default}}"
-                )
-            }),
-            Some(other) => Err(format!("{label}: `{key}` must be a string, found {}", kind(other))),
-        }
-    };
-    let required = |key: &str, source: &serde_json::Map<String, Value>| -> Result<String, String> {
-        text(key, source)?
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("{label}: `{key}` is required"))
-    };
-    let name = required("name", map)?;
-    validate_name(&name).map_err(|e| e.to_string())?;
-    let (url_key, ns_key, db_key) = match format {
-        Format::Toml => ("url", "namespace", "database"),
-        Format::Json => ("db_url", "db_ns", "db"),
-    };
-    let mut connection = Connection::new(
-        required(url_key, &connection_map)?,
-        required(ns_key, &connection_map)?,
-        required(db_key, &connection_map)?,
-    );
-    let username = text("username", &connection_map)?;
-    let password = text("password", &connection_map)?;
-    let level = match text("auth", &connection_map)?.as_deref() {
-        None | Some("root") => AuthLevel::Root,
-        Some("namespace") => AuthLevel::Namespace,
-        Some("database") => AuthLevel::Database,
-        Some(other) => {
-            return Err(format!(
-                "{label}: `auth` must be root, namespace or database, not `{other}`"
-            ));
-        }
-    };
-    match (username, password) {
-        (Some(user), Some(pass)) => {
-            connection = connection.with_credentials(user, Secret::new(pass), level)
-        }
-        (None, None) => {}
-        (Some(_), None) => return Err(format!("{label}: `username` is set but `password` is not")),
-        (None, Some(_)) => return Err(format!("{label}: `password` is set but `username` is not")),
-    }
-    let flag = |key: &str, default: bool| -> Result<bool, String> {
-        match map.get(key) {
-            None => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(other) => Err(format!(
-                "{label}: `{key}` must be true or false, found {}",
-                kind(other)
-            )),
-        }
-    };
-    let priority = match map.get("priority") {
-        None => EnvironmentConfig::DEFAULT_PRIORITY,
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .and_then(|n| i32::try_from(n).ok())
-            .ok_or_else(|| format!("{label}: `priority` must be a whole number"))?,
-        Some(other) => {
-            return Err(format!(
-                "{label}: `priority` must be a number, found {}",
-                kind(other)
-            ));
-        }
-    };
-    let tags = match map.get("tags") {
-        None => Vec::new(),
-        Some(Value::Array(tags)) => tags
-            .iter()
-            .map(|t| {
-                t.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("{label}: `tags` must be strings"))
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => {
-            return Err(format!(
-                "{label}: `tags` must be a list, found {}",
-                kind(other)
-            ));
-        }
-    };
-    Ok(EnvironmentConfig {
-        name,
-        connection,
-        priority,
-        tags,
-        require_approval: flag("require_approval", false)?,
-        allow_destructive: flag("allow_destructive", true)?,
-    })
-}
-
-/// What kind of value `value` is, for messages: the value itself may be a secret (a password
-/// written without quotes is a number), so it is never echoed.
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "nothing",
-        Value::Bool(_) => "true or false",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a table",
-    }
-}
-
 /// A TOML syntax error by line and column, without the offending line: the TOML parser's own
 /// message quotes it, and the line may hold a password.
 fn toml_error(text: &str, error: &toml::de::Error) -> String {
@@ -462,94 +327,6 @@ fn json_error(error: &serde_json::Error) -> String {
         error.line(),
         error.column()
     )
-}
-
-/// `[defaults]`, checked key by key.
-fn defaults(map: &serde_json::Map<String, Value>) -> Result<Defaults, String> {
-    check_keys(map, DEFAULT_KEYS, "in [defaults]")?;
-    let count = |key: &str| -> Result<Option<usize>, String> {
-        match map.get(key) {
-            None => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    format!("in [defaults]: `{key}` must be a whole number of at least 0")
-                }),
-            Some(other) => Err(format!(
-                "in [defaults]: `{key}` must be a whole number, found {}",
-                kind(other)
-            )),
-        }
-    };
-    let duration = |key: &str| -> Result<Option<Duration>, String> {
-        let parsed = match map.get(key) {
-            None => return Ok(None),
-            Some(Value::String(text)) => crate::duration::parse_duration(text),
-            Some(Value::Number(n)) => n
-                .as_f64()
-                .map(|secs| secs.to_string())
-                .ok_or_else(String::new)
-                .and_then(|secs| crate::duration::parse_duration(&secs)),
-            Some(other) => {
-                return Err(format!(
-                    "in [defaults]: `{key}` must be a duration like \"30s\", found {}",
-                    kind(other)
-                ));
-            }
-        };
-        parsed
-            .map(Some)
-            .map_err(|problem| format!("in [defaults]: `{key}`: {problem}"))
-    };
-    let strategy = match map.get("strategy") {
-        None => None,
-        Some(Value::String(name)) => Some(name.clone()),
-        Some(other) => {
-            return Err(format!(
-                "in [defaults]: `strategy` must be a string, found {}",
-                kind(other)
-            ));
-        }
-    };
-    let canary_percentage = match map.get("canary_percentage") {
-        None => None,
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(other) => {
-            return Err(format!(
-                "in [defaults]: `canary_percentage` must be a number, found {}",
-                kind(other)
-            ));
-        }
-    };
-    let fail_fast = match map.get("fail_fast") {
-        None => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(other) => {
-            return Err(format!(
-                "in [defaults]: `fail_fast` must be true or false, found {}",
-                kind(other)
-            ));
-        }
-    };
-    if map.contains_key("lock_timeout") && map.contains_key("lock_timeout_secs") {
-        return Err("in [defaults]: set `lock_timeout` or `lock_timeout_secs`, not both".into());
-    }
-    Ok(Defaults {
-        strategy,
-        max_concurrent: count("max_concurrent")?,
-        batch_size: count("batch_size")?,
-        canary_percentage,
-        fail_fast,
-        lock_timeout: match duration("lock_timeout")? {
-            Some(wait) => Some(wait),
-            None => duration("lock_timeout_secs")?,
-        },
-        lease: duration("lease")?,
-        connect_timeout: duration("connect_timeout")?,
-        request_timeout: duration("request_timeout")?,
-    })
 }
 
 fn check_keys(

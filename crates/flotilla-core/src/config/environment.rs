@@ -1,0 +1,123 @@
+//! An `[[environments]]` entry (or a surql `environments.json` entry) and `[defaults]`, read
+//! into typed settings.
+
+use serde_json::{Map, Value};
+
+use super::fields::Fields;
+use super::{
+    DEFAULT_KEYS, Defaults, EnvironmentConfig, Format, JSON_CONNECTION_KEYS, JSON_ENV_KEYS,
+    TOML_ENV_KEYS, check_keys, validate_name,
+};
+use crate::connection::{AuthLevel, Connection, Secret};
+
+/// Environment number `index` (0-based) of a file in `format`.
+pub(super) fn environment(
+    raw: &Value,
+    index: usize,
+    format: Format,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<EnvironmentConfig, String> {
+    let Value::Object(map) = raw else {
+        return Err(format!("environment #{} must be a table", index + 1));
+    };
+    let label = match map.get("name") {
+        Some(Value::String(name)) => format!("environment `{name}`"),
+        _ => format!("environment #{}", index + 1),
+    };
+    let (known, connection_map) = match format {
+        Format::Toml => (TOML_ENV_KEYS, map),
+        Format::Json => match map.get("connection") {
+            Some(Value::Object(connection)) => {
+                check_keys(
+                    connection,
+                    JSON_CONNECTION_KEYS,
+                    &format!("in {label}'s connection"),
+                )?;
+                (JSON_ENV_KEYS, connection)
+            }
+            _ => return Err(format!("{label} needs a `connection` table")),
+        },
+    };
+    check_keys(map, known, &format!("in {label}"))?;
+    let fields = Fields::new(map, label.clone(), lookup);
+    let name = fields.required("name")?;
+    validate_name(&name).map_err(|e| e.to_string())?;
+    let connection = connection(&Fields::new(connection_map, label, lookup), format)?;
+    Ok(EnvironmentConfig {
+        name,
+        connection,
+        priority: fields
+            .whole("priority")?
+            .unwrap_or(EnvironmentConfig::DEFAULT_PRIORITY),
+        tags: fields.strings("tags")?,
+        require_approval: fields.flag("require_approval", false)?,
+        allow_destructive: fields.flag("allow_destructive", true)?,
+    })
+}
+
+/// The connection fields: URL, namespace, database, and the user and password together.
+fn connection(fields: &Fields<'_>, format: Format) -> Result<Connection, String> {
+    let (url_key, ns_key, db_key) = match format {
+        Format::Toml => ("url", "namespace", "database"),
+        Format::Json => ("db_url", "db_ns", "db"),
+    };
+    let connection = Connection::new(
+        fields.required(url_key)?,
+        fields.required(ns_key)?,
+        fields.required(db_key)?,
+    );
+    let level = match fields.text("auth")?.as_deref() {
+        None | Some("root") => AuthLevel::Root,
+        Some("namespace") => AuthLevel::Namespace,
+        Some("database") => AuthLevel::Database,
+        Some(other) => {
+            return Err(fields.problem(&format!(
+                "`auth` must be root, namespace or database, not `{other}`"
+            )));
+        }
+    };
+    match (fields.text("username")?, fields.text("password")?) {
+        (Some(user), Some(pass)) => Ok(connection.with_credentials(user, Secret::new(pass), level)),
+        (None, None) => Ok(connection),
+        (Some(_), None) => Err(fields.problem("`username` is set but `password` is not")),
+        (None, Some(_)) => Err(fields.problem("`password` is set but `username` is not")),
+    }
+}
+
+/// `[defaults]`, checked key by key.
+pub(super) fn defaults(
+    map: &Map<String, Value>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Defaults, String> {
+    check_keys(map, DEFAULT_KEYS, "in [defaults]")?;
+    let fields = Fields::new(map, "in [defaults]", lookup);
+    if map.contains_key("lock_timeout") && map.contains_key("lock_timeout_secs") {
+        return Err(fields.problem("set `lock_timeout` or `lock_timeout_secs`, not both"));
+    }
+    let count = |key: &str| -> Result<Option<usize>, String> {
+        fields
+            .whole::<i64>(key)?
+            .map(|n| {
+                usize::try_from(n)
+                    .map_err(|_| fields.problem(&format!("`{key}` must be at least 0")))
+            })
+            .transpose()
+    };
+    Ok(Defaults {
+        strategy: fields.text("strategy")?,
+        max_concurrent: count("max_concurrent")?,
+        batch_size: count("batch_size")?,
+        canary_percentage: fields.number("canary_percentage")?,
+        fail_fast: map
+            .contains_key("fail_fast")
+            .then(|| fields.flag("fail_fast", false))
+            .transpose()?,
+        lock_timeout: match fields.duration("lock_timeout")? {
+            Some(wait) => Some(wait),
+            None => fields.duration("lock_timeout_secs")?,
+        },
+        lease: fields.duration("lease")?,
+        connect_timeout: fields.duration("connect_timeout")?,
+        request_timeout: fields.duration("request_timeout")?,
+    })
+}

@@ -363,46 +363,12 @@ enum Section {
     Down,
 }
 
+/// One section's lines: which section, the file line it starts on, its text.
+type Run = (Section, usize, String);
+
 impl Sections {
     fn parse(path: &Path, contents: &str) -> Result<Self> {
-        // Each section is a contiguous run of lines; collect (first line, text) per section.
-        let mut runs: Vec<(Section, usize, String)> = vec![(Section::Preamble, 1, String::new())];
-        let mut seen: Vec<(Section, usize)> = Vec::new();
-        let mut marked = false;
-        for (index, line) in contents.lines().enumerate() {
-            let number = index + 1;
-            if let Some(marker) = section_marker(line) {
-                let section = match marker {
-                    "up" => Section::Up,
-                    "down" => Section::Down,
-                    "metadata" => Section::Metadata,
-                    other => {
-                        return Err(invalid(
-                            path,
-                            Some(number),
-                            Problem::UnknownMarker(other.into()),
-                        ));
-                    }
-                };
-                if seen.iter().any(|(s, _)| *s == section) {
-                    return Err(invalid(
-                        path,
-                        Some(number),
-                        Problem::DuplicateSection(marker_name(section)),
-                    ));
-                }
-                seen.push((section, number));
-                marked = true;
-                runs.push((section, number + 1, String::new()));
-                continue;
-            }
-            let Some((_, _, text)) = runs.last_mut() else {
-                continue;
-            };
-            text.push_str(line);
-            text.push('\n');
-        }
-
+        let (runs, marked) = runs(path, contents)?;
         let mut sections = Sections {
             metadata: BTreeMap::new(),
             up: Vec::new(),
@@ -411,36 +377,27 @@ impl Sections {
             down_line: None,
         };
         for (section, first_line, text) in runs {
+            let statements = split(path, &text, first_line)?;
+            let stray = |problem| match statements.first() {
+                Some(statement) => Err(invalid(path, Some(statement.line), problem)),
+                None => Ok(()),
+            };
             match section {
                 Section::Preamble if !marked => {
-                    sections.up = split(path, &text, first_line)?;
+                    sections.up = statements;
                     sections.up_line = Some(first_line);
                 }
-                Section::Preamble => {
-                    if let Some(statement) = split(path, &text, first_line)?.first() {
-                        return Err(invalid(
-                            path,
-                            Some(statement.line),
-                            Problem::StatementOutsideSection,
-                        ));
-                    }
-                }
+                Section::Preamble => stray(Problem::StatementOutsideSection)?,
                 Section::Metadata => {
-                    if let Some(statement) = split(path, &text, first_line)?.first() {
-                        return Err(invalid(
-                            path,
-                            Some(statement.line),
-                            Problem::StatementInMetadata,
-                        ));
-                    }
+                    stray(Problem::StatementInMetadata)?;
                     sections.metadata = parse_metadata(&text);
                 }
                 Section::Up => {
-                    sections.up = split(path, &text, first_line)?;
+                    sections.up = statements;
                     sections.up_line = Some(first_line - 1);
                 }
                 Section::Down => {
-                    sections.down = Some(split(path, &text, first_line)?);
+                    sections.down = Some(statements);
                     sections.down_line = Some(first_line - 1);
                 }
             }
@@ -450,6 +407,45 @@ impl Sections {
         }
         Ok(sections)
     }
+}
+
+/// The file cut at its section markers: each section a contiguous run of lines, the text
+/// before the first marker the preamble; and whether there was any marker.
+fn runs(path: &Path, contents: &str) -> Result<(Vec<Run>, bool)> {
+    let mut runs: Vec<Run> = vec![(Section::Preamble, 1, String::new())];
+    let mut seen: Vec<Section> = Vec::new();
+    for (index, line) in contents.lines().enumerate() {
+        let number = index + 1;
+        let Some(marker) = section_marker(line) else {
+            if let Some((_, _, text)) = runs.last_mut() {
+                text.push_str(line);
+                text.push('\n');
+            }
+            continue;
+        };
+        let section = match marker {
+            "up" => Section::Up,
+            "down" => Section::Down,
+            "metadata" => Section::Metadata,
+            other => {
+                return Err(invalid(
+                    path,
+                    Some(number),
+                    Problem::UnknownMarker(other.into()),
+                ));
+            }
+        };
+        if seen.contains(&section) {
+            return Err(invalid(
+                path,
+                Some(number),
+                Problem::DuplicateSection(marker_name(section)),
+            ));
+        }
+        seen.push(section);
+        runs.push((section, number + 1, String::new()));
+    }
+    Ok((runs, !seen.is_empty()))
 }
 
 /// Why a top-level statement cannot run inside the transaction flotilla wraps a migration in,

@@ -560,3 +560,73 @@ async fn two_hundred_targets_deploy_correctly_with_parallel_sixteen() {
             .all(|e| e.applied.is_empty() && e.status == DeploymentStatus::Success)
     );
 }
+
+/// A strategy of the user's own, for the test below: the plan's environments one at a time in
+/// reverse order; counts how often it ran.
+#[derive(Debug, Default)]
+struct Reverse {
+    runs: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl flotilla_strategies::DeploymentStrategy for Reverse {
+    fn name(&self) -> &str {
+        "reverse"
+    }
+
+    async fn deploy(
+        &self,
+        deployment: Arc<flotilla_strategies::Deployment>,
+    ) -> flotilla_strategies::StrategyReport {
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut outcomes = vec![None; deployment.destinations.len()];
+        let order: Vec<usize> = (0..deployment.destinations.len()).rev().collect();
+        flotilla_strategies::run_wave(&deployment, &order, 1, true, &mut outcomes).await;
+        flotilla_strategies::StrategyReport::finish(&deployment, outcomes, None)
+    }
+}
+
+/// A plan can carry any strategy and still gets every gate before it and auto-rollback after
+/// it: an unapproved environment refuses before the strategy runs; a failure rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_strategy_gets_the_gates_and_auto_rollback() {
+    let fleet = Fleet::new(&["a", "b", "c"]);
+    let strategy = Arc::new(Reverse::default());
+    let gated = fleet.registry.get("a").expect("a").require_approval(true);
+    fleet.registry.register(gated).expect("register");
+    let plan = DeploymentPlan::builder(&fleet.registry)
+        .all()
+        .migrations(three())
+        .custom_strategy(Arc::clone(&strategy) as Arc<dyn flotilla_strategies::DeploymentStrategy>)
+        .build()
+        .expect("plan");
+    let report = fleet.coordinator().deploy(&plan).await.expect("deploy");
+    assert_eq!(report.outcome, Outcome::Refused, "{report:#?}");
+    assert_eq!(
+        report.refusal.as_ref().map(|r| r.gate),
+        Some(Gate::Approval)
+    );
+    assert_eq!(strategy.runs.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    let approving = fleet
+        .coordinator()
+        .with_approver(Arc::new(ApproveList::new(["a"])));
+    fleet.plant_conflict("a").await;
+    let report = approving.deploy(&plan).await.expect("deploy");
+    assert_eq!(report.strategy, "reverse");
+    assert_eq!(strategy.runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:#?}");
+    // Reverse order: c, then b succeed, then a fails (its first migration meets the planted
+    // record); c and b are rolled back.
+    assert_eq!(
+        statuses(&report),
+        [
+            ("a".to_owned(), DeploymentStatus::Failed),
+            ("b".to_owned(), DeploymentStatus::RolledBack),
+            ("c".to_owned(), DeploymentStatus::RolledBack),
+        ]
+    );
+    for name in ["b", "c"] {
+        assert!(fleet.history(name).await.is_empty(), "{name}");
+    }
+}

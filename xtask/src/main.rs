@@ -1,7 +1,7 @@
 //! flotilla's project automation, run as `cargo xtask <task>`:
-//! - `ci`: what CI runs — formatting, tidy, clippy with warnings denied, every test;
+//! - `ci`: what CI runs — formatting, clippy with warnings denied, every test (tidy among them);
 //! - `test`: the test suite alone (cargo nextest when installed, else cargo test);
-//! - `tidy`: project rules that no compiler checks (module docs, workspace dependencies);
+//! - `tidy`: the project rules no compiler checks, alone (`tests/tests/tidy.rs`);
 //! - `dev-server [PORT]`: a local SurrealDB server (root/root, in memory) for trying things;
 //! - `bench [--quick] [--runs R]`: flotilla against the raw SurrealDB SDK over a matrix of
 //!   scenarios, each run R times (median).
@@ -20,9 +20,9 @@ fn main() -> ExitCode {
             runs(&args).and_then(|runs| bench(args.iter().any(|a| a == "--quick"), runs))
         }
         _ => Err("usage: cargo xtask <ci|test|tidy|dev-server [PORT]>\n\
-             \n  ci          fmt check, tidy, clippy -D warnings, all tests\
+             \n  ci          fmt check, clippy -D warnings, all tests (tidy among them)\
              \n  test        all tests (nextest if installed)\
-             \n  tidy        module docs and workspace-dependency rules\
+             \n  tidy        module docs, workspace dependencies, no printing in libraries\
              \n  dev-server  a SurrealDB server on 127.0.0.1:PORT (root/root, memory)\
              \n  bench       flotilla vs the raw SDK: table on stdout, JSON in the target dir\
              \n              [--quick: N <= 100] [--runs R: median of R runs, default 3]"
@@ -89,7 +89,7 @@ fn cargo() -> String {
 fn ci() -> Result<(), String> {
     let cargo = cargo();
     run(&cargo, &["fmt", "--all", "--", "--check"])?;
-    tidy()?;
+    // Tidy runs with the tests (tests/tests/tidy.rs).
     run(
         &cargo,
         &[
@@ -158,80 +158,13 @@ fn dev_server(port: &str) -> Result<(), String> {
     )
 }
 
-/// Every `.rs` file opens with a module doc (`//!`), and member manifests take shared
-/// dependencies from the workspace.
+/// The project's tidy rules: one test file (`tests/tests/tidy.rs`) that `cargo test` runs with
+/// the rest, so the rules are enforced wherever the suite runs; this runs it alone.
 fn tidy() -> Result<(), String> {
-    let root = root();
-    let mut problems = Vec::new();
-    let mut files = Vec::new();
-    for dir in ["crates", "xtask", "tests"] {
-        collect(&root.join(dir), &mut files);
-    }
-    for file in &files {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        let relative = file
-            .strip_prefix(&root)
-            .unwrap_or(file)
-            .display()
-            .to_string();
-        if file.extension().is_some_and(|e| e == "rs") {
-            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-            if !first.starts_with("//!") {
-                problems.push(format!(
-                    "{relative}: does not start with a `//!` module doc"
-                ));
-            }
-        }
-        if file.file_name().is_some_and(|n| n == "Cargo.toml") {
-            let mut section = String::new();
-            for line in text.lines() {
-                let line = line.trim();
-                if line.starts_with('[') {
-                    section = line.to_owned();
-                    continue;
-                }
-                let dependency_section = section.contains("dependencies");
-                let inline_version = line.contains("version =") || line.contains("path =");
-                let from_workspace = line.contains("workspace = true");
-                let self_package = section == "[package]";
-                if dependency_section && !self_package && inline_version && !from_workspace {
-                    problems.push(format!(
-                        "{relative}: `{line}` in {section} should use `.workspace = true`"
-                    ));
-                }
-            }
-        }
-    }
-    if problems.is_empty() {
-        eprintln!("tidy: {} files checked, all in order", files.len());
-        Ok(())
-    } else {
-        Err(format!(
-            "tidy found {} problem(s):\n  {}",
-            problems.len(),
-            problems.join("\n  ")
-        ))
-    }
-}
-
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n != "target") {
-                collect(&path, out);
-            }
-        } else if path.extension().is_some_and(|e| e == "rs")
-            || path.file_name().is_some_and(|n| n == "Cargo.toml")
-        {
-            out.push(path);
-        }
-    }
+    run(
+        &cargo(),
+        &["test", "--workspace", "--all-features", "--test", "tidy"],
+    )
 }
 
 fn target_dir() -> PathBuf {

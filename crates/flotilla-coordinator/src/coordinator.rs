@@ -85,7 +85,7 @@ impl DeploymentCoordinator {
         let progress = Progress::new(&names, self.events.clone());
         *lock_unpoisoned(&self.live) = Some(progress.clone());
         let mut run = Run {
-            plan: Settings::of(plan),
+            plan: Settings::of(plan)?,
             started,
             reports: names.into_iter().map(EnvironmentReport::pending).collect(),
             progress: progress.clone(),
@@ -108,7 +108,7 @@ impl DeploymentCoordinator {
             return Ok(run.dry_run());
         }
 
-        let strategy = plan.strategy.build()?;
+        let strategy = plan.deployment_strategy()?;
         let deployment = Arc::new(Deployment {
             destinations,
             plan: up,
@@ -170,16 +170,16 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    fn of(plan: &DeploymentPlan) -> Self {
-        Self {
+    fn of(plan: &DeploymentPlan) -> Result<Self, PlanError> {
+        Ok(Self {
             deployment_id: plan.deployment_id.clone(),
-            strategy: plan.strategy.kind.name().to_owned(),
+            strategy: plan.deployment_strategy()?.name().to_owned(),
             dry_run: plan.dry_run,
             auto_rollback: plan.auto_rollback,
             migrations: Arc::clone(&plan.migrations),
             drift_policy: plan.drift_policy,
             max_concurrent: plan.strategy.max_concurrent,
-        }
+        })
     }
 }
 

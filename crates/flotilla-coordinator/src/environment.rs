@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use flotilla_core::config::{EnvironmentConfig, validate_name};
+use flotilla_runner::util::{read_unpoisoned, write_unpoisoned};
 
 use crate::error::{PlanError, nearest};
 
@@ -31,11 +32,11 @@ impl EnvironmentRegistry {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, EnvironmentConfig>> {
-        self.environments.read().unwrap_or_else(|p| p.into_inner())
+        read_unpoisoned(&self.environments)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<String, EnvironmentConfig>> {
-        self.environments.write().unwrap_or_else(|p| p.into_inner())
+        write_unpoisoned(&self.environments)
     }
 
     /// Adds `environment`, replacing one of the same name; returns the replaced one.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use flotilla_core::{DriftPolicy, MAX_DURATION, MigrationSet, format_duration};
 use flotilla_runner::{DatabaseKey, LockRequest};
-use flotilla_strategies::{StrategyConfig, StrategyKind};
+use flotilla_strategies::{DeploymentStrategy, StrategyConfig, StrategyKind};
 
 use flotilla_core::config::{Defaults, EnvironmentConfig};
 
@@ -22,8 +22,10 @@ pub struct DeploymentPlan {
     pub environments: Vec<EnvironmentConfig>,
     /// The migrations to deploy.
     pub migrations: Arc<MigrationSet>,
-    /// Strategy and its parameters.
+    /// Strategy and its parameters (`max_concurrent` also bounds rollbacks).
     pub strategy: StrategyConfig,
+    /// A strategy of the user's own, used instead of `strategy`'s kind.
+    pub custom_strategy: Option<Arc<dyn DeploymentStrategy>>,
     /// Probe every environment before anything runs (and canaries before the rest).
     pub verify_health: bool,
     /// Revert this deployment's migrations everywhere when it fails.
@@ -48,6 +50,7 @@ impl DeploymentPlan {
             selection: None,
             migrations: None,
             strategy: StrategyConfig::default(),
+            custom_strategy: None,
             verify_health: true,
             auto_rollback: true,
             dry_run: false,
@@ -62,6 +65,15 @@ impl DeploymentPlan {
     pub fn environment_names(&self) -> Vec<String> {
         self.environments.iter().map(|e| e.name.clone()).collect()
     }
+
+    /// The strategy that rolls this plan out: the custom one, else the built-in one
+    /// `strategy` describes.
+    pub fn deployment_strategy(&self) -> Result<Arc<dyn DeploymentStrategy>, PlanError> {
+        match &self.custom_strategy {
+            Some(strategy) => Ok(Arc::clone(strategy)),
+            None => Ok(self.strategy.build()?),
+        }
+    }
 }
 
 /// Builds a [`DeploymentPlan`]; `build` checks everything before anything runs.
@@ -71,6 +83,7 @@ pub struct DeploymentPlanBuilder {
     selection: Option<Selection>,
     migrations: Option<Arc<MigrationSet>>,
     strategy: StrategyConfig,
+    custom_strategy: Option<Arc<dyn DeploymentStrategy>>,
     verify_health: bool,
     auto_rollback: bool,
     dry_run: bool,
@@ -132,6 +145,13 @@ impl DeploymentPlanBuilder {
     /// The whole strategy configuration.
     pub fn strategy(mut self, strategy: StrategyConfig) -> Self {
         self.strategy = strategy;
+        self
+    }
+
+    /// Roll out with a strategy of your own (see [`DeploymentStrategy`]); the plan's
+    /// `max_concurrent` still bounds rollbacks.
+    pub fn custom_strategy(mut self, strategy: Arc<dyn DeploymentStrategy>) -> Self {
+        self.custom_strategy = Some(strategy);
         self
     }
 
@@ -242,6 +262,7 @@ impl DeploymentPlanBuilder {
             environments,
             migrations,
             strategy: self.strategy,
+            custom_strategy: self.custom_strategy,
             verify_health: self.verify_health,
             auto_rollback: self.auto_rollback,
             dry_run: self.dry_run,

@@ -1,12 +1,23 @@
 //! Small helpers shared by the seam's modules and by backends.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Locks `mutex`, carrying on when a panic elsewhere poisoned it: the data behind flotilla's
 /// mutexes is plain bookkeeping that a panic does not make wrong.
 pub fn lock_unpoisoned<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// [`lock_unpoisoned`] for reading an `RwLock`.
+pub fn read_unpoisoned<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// [`lock_unpoisoned`] for writing an `RwLock`.
+pub fn write_unpoisoned<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

@@ -13,5 +13,5 @@ pub use deployment::{
 };
 pub use strategy::{
     Canary, DeploymentStrategy, Parallel, Rolling, Sequential, StrategyConfig, StrategyError,
-    StrategyKind, StrategyReport, canary_count,
+    StrategyKind, StrategyReport, any_failed, canary_count, run_wave,
 };

@@ -33,13 +33,17 @@ impl StrategyReport {
     }
 }
 
-/// Rolls a deployment out over its targets.
+/// Rolls a deployment out over its destinations. The four built-ins implement it; so can a
+/// user's own, from the building blocks [`run_wave`] (deploy some destinations, bounded,
+/// honouring a stop) and [`StrategyReport::finish`] (an outcome for every destination), and
+/// hand it to a plan (`DeploymentPlanBuilder::custom_strategy`) to get the coordinator's
+/// gates, auto-rollback and report.
 #[async_trait]
 pub trait DeploymentStrategy: Send + Sync + fmt::Debug {
-    /// Which strategy this is.
-    fn kind(&self) -> StrategyKind;
+    /// The strategy's name, for reports.
+    fn name(&self) -> &str;
 
-    /// Deploys `deployment`'s targets; returns an outcome for every target, in plan order.
+    /// Deploys `deployment`'s destinations; returns an outcome for every one, in plan order.
     async fn deploy(&self, deployment: Arc<Deployment>) -> StrategyReport;
 }
 
@@ -210,9 +214,10 @@ pub fn canary_count(targets: usize, percentage: f64) -> usize {
     count.min(targets)
 }
 
-/// Deploys `indices` with at most `max_concurrent` at once, starting them in order; with
-/// `stop_on_failure`, targets not yet started when one fails are skipped.
-async fn run_wave(
+/// Deploys `indices` with at most `max_concurrent` at once, starting them in order, and files
+/// each outcome in `outcomes`; with `stop_on_failure`, destinations not yet started when one
+/// fails are skipped, and once the deployment is stopped none starts.
+pub async fn run_wave(
     deployment: &Arc<Deployment>,
     indices: &[usize],
     max_concurrent: usize,
@@ -293,7 +298,8 @@ fn collect(
     }
 }
 
-fn any_failed(outcomes: &[Option<TargetOutcome>], indices: &[usize]) -> bool {
+/// Whether any of `indices` failed.
+pub fn any_failed(outcomes: &[Option<TargetOutcome>], indices: &[usize]) -> bool {
     indices.iter().any(|&i| {
         outcomes[i]
             .as_ref()
@@ -301,18 +307,22 @@ fn any_failed(outcomes: &[Option<TargetOutcome>], indices: &[usize]) -> bool {
     })
 }
 
-fn finish(
-    deployment: &Deployment,
-    outcomes: Vec<Option<TargetOutcome>>,
-    halted: Option<String>,
-) -> StrategyReport {
-    let reason = halted.clone().unwrap_or_else(|| "skipped".to_owned());
-    let outcomes = outcomes
-        .into_iter()
-        .enumerate()
-        .map(|(index, outcome)| outcome.unwrap_or_else(|| deployment.skip(index, &reason)))
-        .collect();
-    StrategyReport { outcomes, halted }
+impl StrategyReport {
+    /// The report of a strategy that filed `outcomes`: destinations without one are skipped,
+    /// for the reason the strategy `halted` (if it did).
+    pub fn finish(
+        deployment: &Deployment,
+        outcomes: Vec<Option<TargetOutcome>>,
+        halted: Option<String>,
+    ) -> StrategyReport {
+        let reason = halted.clone().unwrap_or_else(|| "skipped".to_owned());
+        let outcomes = outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(index, outcome)| outcome.unwrap_or_else(|| deployment.skip(index, &reason)))
+            .collect();
+        StrategyReport { outcomes, halted }
+    }
 }
 
 /// One target at a time, in plan order; the first failure skips the rest.
@@ -321,15 +331,15 @@ pub struct Sequential;
 
 #[async_trait]
 impl DeploymentStrategy for Sequential {
-    fn kind(&self) -> StrategyKind {
-        StrategyKind::Sequential
+    fn name(&self) -> &str {
+        StrategyKind::Sequential.name()
     }
 
     async fn deploy(&self, deployment: Arc<Deployment>) -> StrategyReport {
         let mut outcomes = vec![None; deployment.destinations.len()];
         let all: Vec<usize> = (0..deployment.destinations.len()).collect();
         run_wave(&deployment, &all, 1, true, &mut outcomes).await;
-        finish(&deployment, outcomes, None)
+        StrategyReport::finish(&deployment, outcomes, None)
     }
 }
 
@@ -344,8 +354,8 @@ pub struct Parallel {
 
 #[async_trait]
 impl DeploymentStrategy for Parallel {
-    fn kind(&self) -> StrategyKind {
-        StrategyKind::Parallel
+    fn name(&self) -> &str {
+        StrategyKind::Parallel.name()
     }
 
     async fn deploy(&self, deployment: Arc<Deployment>) -> StrategyReport {
@@ -359,7 +369,7 @@ impl DeploymentStrategy for Parallel {
             &mut outcomes,
         )
         .await;
-        finish(&deployment, outcomes, None)
+        StrategyReport::finish(&deployment, outcomes, None)
     }
 }
 
@@ -377,8 +387,8 @@ pub struct Rolling {
 
 #[async_trait]
 impl DeploymentStrategy for Rolling {
-    fn kind(&self) -> StrategyKind {
-        StrategyKind::Rolling
+    fn name(&self) -> &str {
+        StrategyKind::Rolling.name()
     }
 
     async fn deploy(&self, deployment: Arc<Deployment>) -> StrategyReport {
@@ -407,7 +417,7 @@ impl DeploymentStrategy for Rolling {
                 break;
             }
         }
-        finish(&deployment, outcomes, halted)
+        StrategyReport::finish(&deployment, outcomes, halted)
     }
 }
 
@@ -423,8 +433,8 @@ pub struct Canary {
 
 #[async_trait]
 impl DeploymentStrategy for Canary {
-    fn kind(&self) -> StrategyKind {
-        StrategyKind::Canary
+    fn name(&self) -> &str {
+        StrategyKind::Canary.name()
     }
 
     async fn deploy(&self, deployment: Arc<Deployment>) -> StrategyReport {
@@ -441,7 +451,7 @@ impl DeploymentStrategy for Canary {
         )
         .await;
         if any_failed(&outcomes, &canaries) {
-            return finish(
+            return StrategyReport::finish(
                 &deployment,
                 outcomes,
                 Some("skipped: a canary failed".to_owned()),
@@ -450,7 +460,11 @@ impl DeploymentStrategy for Canary {
         if deployment.canary_health_gate
             && let Err(reason) = deployment.health_gate(&canaries).await
         {
-            return finish(&deployment, outcomes, Some(format!("skipped: {reason}")));
+            return StrategyReport::finish(
+                &deployment,
+                outcomes,
+                Some(format!("skipped: {reason}")),
+            );
         }
         run_wave(
             &deployment,
@@ -460,7 +474,7 @@ impl DeploymentStrategy for Canary {
             &mut outcomes,
         )
         .await;
-        finish(&deployment, outcomes, None)
+        StrategyReport::finish(&deployment, outcomes, None)
     }
 }
 

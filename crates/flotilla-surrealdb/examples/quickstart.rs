@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use flotilla_core::{Connection, MigrationSet};
 use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner, Target};
@@ -39,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let runner = SurrealRunner::new();
     let plan = MigrationPlan::up(Arc::clone(&migrations));
-    let lock = LockRequest::new(None, Duration::from_secs(30));
+    let lock = LockRequest::new(None, LockRequest::DEFAULT_WAIT);
     let result = runner.apply_locked(&target, &plan, &lock).await?;
     if result.applied.is_empty() {
         println!(

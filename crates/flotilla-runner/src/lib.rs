@@ -28,7 +28,7 @@ pub use lock::{
 pub use memory::MemoryRunner;
 #[cfg(any(test, feature = "mock"))]
 pub use runner::MockMigrationRunner;
-pub use runner::{Backends, DynRunner, MigrationRunner, lock_execute_release};
+pub use runner::{Backends, DynRunner, MigrationRunner, lock_execute_release, settle_release};
 pub use target::{
     DatabaseKey, Direction, HealthStatus, MigrationObserver, MigrationPlan, MigrationResult, Probe,
     Revert, Target,

@@ -113,27 +113,25 @@ pub async fn lock_execute_release<R: MigrationRunner + ?Sized>(
     let outcome = runner.execute_migration(target, plan, guard.as_ref()).await;
     let took_over = guard.took_over();
     let released = guard.release().await;
-    match (outcome, released) {
-        (Ok(result), Ok(())) => Ok(MigrationResult {
-            lock_takeover: took_over,
-            ..result
-        }),
-        (Ok(result), Err(error)) => {
-            // Every apply was fenced by the lease, so what committed is sound; the failed
-            // release only means the lease was already gone.
-            tracing::warn!(environment = %target.environment, %error, "releasing the migration lock failed");
-            Ok(MigrationResult {
-                lock_takeover: took_over,
-                ..result
-            })
-        }
-        (Err(error), released) => {
-            if let Err(release_error) = released {
-                tracing::warn!(environment = %target.environment, error = %release_error, "releasing the migration lock failed");
-            }
-            Err(error)
-        }
+    settle_release(target, outcome, took_over, released)
+}
+
+/// The result of lock → execute → release from its parts: the execution's outcome decides
+/// (every apply was fenced by the lease, so what committed is sound), the lease taken over
+/// is reported, and a release that failed — the lease was gone already — is only logged.
+pub fn settle_release(
+    target: &Target,
+    outcome: Result<MigrationResult>,
+    took_over: Option<crate::LockInfo>,
+    released: Result<()>,
+) -> Result<MigrationResult> {
+    if let Err(error) = released {
+        tracing::warn!(environment = %target.environment, %error, "releasing the migration lock failed");
     }
+    outcome.map(|result| MigrationResult {
+        lock_takeover: took_over,
+        ..result
+    })
 }
 
 /// Chooses the runner for a target by its URL scheme.

@@ -284,16 +284,11 @@ impl SurrealRunner {
         blocks: Vec<Block>,
         attempt: &mut Attempt,
     ) -> Option<RequestOutcome> {
-        let Exchange {
-            target,
-            plan,
-            pending,
-            under,
-            request,
-        } = *exchange;
+        let (target, pending) = (exchange.target, exchange.pending);
         attempt.all_committed = false;
         let sent_from = attempt.next;
-        for ((block, migration), layout) in blocks.into_iter().zip(pending).zip(&request.layouts) {
+        let layouts = &exchange.request.layouts;
+        for ((block, migration), layout) in blocks.into_iter().zip(pending).zip(layouts) {
             match block {
                 Block::Committed => attempt.next += 1,
                 Block::Conflict(error) => {
@@ -309,13 +304,15 @@ impl SurrealRunner {
                     return Some(RequestOutcome::failed(attempt.next, error));
                 }
                 Block::Failed(position, error) => {
+                    let direction = exchange.plan.direction;
                     let error =
-                        block_error(target, plan.direction, migration, *layout, position, &error);
+                        block_error(target, direction, migration, *layout, position, &error);
                     return Some(RequestOutcome::failed(attempt.next, error));
                 }
                 Block::Unknown(error) => {
                     let rest = &pending[attempt.next - sent_from..];
                     let error = classify(target, error);
+                    let (plan, under) = (exchange.plan, exchange.under);
                     let outcome =
                         self.after_lost_reply(target, plan, rest, attempt.next, under, error);
                     return Some(outcome.await);

@@ -173,12 +173,7 @@ impl SurrealRunner {
         target: &Target,
         request: &LockRequest,
     ) -> Result<SurrealLockGuard> {
-        let local = self
-            .local_locks()
-            .claim(&target.database_key(), &target.environment, request)
-            .await?;
-        let token = new_token(&request.owner);
-        let ask = Ask::new(request, &token);
+        let (local, token, ask) = self.claim(target, request).await?;
         let ((info, history), took_over) = match self.acquire_waiting(target, &ask).await {
             Ok(acquired) => acquired,
             Err(error) => {
@@ -200,11 +195,7 @@ impl SurrealRunner {
         target: &Target,
         request: &LockRequest,
     ) -> Result<SurrealLockGuard> {
-        let local = self
-            .local_locks()
-            .claim(&target.database_key(), &target.environment, request)
-            .await?;
-        let token = new_token(&request.owner);
+        let (local, token, ask) = self.claim(target, request).await?;
         let now = SystemTime::now();
         let info = LockInfo {
             owner: request.owner.clone(),
@@ -212,9 +203,24 @@ impl SurrealRunner {
             expires_at: rfc3339(now + request.lease),
         };
         local.set_holder(info.clone());
-        let ask = Ask::new(request, &token);
         let lease = Lease::new(token, target.database_key(), ask, LeaseState::Taking, info);
         Ok(self.guard(target, lease, local))
+    }
+
+    /// This process's claim on `target`'s database, a new lease token, and what taking a lease
+    /// with it needs.
+    async fn claim(
+        &self,
+        target: &Target,
+        request: &LockRequest,
+    ) -> Result<(LocalHold, String, Ask)> {
+        let local = self
+            .local_locks()
+            .claim(&target.database_key(), &target.environment, request)
+            .await?;
+        let token = new_token(&request.owner);
+        let ask = Ask::new(request, &token);
+        Ok((local, token, ask))
     }
 
     /// After the apply request's take was refused: takes the lock the usual way for the same

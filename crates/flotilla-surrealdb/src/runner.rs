@@ -13,6 +13,7 @@ use flotilla_runner::util::lock_unpoisoned;
 use flotilla_runner::{
     Backends, DatabaseKey, HealthStatus, LocalLocks, LockGuard, LockInfo, LockRequest,
     MigrationPlan, MigrationResult, MigrationRunner, Probe, Result, RunnerError, Target,
+    settle_release,
 };
 use serde_json::Value;
 use surrealdb::Surreal;
@@ -366,23 +367,7 @@ impl MigrationRunner for SurrealRunner {
         }
         let took_over = guard.took_over();
         let released = Box::new(guard).release().await;
-        match (outcome, released) {
-            (Ok(result), released) => {
-                if let Err(error) = released {
-                    tracing::warn!(environment = %target.environment, %error, "releasing the migration lock failed");
-                }
-                Ok(MigrationResult {
-                    lock_takeover: took_over,
-                    ..result
-                })
-            }
-            (Err(error), released) => {
-                if let Err(release_error) = released {
-                    tracing::warn!(environment = %target.environment, error = %release_error, "releasing the migration lock failed");
-                }
-                Err(error)
-            }
-        }
+        settle_release(target, outcome, took_over, released)
     }
 }
 

@@ -371,7 +371,7 @@ fn fence(migrations: &[Item<'_>], k: usize, change: HistoryChange) -> String {
         ));
     }
     format!(
-        "LET $fl_started = IF $fl_token = NONE OR _migration_lock:lock.token != $fl_token {{ THROW \"{LOCK_LOST}\" }}{checks} ELSE {{ UPDATE _migration_lock:lock SET applying = $fl_version_{k} RETURN NONE; time::now() }}"
+        "LET $fl_started = IF (UPDATE _migration_lock:lock SET applying = $fl_version_{k} WHERE token = $fl_token RETURN VALUE token) = [] {{ THROW \"{LOCK_LOST}\" }}{checks} ELSE {{ time::now() }}"
     )
 }
 

@@ -88,7 +88,8 @@ fn drift(_: &DeploymentPlan, facts: &[Facts]) -> Culprits {
 }
 
 /// Destructive statements pending towards environments that forbid them (every migration,
-/// when a target's history could not be read).
+/// when a target's history could not be read) — in up sections, and with auto-rollback on in
+/// down sections too, where they destroy more than their up made.
 fn destructive(plan: &DeploymentPlan, facts: &[Facts]) -> Culprits {
     let mut culprits = Culprits::new();
     for (index, environment) in plan.environments.iter().enumerate() {
@@ -97,7 +98,13 @@ fn destructive(plan: &DeploymentPlan, facts: &[Facts]) -> Culprits {
         }
         let findings: Vec<String> = candidates(plan, &facts[index])
             .into_iter()
-            .flat_map(flotilla_core::lint::destructive)
+            .flat_map(|migration| {
+                let mut findings = flotilla_core::lint::destructive(migration);
+                if plan.auto_rollback {
+                    findings.extend(flotilla_core::lint::destructive_down(migration));
+                }
+                findings
+            })
             .map(|finding| {
                 format!(
                     "{} does not allow destructive changes: {finding}",

@@ -32,6 +32,8 @@ pub struct DeploymentPlan {
     pub auto_rollback: bool,
     /// Read everything, apply nothing.
     pub dry_run: bool,
+    /// Rehearse the migrations on a scratch database before anything else (default on).
+    pub rehearse: bool,
     /// How long to wait for each environment's lock.
     pub lock_timeout: Duration,
     /// Lease length of each environment's lock; a heartbeat renews it every third.
@@ -54,6 +56,7 @@ impl DeploymentPlan {
             verify_health: true,
             auto_rollback: true,
             dry_run: false,
+            rehearse: true,
             lock_timeout: LockRequest::DEFAULT_WAIT,
             lease: LockRequest::DEFAULT_LEASE,
             drift_policy: DriftPolicy::default(),
@@ -87,6 +90,7 @@ pub struct DeploymentPlanBuilder {
     verify_health: bool,
     auto_rollback: bool,
     dry_run: bool,
+    rehearse: bool,
     lock_timeout: Duration,
     lease: Duration,
     drift_policy: DriftPolicy,
@@ -209,6 +213,13 @@ impl DeploymentPlanBuilder {
         self
     }
 
+    /// Rehearse the migrations on a scratch database first, refusing the deployment when that
+    /// finds a problem (default on; a backend that cannot rehearse skips it).
+    pub fn rehearse(mut self, rehearse: bool) -> Self {
+        self.rehearse = rehearse;
+        self
+    }
+
     /// Lock wait per environment (default 30 s, at most 24 h).
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
@@ -266,6 +277,7 @@ impl DeploymentPlanBuilder {
             verify_health: self.verify_health,
             auto_rollback: self.auto_rollback,
             dry_run: self.dry_run,
+            rehearse: self.rehearse,
             lock_timeout: self.lock_timeout,
             lease: self.lease,
             drift_policy: self.drift_policy,

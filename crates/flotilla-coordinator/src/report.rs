@@ -79,6 +79,8 @@ pub enum Gate {
     Drift,
     /// Auto-rollback is on but a pending migration has no down section.
     Rollback,
+    /// Rehearsing the migrations on a scratch database found problems.
+    Rehearsal,
 }
 
 /// Why a gate refused: one reason per culprit.

@@ -12,6 +12,7 @@ mod connection;
 pub mod duration;
 mod error;
 mod history;
+mod lexer;
 pub mod lint;
 mod migration;
 mod split;

@@ -1,11 +1,10 @@
 //! Splitting SurrealQL text into statements.
 //!
-//! A `;` ends a statement only outside strings (`'…'`, `"…"` with backslash escapes),
-//! quoted identifiers (`` `…` ``, `⟨…⟩`), comments (`--`, `//`, `#`, `/* … */`) and
-//! `{ … }` blocks, so `DEFINE FUNCTION` and `DEFINE EVENT` bodies stay whole.
+//! A `;` ends a statement only outside strings, quoted identifiers, regex literals and
+//! comments (see [`crate::lexer`] for every form) and outside `{ … }` blocks, so
+//! `DEFINE FUNCTION` and `DEFINE EVENT` bodies stay whole.
 
-use std::iter::Peekable;
-use std::str::CharIndices;
+use crate::lexer::{Kind, Token, tokens};
 
 /// One statement of a migration, with the 1-based line it starts on.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -50,154 +49,42 @@ pub enum SplitError {
 
 /// Splits `source` into statements; `first_line` is the file line on which `source` starts.
 pub fn split_statements(source: &str, first_line: usize) -> Result<Vec<Statement>, SplitError> {
-    Splitter {
-        source,
-        chars: source.char_indices().peekable(),
-        line: first_line,
-    }
-    .run()
-}
-
-struct Splitter<'a> {
-    source: &'a str,
-    chars: Peekable<CharIndices<'a>>,
-    line: usize,
-}
-
-impl Splitter<'_> {
-    fn run(mut self) -> Result<Vec<Statement>, SplitError> {
-        let mut statements = Vec::new();
-        // Byte range and line of the current statement's significant text.
-        let mut current: Option<(usize, usize, usize)> = None;
-        let mut open_braces: Vec<usize> = Vec::new();
-
-        while let Some((at, c)) = self.chars.next() {
-            let line_at_start = self.line;
-            let mut significant = true;
-            match c {
-                '\n' => {
-                    self.line += 1;
-                    significant = false;
+    let mut statements = Vec::new();
+    // The current statement's first and last token, and the `{` still open.
+    let mut current: Option<(Token, Token)> = None;
+    let mut open_braces: Vec<usize> = Vec::new();
+    let finish = |statements: &mut Vec<Statement>, (first, last): (Token, Token)| {
+        statements.push(Statement {
+            text: source[first.start..last.end].to_owned(),
+            line: first.line,
+        });
+    };
+    for token in tokens(source, first_line)? {
+        match token.kind {
+            Kind::Punct(';') if open_braces.is_empty() => {
+                if let Some(statement) = current.take() {
+                    finish(&mut statements, statement);
                 }
-                c if c.is_whitespace() => significant = false,
-                '-' if self.next_is('-') => {
-                    self.skip_line();
-                    significant = false;
-                }
-                '/' if self.next_is('/') => {
-                    self.skip_line();
-                    significant = false;
-                }
-                '#' => {
-                    self.skip_line();
-                    significant = false;
-                }
-                '/' if self.next_is('*') => {
-                    self.skip_block_comment()?;
-                    significant = false;
-                }
-                '\'' | '"' => self.skip_quoted(c, true, "string")?,
-                '`' => self.skip_quoted('`', true, "quoted identifier")?,
-                '⟨' => self.skip_quoted('⟩', true, "quoted identifier")?,
-                '{' => open_braces.push(self.line),
-                '}' => {
-                    let Some(_) = open_braces.pop() else {
-                        return Err(SplitError::UnexpectedClose { line: self.line });
-                    };
-                }
-                ';' if open_braces.is_empty() => {
-                    if let Some((start, end, line)) = current.take() {
-                        statements.push(self.statement(start, end, line));
-                    }
-                    significant = false;
-                }
-                _ => {}
+                continue;
             }
-            if significant {
-                // Everything consumed since `at` (a whole string, say) belongs to the statement.
-                let end = self.position();
-                match &mut current {
-                    Some((_, stmt_end, _)) => *stmt_end = end,
-                    None => current = Some((at, end, line_at_start)),
-                }
+            Kind::Punct('{') => open_braces.push(token.line),
+            Kind::Punct('}') if open_braces.pop().is_none() => {
+                return Err(SplitError::UnexpectedClose { line: token.line });
             }
+            _ => {}
         }
-        if let Some(line) = open_braces.first() {
-            return Err(SplitError::UnclosedBlock { line: *line });
-        }
-        if let Some((start, end, line)) = current {
-            statements.push(self.statement(start, end, line));
-        }
-        Ok(statements)
+        current = Some(match current {
+            Some((first, _)) => (first, token),
+            None => (token, token),
+        });
     }
-
-    fn statement(&self, start: usize, end: usize, line: usize) -> Statement {
-        Statement {
-            text: self.source[start..end].to_owned(),
-            line,
-        }
+    if let Some(line) = open_braces.first() {
+        return Err(SplitError::UnclosedBlock { line: *line });
     }
-
-    /// Byte offset of the next unread character.
-    fn position(&mut self) -> usize {
-        self.chars
-            .peek()
-            .map_or(self.source.len(), |(index, _)| *index)
+    if let Some(statement) = current {
+        finish(&mut statements, statement);
     }
-
-    fn next_is(&mut self, expected: char) -> bool {
-        self.chars.peek().is_some_and(|(_, c)| *c == expected)
-    }
-
-    fn skip_line(&mut self) {
-        while let Some((_, c)) = self.chars.peek() {
-            if *c == '\n' {
-                return;
-            }
-            self.chars.next();
-        }
-    }
-
-    fn skip_block_comment(&mut self) -> Result<(), SplitError> {
-        let start_line = self.line;
-        self.chars.next(); // the '*'
-        while let Some((_, c)) = self.chars.next() {
-            match c {
-                '\n' => self.line += 1,
-                '*' if self.next_is('/') => {
-                    self.chars.next();
-                    return Ok(());
-                }
-                _ => {}
-            }
-        }
-        Err(SplitError::UnterminatedComment { line: start_line })
-    }
-
-    fn skip_quoted(
-        &mut self,
-        close: char,
-        escapes: bool,
-        what: &'static str,
-    ) -> Result<(), SplitError> {
-        let start_line = self.line;
-        while let Some((_, c)) = self.chars.next() {
-            match c {
-                '\n' => self.line += 1,
-                '\\' if escapes => {
-                    if let Some((_, '\n')) = self.chars.next() {
-                        self.line += 1;
-                    }
-                }
-                c if c == close => return Ok(()),
-                _ => {}
-            }
-        }
-        Err(SplitError::UnterminatedString {
-            what,
-            line: start_line,
-        })
-    }
+    Ok(statements)
 }
 
 #[cfg(test)]

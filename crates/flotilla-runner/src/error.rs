@@ -215,6 +215,12 @@ pub enum RunnerError {
         #[source]
         source: Box<RunnerError>,
     },
+    /// The backend cannot do this (say, rehearse migrations).
+    #[error("this backend does not support {what}")]
+    Unsupported {
+        /// What was asked.
+        what: &'static str,
+    },
     /// Any other backend failure.
     #[error("{environment}: {source}")]
     Backend {

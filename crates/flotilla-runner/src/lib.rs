@@ -12,6 +12,7 @@ mod error;
 pub mod execute;
 mod lock;
 mod memory;
+mod rehearsal;
 mod runner;
 mod target;
 #[cfg(feature = "testkit")]
@@ -26,6 +27,7 @@ pub use lock::{
     LockRequest, Renewal, jitter, wait_for_lock,
 };
 pub use memory::MemoryRunner;
+pub use rehearsal::{Problem as RehearsalProblem, Rehearsal, RehearsalFinding, RehearsalPlan};
 #[cfg(any(test, feature = "mock"))]
 pub use runner::MockMigrationRunner;
 pub use runner::{Backends, DynRunner, MigrationRunner, lock_execute_release, settle_release};

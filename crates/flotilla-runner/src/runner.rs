@@ -87,6 +87,17 @@ pub trait MigrationRunner: Send + Sync + fmt::Debug {
         lock: &(dyn LockGuard + 'static),
     ) -> Result<MigrationResult>;
 
+    /// Rehearses `plan` on a scratch database of this backend's kind — every up, every down
+    /// (newest first) compared with the schema before its up, every up again — and reports
+    /// what fails or does not undo itself. Changes no target (a base target is only read).
+    /// The default says the backend cannot rehearse.
+    async fn rehearse(&self, plan: &crate::RehearsalPlan) -> Result<crate::Rehearsal> {
+        let _ = plan;
+        Err(RunnerError::Unsupported {
+            what: "rehearsing migrations",
+        })
+    }
+
     /// Lock, execute, release — the lock is released on every path, including errors, and
     /// the result reports a taken-over lease. The default is exactly
     /// [`lock_execute_release`]; a backend may do the same in fewer round trips (take the

@@ -19,6 +19,7 @@ mod config;
 mod errors;
 mod lease;
 mod probes;
+mod rehearse;
 mod request;
 mod rows;
 mod runner;

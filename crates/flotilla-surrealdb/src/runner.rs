@@ -12,8 +12,8 @@ use flotilla_core::AppliedMigration;
 use flotilla_runner::util::lock_unpoisoned;
 use flotilla_runner::{
     Backends, DatabaseKey, HealthStatus, LocalLocks, LockGuard, LockInfo, LockRequest,
-    MigrationPlan, MigrationResult, MigrationRunner, Probe, Result, RunnerError, Target,
-    settle_release,
+    MigrationPlan, MigrationResult, MigrationRunner, Probe, Rehearsal, RehearsalPlan, Result,
+    RunnerError, Target, settle_release,
 };
 use serde_json::Value;
 use surrealdb::Surreal;
@@ -279,6 +279,10 @@ impl MigrationRunner for SurrealRunner {
 
     async fn probe(&self, target: &Target) -> Result<Probe> {
         self.probe_both(target).await
+    }
+
+    async fn rehearse(&self, plan: &RehearsalPlan) -> Result<Rehearsal> {
+        self.rehearse_on_scratch(plan).await
     }
 
     async fn acquire_lock(

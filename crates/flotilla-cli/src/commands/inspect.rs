@@ -50,11 +50,11 @@ pub(crate) async fn validate(cli: &Cli, select: &SelectArgs) -> CommandResult {
         .filter(|e| !e.allow_destructive)
         .map(|e| e.name.as_str())
         .collect();
-    for finding in migrations
-        .as_slice()
-        .iter()
-        .flat_map(flotilla_core::lint::destructive)
-    {
+    for finding in migrations.as_slice().iter().flat_map(|migration| {
+        let mut findings = flotilla_core::lint::destructive(migration);
+        findings.extend(flotilla_core::lint::destructive_down(migration));
+        findings
+    }) {
         let note = if strict.is_empty() {
             String::new()
         } else {

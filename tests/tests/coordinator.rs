@@ -598,6 +598,9 @@ async fn a_custom_strategy_gets_the_gates_and_auto_rollback() {
         .all()
         .migrations(three())
         .custom_strategy(Arc::clone(&strategy) as Arc<dyn flotilla_strategies::DeploymentStrategy>)
+        // Rehearsing on a copy of a's schema would find the planted table and refuse before
+        // the strategy ran; this test is about what follows a failure on the fleet.
+        .rehearse(false)
         .build()
         .expect("plan");
     let report = fleet.coordinator().deploy(&plan).await.expect("deploy");

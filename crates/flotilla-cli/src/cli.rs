@@ -89,9 +89,13 @@ pub(crate) enum Command {
     /// Per environment: reachable, current version, pending count, drift, lock holder.
     #[command(after_help = "Example:\n  flotilla status --tag tenant")]
     Status(SelectArgs),
-    /// Check the configuration, the migration files (parse and lint) and connectivity.
-    #[command(after_help = "Example:\n  flotilla validate")]
-    Validate(SelectArgs),
+    /// Check the configuration and the migration files (parse, lint, and a rehearsal of every
+    /// migration on an empty scratch database), then connectivity; with -e/--tag/--all, also
+    /// rehearse each selected environment's pending migrations on a copy of its schema.
+    #[command(
+        after_help = "Examples:\n  flotilla validate --offline\n  flotilla validate -e prod\n\nExit 2 when a migration does not parse, fails, or does not undo itself."
+    )]
+    Validate(ValidateArgs),
     /// Show one environment's applied migrations.
     #[command(after_help = "Example:\n  flotilla history -e staging")]
     History {
@@ -134,6 +138,16 @@ pub(crate) struct SelectArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    #[command(flatten)]
+    pub(crate) select: SelectArgs,
+    /// Check only the files (configuration, migrations, lint, rehearsal on an empty scratch
+    /// database); connect to no environment.
+    #[arg(long, conflicts_with_all = ["environments", "tag", "all"])]
+    pub(crate) offline: bool,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct DeployArgs {
     #[command(flatten)]
     pub(crate) select: SelectArgs,
@@ -152,9 +166,17 @@ pub(crate) struct DeployArgs {
     /// Parallel: start no new environment after a failure.
     #[arg(long)]
     pub(crate) fail_fast: bool,
-    /// Read every environment and report what would run; change nothing.
+    /// Read every environment and show what would run — per environment each pending
+    /// migration, whether it is destructive, the version it would end at; change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// With --dry-run: also print the statements each pending migration would run.
+    #[arg(long, requires = "dry_run")]
+    pub(crate) show_sql: bool,
+    /// Do not rehearse the pending migrations on a scratch copy of an environment's schema
+    /// before deploying.
+    #[arg(long)]
+    pub(crate) no_rehearse: bool,
     /// Do not probe environments before deploying.
     #[arg(long)]
     pub(crate) skip_health_check: bool,

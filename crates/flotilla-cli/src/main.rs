@@ -4,6 +4,7 @@
 mod approve;
 mod cli;
 mod commands;
+mod dry_run;
 mod project;
 mod render;
 mod signals;

@@ -47,7 +47,7 @@ fn paint(text: &str, status: DeploymentStatus, colour: bool) -> String {
 }
 
 /// One JSON line of `kind` (`{"type": kind, ...value}`).
-fn print_typed(kind: &str, value: &impl serde::Serialize) {
+pub(crate) fn print_typed(kind: &str, value: &impl serde::Serialize) {
     let mut value =
         serde_json::to_value(value).unwrap_or_else(|e| json!({ "error": e.to_string() }));
     if let Some(map) = value.as_object_mut() {
@@ -329,14 +329,16 @@ fn report_row(e: &EnvironmentReport, dry_run: bool, colour: bool) -> Vec<String>
     } else {
         format!("{applied} applied, {rolled_back} rolled back")
     };
+    // A dry run changed nothing; its arrow points where the deploy would end.
+    let after = if dry_run {
+        e.planned_version()
+    } else {
+        e.version_after.clone()
+    };
     vec![
         e.environment.clone(),
         paint(&e.status.to_string(), e.status, colour),
-        format!(
-            "{} -> {}",
-            version(&e.version_before),
-            version(&e.version_after)
-        ),
+        format!("{} -> {}", version(&e.version_before), version(&after)),
         migrations,
         format!("{} ms", e.duration.as_millis()),
     ]

@@ -380,7 +380,10 @@ fn server_binary() -> PathBuf {
     ))
 }
 
+/// Short leases and timeouts so faults show quickly; no rehearsal, which would sleep through
+/// the slow migrations on a scratch database too — these tests are about the fleet.
 const FAST: &[&str] = &[
+    "--no-rehearse",
     "--output",
     "json",
     "--lease",

@@ -104,6 +104,12 @@ impl DeploymentCoordinator {
         if let Some((gate, culprits)) = gates::after_preflight(plan, &facts) {
             return Ok(run.refuse(gate, culprits));
         }
+        if plan.rehearse {
+            let culprits = crate::rehearse::gate(&destinations, &facts, &plan.migrations).await;
+            if !culprits.is_empty() {
+                return Ok(run.refuse(Gate::Rehearsal, culprits));
+            }
+        }
         if plan.dry_run {
             return Ok(run.dry_run());
         }

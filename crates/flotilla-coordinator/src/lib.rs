@@ -3,9 +3,10 @@
 //! [`EnvironmentRegistry`] names the environments; [`DeploymentPlan::builder`] selects them
 //! and validates the strategy before anything runs; [`DeploymentCoordinator::deploy`]
 //! resolves runners, asks for approvals, probes health concurrently, reads every target's
-//! history (drift, pending), lints destructive statements, runs the strategy, rolls back
-//! exactly what this deployment applied when it fails, and reports every environment once,
-//! in plan order. Status changes are events on a broadcast channel.
+//! history (drift, pending), lints destructive statements, rehearses the pending migrations
+//! on a scratch copy of a target's schema, runs the strategy, rolls back exactly what this
+//! deployment applied when it fails, and reports every environment once, in plan order.
+//! Status changes are events on a broadcast channel.
 //!
 //! Invariant: the coordinator never names a backend; it sees `dyn MigrationRunner` through
 //! [`flotilla_runner::Backends`]. It never prints; it reports through values, events and
@@ -19,6 +20,7 @@ mod gates;
 mod inspect;
 mod plan;
 mod preflight;
+mod rehearse;
 mod report;
 mod revert;
 mod rollback;
@@ -32,4 +34,5 @@ pub use flotilla_strategies::Stop;
 pub use inspect::EnvironmentStatus;
 pub use plan::{DeploymentPlan, DeploymentPlanBuilder};
 pub use report::{DeploymentReport, EnvironmentReport, Gate, Outcome, Refusal};
+pub use flotilla_runner::{Rehearsal, RehearsalFinding, RehearsalProblem};
 pub use revert::{RollbackError, RollbackPlan};

@@ -59,6 +59,9 @@ const BEFORE_A_VALUE: &[&str] = &[
     "IF",
     "THROW",
     "DEFAULT",
+    "SELECT",
+    "COMPUTED",
+    "WHEN",
 ];
 
 /// The tokens of `source`, whose first line is `first_line` of its file.
@@ -70,7 +73,7 @@ pub(crate) fn tokens(source: &str, first_line: usize) -> Result<Vec<Token>, Spli
         line: first_line,
     };
     let mut tokens: Vec<Token> = Vec::new();
-    while let Some(token) = lexer.next(tokens.last().copied())? {
+    while let Some(token) = lexer.next(&tokens)? {
         tokens.push(token);
     }
     Ok(tokens)
@@ -103,8 +106,8 @@ impl Lexer<'_> {
         Some(c)
     }
 
-    /// The next token after `previous`, skipping white space and comments.
-    fn next(&mut self, previous: Option<Token>) -> Result<Option<Token>, SplitError> {
+    /// The next token after those `before` it, skipping white space and comments.
+    fn next(&mut self, before: &[Token]) -> Result<Option<Token>, SplitError> {
         loop {
             let Some(c) = self.peek() else {
                 return Ok(None);
@@ -134,8 +137,14 @@ impl Lexer<'_> {
                     self.skip_quoted(close, "quoted identifier", line)?;
                     return Ok(Some(token(Kind::Quoted, self.at)));
                 }
-                ('/', _) if value_expected(self.source, previous) && self.skip_regex() => {
+                ('/', _) if value_expected(self.source, before) && self.skip_regex() => {
                     return Ok(Some(token(Kind::Regex, self.at)));
+                }
+                // A parameter is one word, `$` included: `$value` is no `VALUE` keyword.
+                ('$', Some(next)) if is_word_char(next) => {
+                    self.bump();
+                    self.skip_word();
+                    return Ok(Some(token(Kind::Word, self.at)));
                 }
                 (c, _) if is_word_char(c) => {
                     self.skip_word();
@@ -149,9 +158,11 @@ impl Lexer<'_> {
         }
     }
 
+    /// A line comment ends where SurrealDB ends one: at a line feed, a carriage return, or a
+    /// Unicode line or paragraph separator or next-line character.
     fn skip_line(&mut self) {
         while let Some(c) = self.peek() {
-            if c == '\n' {
+            if matches!(c, '\n' | '\r' | '\u{2028}' | '\u{2029}' | '\u{85}') {
                 return;
             }
             self.bump();
@@ -235,19 +246,22 @@ fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }
 
-/// Whether a value (so possibly a regex literal) may start after `previous`.
-fn value_expected(source: &str, previous: Option<Token>) -> bool {
-    let Some(previous) = previous else {
+/// Whether a value (so possibly a regex literal) may start after the tokens `before` it.
+fn value_expected(source: &str, before: &[Token]) -> bool {
+    let Some(previous) = before.last() else {
         return true;
     };
     match previous.kind {
         Kind::Quoted | Kind::Regex => false,
         Kind::Punct(c) => !matches!(c, ')' | ']' | '}'),
         Kind::Word => {
+            // After a `.` a word is a field name (`$this.value / 2`), not a keyword.
+            let field = before.len() >= 2 && before[before.len() - 2].kind == Kind::Punct('.');
             let word = &source[previous.start..previous.end];
-            BEFORE_A_VALUE
-                .iter()
-                .any(|keyword| word.eq_ignore_ascii_case(keyword))
+            !field
+                && BEFORE_A_VALUE
+                    .iter()
+                    .any(|keyword| word.eq_ignore_ascii_case(keyword))
         }
     }
 }

@@ -5,9 +5,10 @@
 //! definitions.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::future::IntoFuture;
+use std::time::{Duration, Instant};
 
-use flotilla_core::{Migration, Statement};
+use flotilla_core::{Migration, Statement, format_duration};
 use flotilla_runner::execute::statements_of;
 use flotilla_runner::{
     Direction, Rehearsal, RehearsalFinding, RehearsalPlan, RehearsalProblem, Result, RunnerError,
@@ -17,8 +18,10 @@ use serde_json::Value;
 use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
 
-use crate::errors::is_not_executed;
+use crate::errors::{classify, is_not_executed};
+use crate::request::result_json;
 use crate::runner::SurrealRunner;
+use crate::session::Lane;
 use crate::sql;
 
 /// A schema: each definition by what it defines (`table user`, `field user.email`, …).
@@ -40,12 +43,13 @@ impl SurrealRunner {
         };
         let mut findings: Vec<RehearsalFinding> =
             selected.iter().flat_map(|m| syntax_findings(m)).collect();
-        if findings.is_empty() {
-            let scratch = scratch().await?;
+        if findings.is_empty() && !selected.is_empty() {
+            let scratch = Scratch::start(self.sessions().config().request_timeout).await?;
             if let Some(base) = &plan.base {
-                self.copy_schema(base, &scratch).await?;
+                let schema = definitions(&Source::Base(self, base), None).await?;
+                scratch.load(base, &schema).await?;
             }
-            findings = walk(&scratch, &selected).await?;
+            findings = scratch.walk(&selected).await?;
         }
         Ok(Rehearsal {
             rehearsed: selected.len(),
@@ -53,55 +57,173 @@ impl SurrealRunner {
             duration: started.elapsed(),
         })
     }
+}
 
-    /// Loads `base`'s definitions (not its data, nor flotilla's own tables) into `scratch`.
-    async fn copy_schema(&self, base: &Target, scratch: &Surreal<Any>) -> Result<()> {
-        let session = self.session(base).await?;
-        let copy_failed = |what: String| RunnerError::Backend {
-            environment: base.environment.clone(),
-            source: format!("copying the schema to rehearse on: {what}").into(),
-        };
-        let definitions = definitions(&session, None)
+/// A fresh in-memory datastore, in its own namespace and database, whose every request is
+/// bounded by `limit`: a rehearsal is a wait like any other.
+struct Scratch {
+    db: Surreal<Any>,
+    limit: Duration,
+}
+
+impl Scratch {
+    async fn start(limit: Duration) -> Result<Self> {
+        let failed = |error: surrealdb::Error| scratch_failed(format!("cannot start it: {error}"));
+        let db = surrealdb::engine::any::connect("mem://")
             .await
-            .map_err(|e| copy_failed(e.to_string()))?;
-        // Tables before what is defined on them.
-        let mut in_order: Vec<String> = Vec::with_capacity(definitions.len());
+            .map_err(failed)?;
+        db.use_ns("rehearsal")
+            .use_db("scratch")
+            .await
+            .map_err(failed)?;
+        Ok(Self { db, limit })
+    }
+
+    /// `text`'s results, or why there are none: a refusal, or no answer within the limit.
+    async fn query(&self, text: String) -> Result<surrealdb::IndexedResults> {
+        match tokio::time::timeout(self.limit, self.db.query(text).into_future()).await {
+            Ok(Ok(results)) => Ok(results),
+            Ok(Err(error)) => Err(scratch_failed(error.to_string())),
+            Err(_) => Err(scratch_failed(format!(
+                "no answer within {} (the request timeout)",
+                format_duration(self.limit)
+            ))),
+        }
+    }
+
+    /// Loads `schema` (read from `base`), what a definition depends on first: tables before
+    /// their fields.
+    async fn load(&self, base: &Target, schema: &Schema) -> Result<()> {
+        let mut in_order: Vec<&String> = Vec::with_capacity(schema.len());
         for kind in DB_KINDS.iter().chain(TABLE_KINDS) {
             let kind = singular(kind);
-            for (key, definition) in &definitions {
-                if key.split(' ').next() == Some(kind) {
-                    in_order.push(definition.clone());
-                }
+            in_order.extend(
+                schema
+                    .iter()
+                    .filter(|(key, _)| key.split(' ').next() == Some(kind))
+                    .map(|(_, definition)| definition),
+            );
+        }
+        let script: String = in_order.iter().map(|d| format!("{d};\n")).collect();
+        let mut reply = self.query(script).await?;
+        let mut errors: Vec<(usize, surrealdb::Error)> = reply.take_errors().into_iter().collect();
+        errors.sort_by_key(|(index, _)| *index);
+        match errors.into_iter().next() {
+            Some((index, error)) => Err(RunnerError::Backend {
+                environment: base.environment.clone(),
+                source: format!(
+                    "copying its schema to rehearse on: `{}`: {}",
+                    in_order.get(index).map_or("", |d| d.as_str()),
+                    error.message()
+                )
+                .into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Up, down (newest first, each compared with the schema before its up), up again; the
+    /// first problem of each phase ends it.
+    async fn walk(&self, selected: &[&Migration]) -> Result<Vec<RehearsalFinding>> {
+        let source = Source::Scratch(self);
+        let mut findings = Vec::new();
+        let mut before: Vec<Schema> = Vec::with_capacity(selected.len());
+        for migration in selected {
+            before.push(definitions(&source, Some(tables_of(migration))).await?);
+            if let Some(finding) = self
+                .run(migration, Direction::Up, RehearsalProblem::UpFailed)
+                .await?
+            {
+                findings.push(finding);
+                break;
             }
         }
-        for definition in in_order {
-            let mut reply = scratch
-                .query(definition.clone())
-                .await
-                .map_err(|e| copy_failed(e.to_string()))?;
-            if let Some((_, error)) = reply.take_errors().into_iter().next() {
-                return Err(copy_failed(format!("`{definition}`: {error}")));
+        let applied = before.len() - usize::from(!findings.is_empty());
+        let mut reverted: Vec<usize> = Vec::new();
+        for index in (0..applied).rev() {
+            let migration = selected[index];
+            if migration.down.is_none() {
+                break; // irreversible: nothing below it can be reverted either
+            }
+            if let Some(finding) = self
+                .run(migration, Direction::Down, RehearsalProblem::DownFailed)
+                .await?
+            {
+                findings.push(finding);
+                break;
+            }
+            let mut after = definitions(&source, Some(tables_of(migration))).await?;
+            forgive_implicit_tables(&mut after, &before[index], migration);
+            if after != before[index] {
+                findings.push(RehearsalFinding {
+                    version: migration.version.clone(),
+                    file: migration.down_file().to_path_buf(),
+                    // Where the fix goes: the down section.
+                    line: migration.down.iter().flatten().next().map(|s| s.line),
+                    problem: RehearsalProblem::DownLeavesSchema,
+                    detail: difference(&before[index], &after, migration),
+                });
+                break;
+            }
+            reverted.push(index);
+        }
+        for index in reverted.into_iter().rev() {
+            let migration = selected[index];
+            if let Some(finding) = self
+                .run(migration, Direction::Up, RehearsalProblem::NotRerunnable)
+                .await?
+            {
+                findings.push(finding);
+                break;
             }
         }
-        Ok(())
+        Ok(findings)
+    }
+
+    /// Runs one section in a transaction; the failure, if it failed.
+    async fn run(
+        &self,
+        migration: &Migration,
+        direction: Direction,
+        problem: RehearsalProblem,
+    ) -> Result<Option<RehearsalFinding>> {
+        let (statements, file) = statements_of(migration, direction);
+        let finding = |statement: Option<&Statement>, detail: String| RehearsalFinding {
+            version: migration.version.clone(),
+            file: file.to_path_buf(),
+            line: statement.map(|s| s.line),
+            problem,
+            detail,
+        };
+        let mut text = String::from("BEGIN TRANSACTION;\n");
+        for statement in statements {
+            text.push_str(&statement.text);
+            text.push_str(";\n");
+        }
+        text.push_str("COMMIT TRANSACTION;");
+        let mut reply = match self.query(text).await {
+            Ok(reply) => reply,
+            Err(error) => return Ok(Some(finding(statements.first(), error.to_string()))),
+        };
+        let mut errors: Vec<(usize, surrealdb::Error)> = reply.take_errors().into_iter().collect();
+        errors.sort_by_key(|(index, _)| *index);
+        let cause = errors
+            .iter()
+            .position(|(_, e)| !is_not_executed(e))
+            .unwrap_or(0);
+        Ok(errors.into_iter().nth(cause).map(|(index, error)| {
+            // Results: `BEGIN`, each statement, `COMMIT`.
+            let statement = index.checked_sub(1).and_then(|i| statements.get(i));
+            finding(statement, error.message().to_owned())
+        }))
     }
 }
 
-/// A fresh in-memory datastore, in its own namespace and database.
-async fn scratch() -> Result<Surreal<Any>> {
-    let failed = |error: surrealdb::Error| RunnerError::Backend {
+fn scratch_failed(what: String) -> RunnerError {
+    RunnerError::Backend {
         environment: "rehearsal".into(),
-        source: format!("cannot start the scratch database: {error}").into(),
-    };
-    let scratch = surrealdb::engine::any::connect("mem://")
-        .await
-        .map_err(failed)?;
-    scratch
-        .use_ns("rehearsal")
-        .use_db("scratch")
-        .await
-        .map_err(failed)?;
-    Ok(scratch)
+        source: format!("the scratch database: {what}").into(),
+    }
 }
 
 /// Every statement of `migration` SurrealDB's parser rejects, with its message and line.
@@ -135,136 +257,93 @@ fn syntax_findings(migration: &Migration) -> Vec<RehearsalFinding> {
     findings
 }
 
-/// Up, down (newest first, each compared with the schema before its up), up again; the first
-/// problem of each phase ends it.
-async fn walk(scratch: &Surreal<Any>, selected: &[&Migration]) -> Result<Vec<RehearsalFinding>> {
-    let mut findings = Vec::new();
-    let mut before: Vec<Schema> = Vec::with_capacity(selected.len());
-    for migration in selected {
-        before.push(definitions(scratch, Some(tables_of(migration))).await?);
-        if let Some(finding) = run(
-            scratch,
-            migration,
-            Direction::Up,
-            RehearsalProblem::UpFailed,
-        )
-        .await?
-        {
-            findings.push(finding);
-            break;
-        }
-    }
-    let applied = before.len() - usize::from(!findings.is_empty());
-    let mut reverted: Vec<usize> = Vec::new();
-    let newest_first: Vec<usize> = (0..applied).rev().collect();
-    for index in newest_first {
-        let migration = selected[index];
-        if migration.down.is_none() {
-            break; // an irreversible migration: nothing below it can be reverted
-        }
-        if let Some(finding) = run(
-            scratch,
-            migration,
-            Direction::Down,
-            RehearsalProblem::DownFailed,
-        )
-        .await?
-        {
-            findings.push(finding);
-            break;
-        }
-        let after = definitions(scratch, Some(tables_of(migration))).await?;
-        if after != before[index] {
-            findings.push(RehearsalFinding {
-                version: migration.version.clone(),
-                file: migration.down_file().to_path_buf(),
-                line: None,
-                problem: RehearsalProblem::DownLeavesSchema,
-                detail: difference(&before[index], &after),
-            });
-            break;
-        }
-        reverted.push(index);
-    }
-    for index in reverted.into_iter().rev() {
-        let migration = selected[index];
-        if let Some(finding) = run(
-            scratch,
-            migration,
-            Direction::Up,
-            RehearsalProblem::NotRerunnable,
-        )
-        .await?
-        {
-            findings.push(finding);
-            break;
-        }
-    }
-    Ok(findings)
-}
-
-/// Runs one section in a transaction; the failure, if it failed.
-async fn run(
-    scratch: &Surreal<Any>,
-    migration: &Migration,
-    direction: Direction,
-    problem: RehearsalProblem,
-) -> Result<Option<RehearsalFinding>> {
-    let (statements, file) = statements_of(migration, direction);
-    let finding = |statement: Option<&Statement>, detail: String| RehearsalFinding {
-        version: migration.version.clone(),
-        file: file.to_path_buf(),
-        line: statement.map(|s| s.line),
-        problem,
-        detail,
-    };
-    let mut text = String::from("BEGIN TRANSACTION;\n");
-    for statement in statements {
-        text.push_str(&statement.text);
-        text.push_str(";\n");
-    }
-    text.push_str("COMMIT TRANSACTION;");
-    let mut reply = match scratch.query(text).await {
-        Ok(reply) => reply,
-        Err(error) => return Ok(Some(finding(statements.first(), error.to_string()))),
-    };
-    let mut errors: Vec<(usize, surrealdb::Error)> = reply.take_errors().into_iter().collect();
-    errors.sort_by_key(|(index, _)| *index);
-    let cause = errors
-        .iter()
-        .position(|(_, e)| !is_not_executed(e))
-        .unwrap_or(0);
-    Ok(errors.into_iter().nth(cause).map(|(index, error)| {
-        // Results: `BEGIN`, each statement, `COMMIT`.
-        let statement = index.checked_sub(1).and_then(|i| statements.get(i));
-        finding(statement, error.message().to_owned())
-    }))
-}
-
 /// The tables a migration's statements name (its up and down), for comparing schemas where
 /// the migration could have changed them.
 fn tables_of(migration: &Migration) -> BTreeSet<String> {
-    let texts = migration
-        .up
-        .iter()
-        .chain(migration.down.iter().flatten())
-        .map(|s| s.text.as_str());
-    texts
-        .flat_map(|text| text.split(|c: char| !(c.is_alphanumeric() || c == '_')))
-        .filter(|word| !word.is_empty())
+    let statements = migration.up.iter().chain(migration.down.iter().flatten());
+    statements
+        .flat_map(|s| words(&s.text))
         .map(str::to_owned)
         .collect()
 }
 
-/// The definitions of the database `session` is in: database-level ones, and table-level
-/// ones of the tables in `tables` (all tables when `None`) — flotilla's own tables left out.
-async fn definitions(session: &Surreal<Any>, tables: Option<BTreeSet<String>>) -> Result<Schema> {
-    let backend = |error: surrealdb::Error| RunnerError::Backend {
-        environment: "rehearsal".into(),
-        source: format!("reading the schema: {error}").into(),
-    };
-    let mut reply = session.query("INFO FOR DB").await.map_err(backend)?;
-    let info: Value = crate::request::result_json(&mut reply, 0).map_err(backend)?;
+/// The identifier-like words of `text`.
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|word| !word.is_empty())
+}
+
+/// Leaves out of `after` the tables SurrealDB defined by itself while the up ran — a `CREATE`
+/// or `DEFINE FIELD` on a table nobody defined creates it with the defaults — when the up
+/// does not define them in so many words: a data migration whose down deletes its records
+/// undoes itself even though the empty table stays.
+fn forgive_implicit_tables(after: &mut Schema, before: &Schema, migration: &Migration) {
+    const IMPLICIT: &str = " TYPE ANY SCHEMALESS PERMISSIONS NONE";
+    let defined = defined_tables(migration);
+    after.retain(|key, definition| {
+        let Some(table) = key.strip_prefix("table ") else {
+            return true;
+        };
+        before.contains_key(key) || !definition.ends_with(IMPLICIT) || defined.contains(table)
+    });
+}
+
+/// The tables `migration`'s up defines with `DEFINE TABLE [IF NOT EXISTS | OVERWRITE] name`.
+fn defined_tables(migration: &Migration) -> BTreeSet<String> {
+    let mut defined = BTreeSet::new();
+    for statement in &migration.up {
+        let words: Vec<&str> = words(&statement.text).collect();
+        for (at, pair) in words.windows(2).enumerate() {
+            if pair[0].eq_ignore_ascii_case("DEFINE") && pair[1].eq_ignore_ascii_case("TABLE") {
+                let name = words[at + 2..].iter().find(|word| {
+                    !["IF", "NOT", "EXISTS", "OVERWRITE"]
+                        .iter()
+                        .any(|keyword| word.eq_ignore_ascii_case(keyword))
+                });
+                defined.extend(name.map(|name| (*name).to_owned()));
+            }
+        }
+    }
+    defined
+}
+
+/// Where definitions are read from: the scratch database, or a real target (read only,
+/// through the runner's bounded requests).
+enum Source<'a> {
+    Scratch(&'a Scratch),
+    Base(&'a SurrealRunner, &'a Target),
+}
+
+impl Source<'_> {
+    /// The results of `statements`, as JSON, in order.
+    async fn read(&self, statements: &[String]) -> Result<Vec<Value>> {
+        let text: String = statements.iter().map(|s| format!("{s};\n")).collect();
+        match self {
+            Source::Scratch(scratch) => {
+                let mut reply = scratch.query(text).await?;
+                (0..statements.len())
+                    .map(|index| {
+                        result_json(&mut reply, index)
+                            .map_err(|e| scratch_failed(format!("reading its schema: {e}")))
+                    })
+                    .collect()
+            }
+            Source::Base(runner, target) => {
+                let mut response = runner
+                    .request(target, Lane::Deploy, &text, None, statements.len())
+                    .await?;
+                (0..statements.len())
+                    .map(|index| response.result(index).map_err(|e| classify(target, e)))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// The definitions of a database: database-level ones, and table-level ones of the tables in
+/// `tables` (all tables when `None`) — flotilla's own tables left out.
+async fn definitions(source: &Source<'_>, tables: Option<BTreeSet<String>>) -> Result<Schema> {
+    let info = source.read(&["INFO FOR DB".to_owned()]).await?.remove(0);
     let mut schema = Schema::new();
     for kind in DB_KINDS {
         for (name, definition) in info
@@ -276,27 +355,23 @@ async fn definitions(session: &Surreal<Any>, tables: Option<BTreeSet<String>>) -
             schema.insert(format!("{} {name}", singular(kind)), text(definition));
         }
     }
-    let all_tables: Vec<String> = info
+    schema.retain(|key, _| !key.starts_with("table _migration_"));
+    let wanted: Vec<&String> = info
         .get("tables")
         .and_then(Value::as_object)
-        .map(|t| t.keys().cloned().collect())
-        .unwrap_or_default();
-    let wanted: Vec<String> = all_tables
         .into_iter()
+        .flat_map(|tables| tables.keys())
         .filter(|t| !t.starts_with("_migration_"))
-        .filter(|t| tables.as_ref().is_none_or(|only| only.contains(t)))
+        .filter(|t| tables.as_ref().is_none_or(|only| only.contains(*t)))
         .collect();
-    schema.retain(|key, _| !key.starts_with("table _migration_"));
     if wanted.is_empty() {
         return Ok(schema);
     }
-    let query: String = wanted
+    let queries: Vec<String> = wanted
         .iter()
-        .map(|t| format!("INFO FOR TABLE {};\n", sql::ident(t)))
+        .map(|t| format!("INFO FOR TABLE {}", sql::ident(t)))
         .collect();
-    let mut reply = session.query(query).await.map_err(backend)?;
-    for (index, table) in wanted.iter().enumerate() {
-        let info: Value = crate::request::result_json(&mut reply, index).map_err(backend)?;
+    for (table, info) in wanted.iter().zip(source.read(&queries).await?) {
         for kind in TABLE_KINDS {
             for (name, definition) in info
                 .get(*kind)
@@ -334,12 +409,20 @@ fn text(definition: &Value) -> String {
         .map_or_else(|| definition.to_string(), str::to_owned)
 }
 
-/// What differs between the schema before an up and after its down.
-fn difference(before: &Schema, after: &Schema) -> String {
+/// What differs between the schema before an up and after its down; a definition left
+/// behind names the up statement that made it, when one does so in so many words.
+fn difference(before: &Schema, after: &Schema, migration: &Migration) -> String {
     let mut lines = Vec::new();
     for (key, definition) in after {
         match before.get(key) {
-            None => lines.push(format!("{key} is still defined (`{definition}`)")),
+            None => {
+                let made_by = defined_at(migration, key)
+                    .map(|line| format!(", defined by the up at line {line}"))
+                    .unwrap_or_default();
+                lines.push(format!(
+                    "{key} is still defined (`{definition}`{made_by})"
+                ));
+            }
             Some(was) if was != definition => {
                 lines.push(format!("{key} differs: was `{was}`, is `{definition}`"))
             }
@@ -350,4 +433,17 @@ fn difference(before: &Schema, after: &Schema) -> String {
         lines.push(format!("{key} is gone (it was defined before the up)"));
     }
     lines.join("; ")
+}
+
+/// The line of the up statement `DEFINE <KIND> … <name>` that defines `key`
+/// (`field example.nick`, `table example`, …), if there is one.
+fn defined_at(migration: &Migration, key: &str) -> Option<usize> {
+    let (kind, name) = key.split_once(' ')?;
+    let name = name.rsplit('.').next()?;
+    migration.up.iter().find_map(|statement| {
+        let mut words = words(&statement.text);
+        let defines = words.next()?.eq_ignore_ascii_case("DEFINE")
+            && words.next()?.eq_ignore_ascii_case(kind);
+        (defines && words.any(|word| word == name)).then_some(statement.line)
+    })
 }

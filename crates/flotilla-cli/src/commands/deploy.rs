@@ -11,7 +11,7 @@ use super::{CommandResult, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, usage};
 use crate::approve::CliApprover;
 use crate::cli::{Cli, DeployArgs, Output};
 use crate::project::{Project, selection};
-use crate::{render, signals};
+use crate::{dry_run, render, signals};
 
 pub(crate) async fn deploy(cli: &Cli, args: &DeployArgs) -> CommandResult {
     let project = Project::load(cli)?;
@@ -45,6 +45,9 @@ pub(crate) async fn deploy(cli: &Cli, args: &DeployArgs) -> CommandResult {
         }
     };
     progress.finish();
+    if report.dry_run && report.outcome != Outcome::Refused {
+        dry_run::print(&report, &plan.migrations, args.show_sql, cli.output);
+    }
     render::report(&report, cli.output);
     Ok(signal.exit_code().unwrap_or_else(|| exit_code(&report)))
 }
@@ -60,7 +63,8 @@ fn plan(project: &Project, args: &DeployArgs) -> Result<DeploymentPlan, super::F
         .map_err(usage)?
         .verify_health(!args.skip_health_check)
         .auto_rollback(!args.no_rollback)
-        .dry_run(args.dry_run);
+        .dry_run(args.dry_run)
+        .rehearse(!args.no_rehearse);
     if let Some(kind) = &args.strategy {
         builder = builder.kind(kind.parse().map_err(usage)?);
     }

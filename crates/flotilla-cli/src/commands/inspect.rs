@@ -1,4 +1,4 @@
-//! The read-only commands: `status`, `validate`, `history`, and `lock status` / `lock release`
+//! The read-only commands: `status`, `history`, and `lock status` / `lock release`
 //! (the one that writes: it breaks a lock whose holder is gone).
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use crate::project::Project;
 use crate::render::{self, StatusRow};
 
 /// A coordinator for commands that deploy nothing (so approve nothing).
-fn reader(project: &Project) -> DeploymentCoordinator {
+pub(super) fn reader(project: &Project) -> DeploymentCoordinator {
     project.coordinator(Arc::new(ApproveList::default()))
 }
 
@@ -27,69 +27,6 @@ pub(crate) async fn status(cli: &Cli, select: &SelectArgs) -> CommandResult {
     let rows: Vec<StatusRow> = statuses.into_iter().map(StatusRow::from).collect();
     render::status(&rows, cli.output);
     Ok(if healthy { EXIT_OK } else { EXIT_FAILED })
-}
-
-pub(crate) async fn validate(cli: &Cli, select: &SelectArgs) -> CommandResult {
-    let project = Project::load(cli)?;
-    let migrations = project.migrations()?;
-    let environments = project.select(select)?;
-    let mut lines = vec![
-        format!(
-            "config: {} ok ({} environments)",
-            project.config.path.display(),
-            project.registry.len()
-        ),
-        format!(
-            "migrations: {} ok ({} migrations)",
-            project.migrations_dir.display(),
-            migrations.len()
-        ),
-    ];
-    let strict: Vec<&str> = environments
-        .iter()
-        .filter(|e| !e.allow_destructive)
-        .map(|e| e.name.as_str())
-        .collect();
-    for finding in migrations.as_slice().iter().flat_map(|migration| {
-        let mut findings = flotilla_core::lint::destructive(migration);
-        findings.extend(flotilla_core::lint::destructive_down(migration));
-        findings
-    }) {
-        let note = if strict.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " (refused towards {} while pending there)",
-                strict.join(", ")
-            )
-        };
-        lines.push(format!("lint: {finding}{note}"));
-    }
-    let statuses = reader(&project)
-        .status(&environments, migrations)
-        .await
-        .map_err(usage)?;
-    let mut failures = 0;
-    for status in &statuses {
-        let name = &status.environment;
-        match &status.error {
-            Some(error) if !status.reachable => {
-                failures += 1;
-                lines.push(format!("connectivity: {name} FAILED: {error}"));
-            }
-            _ => lines.push(format!(
-                "connectivity: {name} ok ({} ms{})",
-                status.latency.as_millis(),
-                if status.initialised {
-                    ""
-                } else {
-                    ", not initialised yet"
-                }
-            )),
-        }
-    }
-    render::lines(&lines, cli.output == Output::Json);
-    Ok(if failures == 0 { EXIT_OK } else { EXIT_FAILED })
 }
 
 pub(crate) async fn history(cli: &Cli, name: &str) -> CommandResult {

@@ -5,6 +5,7 @@ mod deploy;
 mod inspect;
 mod rollback;
 mod scaffold;
+mod validate;
 
 use flotilla_runner::{ErrorClass, RunnerError};
 
@@ -67,7 +68,7 @@ async fn dispatch(cli: &Cli) -> CommandResult {
         }
         Command::Deploy(args) => deploy::deploy(cli, args).await,
         Command::Status(select) => inspect::status(cli, select).await,
-        Command::Validate(select) => inspect::validate(cli, select).await,
+        Command::Validate(args) => validate::validate(cli, args).await,
         Command::History { environment } => inspect::history(cli, environment).await,
         Command::Rollback(args) => rollback::rollback(cli, args).await,
         Command::Lock(command) => inspect::lock(cli, command).await,

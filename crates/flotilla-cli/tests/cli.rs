@@ -3,71 +3,15 @@
 //! These live in the CLI's own package because cargo hands `CARGO_BIN_EXE_flotilla` only
 //! to the integration tests of the package that owns the binary.
 
-use std::path::Path;
-use std::process::Output;
+mod common;
+
 use std::time::Duration;
 
-use assert_cmd::Command;
+use common::{ACCOUNTS, TWO_EMBEDDED, flotilla, project, run, write};
 use flotilla_core::{AuthLevel, Connection};
 use flotilla_runner::{LockOwner, LockRequest, MigrationRunner, Target};
 use flotilla_surrealdb::SurrealRunner;
 use flotilla_tests::{ROOT_PASS, ROOT_USER, TestServer, free_port};
-
-fn flotilla(dir: &Path) -> Command {
-    let mut command = Command::cargo_bin("flotilla").expect("flotilla binary");
-    command
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG");
-    command
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// Runs and returns (exit code, stdout + stderr).
-fn run(command: &mut Command) -> (i32, String) {
-    let output = command.output().expect("runs");
-    (output.status.code().unwrap_or(-1), text(&output))
-}
-
-fn write(dir: &Path, name: &str, contents: &str) {
-    let path = dir.join(name);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).expect("mkdir");
-    }
-    std::fs::write(path, contents).expect("write");
-}
-
-const TWO_EMBEDDED: &str = r#"
-[[environments]]
-name = "dev"
-url = "surrealkv://.flotilla/dev.db"
-namespace = "app"
-database = "dev"
-priority = 10
-
-[[environments]]
-name = "prod"
-url = "surrealkv://.flotilla/prod.db"
-namespace = "app"
-database = "prod"
-priority = 20
-"#;
-
-const ACCOUNTS: &str = "-- @up\nDEFINE TABLE account SCHEMAFULL;\nDEFINE FIELD email ON account TYPE string;\n-- @down\nREMOVE TABLE account;\n";
-
-fn project(config: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    write(dir.path(), "flotilla.toml", config);
-    write(dir.path(), "migrations/0001_accounts.surql", ACCOUNTS);
-    dir
-}
 
 #[test]
 fn a_newcomer_inits_deploys_checks_status_and_redeploys_with_nothing_to_do() {

@@ -4,7 +4,7 @@
 //! - `tidy`: the project rules no compiler checks, alone (`tests/tests/tidy.rs`);
 //! - `dev-server [PORT]`: a local SurrealDB server (root/root, in memory) for trying things;
 //! - `bench [--quick] [--runs R]`: flotilla against the raw SurrealDB SDK over a matrix of
-//!   scenarios, each run R times (median).
+//!   scenarios, each run R times (median), and the rehearsal of 200 migrations.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -304,6 +304,31 @@ fn bench(quick: bool, runs: usize) -> Result<(), String> {
             (peak - peak0) / extra
         );
     }
+    // Rehearsal: 200 migrations on a scratch mem:// database; the goal is 2 s.
+    let mut walls = Vec::new();
+    for _ in 0..runs {
+        let output = Command::new(&binary)
+            .args(["rehearse", "mem", "200", "1"])
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+        let line = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if !output.status.success() || line.is_empty() {
+            return Err(format!(
+                "rehearse mem 200 failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        walls.push(number(&line, "wall_ms"));
+        json.push(line);
+    }
+    let wall = median(walls);
+    println!();
+    println!(
+        "rehearsal: 200 migrations up, down and up again on mem:// in {wall:.0} ms (median of {runs}; goal <= 2000 ms: {})",
+        if wall <= 2000.0 { "met" } else { "NOT MET" }
+    );
     let out = target_dir().join("flotilla-bench.json");
     std::fs::write(&out, format!("[\n{}\n]\n", json.join(",\n")))
         .map_err(|e| format!("cannot write {}: {e}", out.display()))?;

@@ -14,8 +14,9 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0    success, or nothing to do
   1    an environment failed or was rolled back
-  2    usage, configuration or migration-file error
-  3    refused by a gate: health, approval, destructive change, drift, lock timeout
+  2    usage, configuration or migration-file error (validate: a rehearsal found a problem)
+  3    refused by a gate: health, approval, destructive change, drift, rehearsal, lock
+       timeout
   130  stopped by Ctrl-C (SIGINT); 143 stopped by SIGTERM. A first signal stops gracefully:
        no new environment starts, running ones finish, leases are released; a second
        exits at once.";

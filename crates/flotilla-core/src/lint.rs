@@ -76,7 +76,7 @@ pub fn destructive(migration: &Migration) -> Vec<Finding> {
 
 /// The destructive statements of `migration`'s down section that do not merely undo its up:
 /// removing a table, field, index, event, function, param or analyzer the up defined, or
-/// deleting a record the up created, is an undo.
+/// deleting records of what the up created or inserted into, is an undo.
 pub fn destructive_down(migration: &Migration) -> Vec<Finding> {
     let Some(down) = &migration.down else {
         return Vec::new();
@@ -142,10 +142,14 @@ fn undoes(down: &[String], created: &[Vec<String>]) -> bool {
             made(kind, name)
         }
         ("DELETE", Some(record), _) => created.iter().any(|up| {
-            matches!(
-                up.first().map(String::as_str),
-                Some("CREATE" | "INSERT" | "UPSERT")
-            ) && up.get(1) == Some(record)
+            match up.first().map(String::as_str) {
+                Some("CREATE" | "UPSERT") => up.get(1) == Some(record),
+                Some("INSERT") => up[1..]
+                    .iter()
+                    .find(|w| !matches!(w.as_str(), "RELATION" | "IGNORE" | "INTO"))
+                    == Some(record),
+                _ => false,
+            }
         }),
         _ => false,
     }
@@ -369,7 +373,7 @@ mod tests {
     fn a_down_that_undoes_its_up_is_not_destructive_and_one_that_destroys_more_is() {
         let undo = Migration::parse(
             "m/0001_a.surql",
-            "-- @up\nDEFINE TABLE IF NOT EXISTS account SCHEMAFULL;\nDEFINE FIELD email ON TABLE account TYPE string;\nDEFINE INDEX by_email ON account FIELDS email;\nDEFINE FUNCTION fn::greet() { RETURN 1 };\nCREATE account:founder SET email = 'f';\n-- @down\nDELETE account:founder;\nREMOVE FUNCTION fn::greet;\nREMOVE INDEX by_email ON account;\nREMOVE FIELD email ON TABLE account;\nREMOVE TABLE IF EXISTS account;\n",
+            "-- @up\nDEFINE TABLE IF NOT EXISTS account SCHEMAFULL;\nDEFINE FIELD email ON TABLE account TYPE string;\nDEFINE INDEX by_email ON account FIELDS email;\nDEFINE FUNCTION fn::greet() { RETURN 1 };\nCREATE account:founder SET email = 'f';\nINSERT INTO setting { key: 'theme' };\n-- @down\nDELETE setting;\nDELETE account:founder;\nREMOVE FUNCTION fn::greet;\nREMOVE INDEX by_email ON account;\nREMOVE FIELD email ON TABLE account;\nREMOVE TABLE IF EXISTS account;\n",
         )
         .expect("valid");
         assert_eq!(destructive_down(&undo), Vec::new());

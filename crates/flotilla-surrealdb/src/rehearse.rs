@@ -129,7 +129,7 @@ impl Scratch {
         let mut findings = Vec::new();
         let mut before: Vec<Schema> = Vec::with_capacity(selected.len());
         for migration in selected {
-            before.push(definitions(&source, Some(tables_of(migration))).await?);
+            before.push(definitions(&source, Some(&names_in(migration))).await?);
             if let Some(finding) = self
                 .run(migration, Direction::Up, RehearsalProblem::UpFailed)
                 .await?
@@ -152,7 +152,7 @@ impl Scratch {
                 findings.push(finding);
                 break;
             }
-            let mut after = definitions(&source, Some(tables_of(migration))).await?;
+            let mut after = definitions(&source, Some(&names_in(migration))).await?;
             forgive_implicit_tables(&mut after, &before[index], migration);
             if after != before[index] {
                 findings.push(RehearsalFinding {
@@ -257,14 +257,23 @@ fn syntax_findings(migration: &Migration) -> Vec<RehearsalFinding> {
     findings
 }
 
-/// The tables a migration's statements name (its up and down), for comparing schemas where
-/// the migration could have changed them.
-fn tables_of(migration: &Migration) -> BTreeSet<String> {
+/// The names a migration's statements mention (its up and down): words, `::` paths with and
+/// without their `fn::`, so that comparing schemas can stop at what the migration could have
+/// changed — whatever it defines or removes, it names.
+fn names_in(migration: &Migration) -> BTreeSet<String> {
     let statements = migration.up.iter().chain(migration.down.iter().flatten());
-    statements
-        .flat_map(|s| words(&s.text))
-        .map(str::to_owned)
-        .collect()
+    let mut names = BTreeSet::new();
+    for statement in statements {
+        names.extend(words(&statement.text).map(str::to_owned));
+        let paths = statement
+            .text
+            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .filter(|path| path.contains("::"));
+        for path in paths {
+            names.insert(path.trim_start_matches("fn::").to_owned());
+        }
+    }
+    names
 }
 
 /// The identifier-like words of `text`.
@@ -340,45 +349,51 @@ impl Source<'_> {
     }
 }
 
-/// The definitions of a database: database-level ones, and table-level ones of the tables in
-/// `tables` (all tables when `None`) — flotilla's own tables left out.
-async fn definitions(source: &Source<'_>, tables: Option<BTreeSet<String>>) -> Result<Schema> {
-    let info = source.read(&["INFO FOR DB".to_owned()]).await?.remove(0);
+/// The definitions of a database — flotilla's own tables left out — all of them, or (with
+/// `names`) only those named so: the database returns just those, so a rehearsal's cost per
+/// migration does not grow with the schema.
+async fn definitions(source: &Source<'_>, names: Option<&BTreeSet<String>>) -> Result<Schema> {
+    let info = match names {
+        None => source.read(&["INFO FOR DB".to_owned()]).await?.remove(0),
+        Some(names) if names.is_empty() => Value::Null,
+        Some(names) => {
+            let wanted: Vec<String> = names.iter().map(|name| sql::ident(name)).collect();
+            let fields: Vec<String> = DB_KINDS
+                .iter()
+                .map(|kind| format!("{kind}: $info.{kind}.{{{}}}", wanted.join(", ")))
+                .collect();
+            let statements = [
+                "LET $info = INFO FOR DB".to_owned(),
+                format!("RETURN {{ {} }}", fields.join(", ")),
+            ];
+            source.read(&statements).await?.remove(1)
+        }
+    };
     let mut schema = Schema::new();
+    let mut tables: Vec<&String> = Vec::new();
     for kind in DB_KINDS {
-        for (name, definition) in info
-            .get(*kind)
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
+        let defined = info.get(*kind).and_then(Value::as_object).into_iter().flatten();
+        for (name, definition) in defined {
+            if definition.is_null() || name.starts_with("_migration_") {
+                continue;
+            }
+            if *kind == "tables" {
+                tables.push(name);
+            }
             schema.insert(format!("{} {name}", singular(kind)), text(definition));
         }
     }
-    schema.retain(|key, _| !key.starts_with("table _migration_"));
-    let wanted: Vec<&String> = info
-        .get("tables")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flat_map(|tables| tables.keys())
-        .filter(|t| !t.starts_with("_migration_"))
-        .filter(|t| tables.as_ref().is_none_or(|only| only.contains(*t)))
-        .collect();
-    if wanted.is_empty() {
+    if tables.is_empty() {
         return Ok(schema);
     }
-    let queries: Vec<String> = wanted
+    let queries: Vec<String> = tables
         .iter()
         .map(|t| format!("INFO FOR TABLE {}", sql::ident(t)))
         .collect();
-    for (table, info) in wanted.iter().zip(source.read(&queries).await?) {
+    for (table, info) in tables.iter().zip(source.read(&queries).await?) {
         for kind in TABLE_KINDS {
-            for (name, definition) in info
-                .get(*kind)
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-            {
+            let defined = info.get(*kind).and_then(Value::as_object).into_iter().flatten();
+            for (name, definition) in defined {
                 schema.insert(
                     format!("{} {table}.{name}", singular(kind)),
                     text(definition),

@@ -286,3 +286,32 @@ async fn rehearsing_on_an_empty_target_reads_nothing_into_it() {
     assert!(rehearsal.passed(), "{rehearsal:#?}");
     assert_eq!(runner.snapshot(&target).await.expect("snapshot"), before);
 }
+
+/// Database-level definitions are compared too: a function (with a `::` path) and a param
+/// the down forgets.
+#[tokio::test]
+async fn a_down_that_leaves_a_function_or_a_param_behind_is_found() {
+    let rehearsal = rehearse(migrations(&[(
+        "0001_helpers.surql",
+        "-- @up\nDEFINE FUNCTION fn::text::clean($s: string) { RETURN $s; };\nDEFINE PARAM $page_size VALUE 50;\n-- @down\nREMOVE PARAM $page_size;\n",
+    )]))
+    .await;
+    assert_eq!(only(&rehearsal).0, RehearsalProblem::DownLeavesSchema);
+    assert!(
+        rehearsal.findings[0]
+            .detail
+            .contains("function text::clean is still defined"),
+        "{rehearsal:#?}"
+    );
+    let rehearsal = rehearse(migrations(&[(
+        "0001_helpers.surql",
+        "-- @up\nDEFINE FUNCTION fn::text::clean($s: string) { RETURN $s; };\nDEFINE PARAM $page_size VALUE 50;\n-- @down\nREMOVE FUNCTION fn::text::clean;\n",
+    )]))
+    .await;
+    assert!(
+        rehearsal.findings[0]
+            .detail
+            .contains("param page_size is still defined"),
+        "{rehearsal:#?}"
+    );
+}

@@ -5,6 +5,7 @@
 //! (parallel strategy, health checks, locks, drift checks, history). `raw` is the bar: the
 //! same statements sent with the SurrealDB SDK directly, one `BEGIN … COMMIT` request per
 //! migration, the same concurrency and connection reuse, and nothing else.
+//! `rehearse mem N 1` rehearses N generated migrations on a scratch `mem://` database.
 //! `cargo xtask bench` runs the matrix and prints the table.
 
 use std::path::{Path, PathBuf};
@@ -32,7 +33,9 @@ fn main() -> std::process::ExitCode {
         _ => None,
     };
     let Some((tool, store, n, c)) = parsed else {
-        eprintln!("usage: flotilla-bench <flotilla|raw> <mem|kv|server> N MAX_CONCURRENT");
+        eprintln!(
+            "usage: flotilla-bench <flotilla|raw|rehearse> <mem|kv|server> N MAX_CONCURRENT"
+        );
         return std::process::ExitCode::from(2);
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -145,6 +148,9 @@ fn connection(setup: &Setup, index: usize) -> Connection {
 }
 
 async fn scenario(tool: &str, store: &str, n: usize, c: usize) -> Result<String, String> {
+    if tool == "rehearse" {
+        return rehearse(store, n).await;
+    }
     let migrations = fixture();
     let setup = setup(store, n)?;
     let rss_before = proc_status_kib("VmRSS:");
@@ -173,6 +179,51 @@ async fn scenario(tool: &str, store: &str, n: usize, c: usize) -> Result<String,
         "requests_per_target": requests as f64 / n as f64,
         "client_cpu_ms": client_cpu,
         "server_cpu_ms": server_cpu,
+    })
+    .to_string())
+}
+
+/// `rehearse mem N`: N generated migrations (tables with fields, indexes and a seed record,
+/// and every third one changing a table all share) rehearsed on an embedded `mem://` scratch
+/// database — up, down, up again.
+async fn rehearse(store: &str, n: usize) -> Result<String, String> {
+    if store != "mem" {
+        return Err(format!("rehearsal runs on mem:// only, not `{store}`"));
+    }
+    let files = (1..=n).map(|i| {
+        let shared = if i % 3 == 0 {
+            (
+                format!("DEFINE FIELD f{i} ON shared TYPE option<int>;\n"),
+                format!("REMOVE FIELD f{i} ON shared;\n"),
+            )
+        } else {
+            (String::new(), String::new())
+        };
+        let text = format!(
+            "-- @up\nDEFINE TABLE t{i} SCHEMAFULL;\nDEFINE FIELD name ON t{i} TYPE string;\nDEFINE FIELD created ON t{i} TYPE datetime DEFAULT time::now();\nDEFINE INDEX t{i}_name ON t{i} FIELDS name UNIQUE;\nCREATE t{i}:seed SET name = 'seed; {i}';\n{}-- @down\n{}REMOVE TABLE t{i};\n",
+            shared.0, shared.1
+        );
+        (PathBuf::from(format!("migrations/{i:04}_table_{i}.surql")), text)
+    });
+    let migrations = Arc::new(MigrationSet::from_files(files).map_err(|e| e.to_string())?);
+    let runner = SurrealRunner::new();
+    let started = Instant::now();
+    let rehearsal = flotilla_runner::MigrationRunner::rehearse(
+        &runner,
+        &flotilla_runner::RehearsalPlan::all(migrations),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let elapsed = started.elapsed();
+    if !rehearsal.passed() || rehearsal.rehearsed != n {
+        return Err(format!("the rehearsal did not pass: {rehearsal:?}"));
+    }
+    Ok(serde_json::json!({
+        "tool": "rehearse",
+        "store": store,
+        "migrations": n,
+        "wall_ms": elapsed.as_secs_f64() * 1000.0,
+        "peak_rss_kib": proc_status_kib("VmHWM:"),
     })
     .to_string())
 }

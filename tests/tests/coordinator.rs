@@ -633,3 +633,79 @@ async fn a_custom_strategy_gets_the_gates_and_auto_rollback() {
         assert!(fleet.history(name).await.is_empty(), "{name}");
     }
 }
+
+/// The rehearsal gate: each distinct pending list is rehearsed once, on the schema of the
+/// first target it is pending on; a problem refuses every target sharing that list, naming
+/// file and line, and nothing runs anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rehearsal_gate_refuses_before_anything_runs() {
+    let fleet = Fleet::new(&["a", "b", "c"]);
+    fleet.deploy_first_migration(&["a"]).await;
+    let snapshots = [
+        fleet.snapshot("a").await,
+        fleet.snapshot("b").await,
+        fleet.snapshot("c").await,
+    ];
+    // 0002's down forgets the field its up defines.
+    let leaky = migrations(&[
+        ("0001_accounts.surql", CREATE_ACCOUNTS),
+        (
+            "0002_nickname.surql",
+            "-- @up\nDEFINE FIELD nickname ON account TYPE option<string>;\n-- @down\nREMOVE INDEX account_email ON account;\nDEFINE INDEX account_email ON account FIELDS email UNIQUE;\n",
+        ),
+    ]);
+    let plan = DeploymentPlan::builder(&fleet.registry)
+        .all()
+        .migrations(Arc::clone(&leaky))
+        .kind(StrategyKind::Parallel)
+        .build()
+        .expect("plan");
+    let report = fleet.coordinator().deploy(&plan).await.expect("deploy");
+    assert_eq!(report.outcome, Outcome::Refused, "{report:#?}");
+    let refusal = report.refusal.as_ref().expect("a refusal");
+    assert_eq!(refusal.gate, Gate::Rehearsal);
+    // Two pending lists: a's [0002], rehearsed on a's schema; b's and c's [0001, 0002],
+    // rehearsed once, on b's.
+    let reasons: Vec<&str> = report
+        .environments
+        .iter()
+        .map(|e| e.error.as_ref().expect("refused").message.as_str())
+        .collect();
+    assert!(
+        reasons[0].contains("1 pending migration(s) on a copy of a's schema"),
+        "{reasons:?}"
+    );
+    for reason in &reasons[1..] {
+        assert!(
+            reason.contains("2 pending migration(s) on a copy of b's schema"),
+            "{reasons:?}"
+        );
+    }
+    for reason in &reasons {
+        assert!(
+            reason.contains("migrations/0002_nickname.surql:4")
+                && reason.contains("field account.nickname is still defined"),
+            "{reason}"
+        );
+    }
+    assert!(
+        report
+            .environments
+            .iter()
+            .all(|e| e.status == DeploymentStatus::Failed && e.applied.is_empty())
+    );
+    for (name, before) in ["a", "b", "c"].into_iter().zip(&snapshots) {
+        assert_eq!(&fleet.snapshot(name).await, before, "{name} was changed");
+    }
+
+    // Without the gate the same plan runs (the down is never needed).
+    let unrehearsed = DeploymentPlan::builder(&fleet.registry)
+        .all()
+        .migrations(leaky)
+        .kind(StrategyKind::Parallel)
+        .rehearse(false)
+        .build()
+        .expect("plan");
+    let report = fleet.coordinator().deploy(&unrehearsed).await.expect("deploy");
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+}

@@ -706,6 +706,10 @@ async fn the_rehearsal_gate_refuses_before_anything_runs() {
         .rehearse(false)
         .build()
         .expect("plan");
-    let report = fleet.coordinator().deploy(&unrehearsed).await.expect("deploy");
+    let report = fleet
+        .coordinator()
+        .deploy(&unrehearsed)
+        .await
+        .expect("deploy");
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
 }

@@ -84,7 +84,10 @@ fn heading(group: &Group) -> String {
     }
     let version = |v: &Option<Version>| v.as_ref().map_or("-".to_owned(), ToString::to_string);
     if group.migrations.is_empty() {
-        format!("  {names}: up to date at {}", version(&group.version_before))
+        format!(
+            "  {names}: up to date at {}",
+            version(&group.version_before)
+        )
     } else {
         format!(
             "  {names}: {} -> {}, {} migration(s):",

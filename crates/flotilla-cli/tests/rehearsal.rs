@@ -58,7 +58,10 @@ fn validate_names_each_broken_migration_with_file_and_line_and_exits_2() {
     let (code, out) = validate_offline(
         "-- @up\nDEFINE FUNCTION fn::clean($s: string) { RETURN string::replace($s, /[;']/, ''); };\n-- @down\nREMOVE FUNCTION fn::clean;\n",
     );
-    assert_eq!(code, 0, "a regex literal with a quote and a semicolon: {out}");
+    assert_eq!(
+        code, 0,
+        "a regex literal with a quote and a semicolon: {out}"
+    );
     assert!(
         out.contains("rehearsal on an empty scratch database: 2 migration(s) ok"),
         "{out}"
@@ -82,7 +85,11 @@ async fn a_migration_that_conflicts_with_a_real_targets_schema_is_caught_before_
         ),
     );
     write(dir.path(), "migrations/0001_accounts.surql", ACCOUNTS);
-    let flotilla = |args: &[&str]| run(flotilla(dir.path()).args(args).env("PROD_PASSWORD", ROOT_PASS));
+    let flotilla = |args: &[&str]| {
+        run(flotilla(dir.path())
+            .args(args)
+            .env("PROD_PASSWORD", ROOT_PASS))
+    };
     let (code, out) = flotilla(&["deploy", "--all"]);
     assert_eq!(code, 0, "{out}");
 
@@ -164,9 +171,13 @@ fn a_dry_run_names_what_would_run_where() {
     ] {
         assert!(out.contains(expected), "{expected:?} in:\n{out}");
     }
-    assert!(!out.contains("DEFINE FIELD contact"), "no SQL unless asked: {out}");
+    assert!(
+        !out.contains("DEFINE FIELD contact"),
+        "no SQL unless asked: {out}"
+    );
 
-    let (code, out) = run(flotilla(dir.path()).args(["deploy", "--all", "--dry-run", "--show-sql"]));
+    let (code, out) =
+        run(flotilla(dir.path()).args(["deploy", "--all", "--dry-run", "--show-sql"]));
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("        DEFINE FIELD contact ON account TYPE option<string>;")
@@ -194,7 +205,10 @@ fn a_dry_run_names_what_would_run_where() {
     assert_eq!(groups[0]["ends_at"], "0002");
     let drop = &groups[0]["migrations"][0];
     assert_eq!(drop["version"], "0002");
-    assert_eq!(drop["destructive"], serde_json::json!(["line 3: REMOVE FIELD"]));
+    assert_eq!(
+        drop["destructive"],
+        serde_json::json!(["line 3: REMOVE FIELD"])
+    );
     assert_eq!(
         drop["statements"][1], "REMOVE FIELD email ON account;",
         "{plan}"

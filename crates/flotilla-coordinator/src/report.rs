@@ -125,7 +125,11 @@ impl EnvironmentReport {
     /// The version this environment is at once everything pending is applied: what a dry
     /// run's deploy would end at.
     pub fn planned_version(&self) -> Option<Version> {
-        self.pending.iter().chain(&self.version_before).max().cloned()
+        self.pending
+            .iter()
+            .chain(&self.version_before)
+            .max()
+            .cloned()
     }
 
     pub(crate) fn pending(environment: String) -> Self {

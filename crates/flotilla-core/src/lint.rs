@@ -141,16 +141,20 @@ fn undoes(down: &[String], created: &[Vec<String>]) -> bool {
             };
             made(kind, name)
         }
-        ("DELETE", Some(record), _) => created.iter().any(|up| {
-            match up.first().map(String::as_str) {
-                Some("CREATE" | "UPSERT") => up.get(1) == Some(record),
-                Some("INSERT") => up[1..]
-                    .iter()
-                    .find(|w| !matches!(w.as_str(), "RELATION" | "IGNORE" | "INTO"))
-                    == Some(record),
-                _ => false,
-            }
-        }),
+        ("DELETE", Some(record), _) => {
+            created
+                .iter()
+                .any(|up| match up.first().map(String::as_str) {
+                    Some("CREATE" | "UPSERT") => up.get(1) == Some(record),
+                    Some("INSERT") => {
+                        up[1..]
+                            .iter()
+                            .find(|w| !matches!(w.as_str(), "RELATION" | "IGNORE" | "INTO"))
+                            == Some(record)
+                    }
+                    _ => false,
+                })
+        }
         _ => false,
     }
 }

@@ -43,7 +43,10 @@ pub struct Rehearsal {
     /// Problems, in the order found.
     pub findings: Vec<RehearsalFinding>,
     /// How long it took.
-    #[serde(rename = "duration_ms", serialize_with = "crate::util::serialize_millis")]
+    #[serde(
+        rename = "duration_ms",
+        serialize_with = "crate::util::serialize_millis"
+    )]
     pub duration: Duration,
 }
 

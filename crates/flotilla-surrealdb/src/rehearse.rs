@@ -372,7 +372,11 @@ async fn definitions(source: &Source<'_>, names: Option<&BTreeSet<String>>) -> R
     let mut schema = Schema::new();
     let mut tables: Vec<&String> = Vec::new();
     for kind in DB_KINDS {
-        let defined = info.get(*kind).and_then(Value::as_object).into_iter().flatten();
+        let defined = info
+            .get(*kind)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten();
         for (name, definition) in defined {
             if definition.is_null() || name.starts_with("_migration_") {
                 continue;
@@ -392,7 +396,11 @@ async fn definitions(source: &Source<'_>, names: Option<&BTreeSet<String>>) -> R
         .collect();
     for (table, info) in tables.iter().zip(source.read(&queries).await?) {
         for kind in TABLE_KINDS {
-            let defined = info.get(*kind).and_then(Value::as_object).into_iter().flatten();
+            let defined = info
+                .get(*kind)
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten();
             for (name, definition) in defined {
                 schema.insert(
                     format!("{} {table}.{name}", singular(kind)),
@@ -434,9 +442,7 @@ fn difference(before: &Schema, after: &Schema, migration: &Migration) -> String 
                 let made_by = defined_at(migration, key)
                     .map(|line| format!(", defined by the up at line {line}"))
                     .unwrap_or_default();
-                lines.push(format!(
-                    "{key} is still defined (`{definition}`{made_by})"
-                ));
+                lines.push(format!("{key} is still defined (`{definition}`{made_by})"));
             }
             Some(was) if was != definition => {
                 lines.push(format!("{key} differs: was `{was}`, is `{definition}`"))

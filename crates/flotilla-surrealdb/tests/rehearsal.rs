@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 use flotilla_core::{Connection, MigrationSet, Version};
 use flotilla_runner::testkit::migrations;
 use flotilla_runner::{
-    LockRequest, MigrationPlan, MigrationRunner, Rehearsal, RehearsalPlan, RehearsalProblem,
-    Target,
+    LockRequest, MigrationPlan, MigrationRunner, Rehearsal, RehearsalPlan, RehearsalProblem, Target,
 };
 use flotilla_surrealdb::{SurrealConfig, SurrealRunner};
 
@@ -203,10 +202,15 @@ async fn a_rehearsal_is_bounded_by_the_request_timeout() {
         )])))
         .await
         .expect("the rehearsal runs");
-    assert!(started.elapsed() < Duration::from_secs(10), "{rehearsal:#?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{rehearsal:#?}"
+    );
     assert_eq!(only(&rehearsal).0, RehearsalProblem::UpFailed);
     assert!(
-        rehearsal.findings[0].detail.contains("no answer within 300ms"),
+        rehearsal.findings[0]
+            .detail
+            .contains("no answer within 300ms"),
         "{rehearsal:#?}"
     );
 }

@@ -12,8 +12,8 @@ use proptest::prelude::*;
 fn agrees_with_the_parser(source: &str, what: &str) -> Result<usize, String> {
     let whole = surrealdb_core::syn::parse(source)
         .map_err(|e| format!("{what}: SurrealDB does not parse it as a whole: {e}"))?;
-    let split =
-        split_statements(source, 1).map_err(|e| format!("{what}: flotilla cannot split it: {e}"))?;
+    let split = split_statements(source, 1)
+        .map_err(|e| format!("{what}: flotilla cannot split it: {e}"))?;
     for statement in &split {
         let alone = surrealdb_core::syn::parse(&statement.text).map_err(|e| {
             format!(
@@ -29,10 +29,7 @@ fn agrees_with_the_parser(source: &str, what: &str) -> Result<usize, String> {
                 statement.text
             ));
         }
-        let first_line = source
-            .lines()
-            .nth(statement.line - 1)
-            .unwrap_or_default();
+        let first_line = source.lines().nth(statement.line - 1).unwrap_or_default();
         let opening = statement.text.lines().next().unwrap_or_default();
         if !first_line.contains(opening) {
             return Err(format!(

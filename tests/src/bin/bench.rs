@@ -33,9 +33,7 @@ fn main() -> std::process::ExitCode {
         _ => None,
     };
     let Some((tool, store, n, c)) = parsed else {
-        eprintln!(
-            "usage: flotilla-bench <flotilla|raw|rehearse> <mem|kv|server> N MAX_CONCURRENT"
-        );
+        eprintln!("usage: flotilla-bench <flotilla|raw|rehearse> <mem|kv|server> N MAX_CONCURRENT");
         return std::process::ExitCode::from(2);
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");

@@ -52,13 +52,18 @@ pub(crate) async fn validate(cli: &Cli, args: &ValidateArgs) -> CommandResult {
             .push("rehearsal: skipped (no environment names a backend)".into()),
     }
     if !args.offline {
-        verdict.connectivity(&coordinator, &environments, &migrations).await?;
+        verdict
+            .connectivity(&coordinator, &environments, &migrations)
+            .await?;
         if selection(&args.select).is_some() {
             let rehearsals = coordinator
                 .rehearse_pending(&environments, migrations.clone())
                 .await;
             for (environment, rehearsal) in environments.iter().zip(rehearsals) {
-                verdict.rehearsal(&format!("a copy of {}'s schema", environment.name), rehearsal);
+                verdict.rehearsal(
+                    &format!("a copy of {}'s schema", environment.name),
+                    rehearsal,
+                );
             }
         }
     }

@@ -218,22 +218,7 @@ fn bench(quick: bool, runs: usize) -> Result<(), String> {
         // Per tool: wall ms, peak RSS, requests per target, server CPU ms.
         let mut samples: [[Vec<f64>; 4]; 2] = Default::default();
         for (slot, tool) in (0..runs).flat_map(|_| [(0, "raw"), (1, "flotilla")]) {
-            let output = Command::new(&binary)
-                .args([tool, store, &n.to_string(), &c.to_string()])
-                .env("FLOTILLA_BENCH_FIXTURE", root().join("tests/bench-fixture"))
-                // With backtraces on, every error inside SurrealDB captures one (the health
-                // probe of a new target reads two missing tables): not what production pays.
-                .env_remove("RUST_BACKTRACE")
-                .env_remove("RUST_LIB_BACKTRACE")
-                .output()
-                .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
-            let line = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-            if !output.status.success() || line.is_empty() {
-                return Err(format!(
-                    "{tool} {store} {n} {c} failed: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                ));
-            }
+            let line = scenario(&binary, [tool, store, &n.to_string(), &c.to_string()])?;
             let wall = number(&line, "wall_ms");
             let peak = number(&line, "peak_rss_kib");
             eprintln!(
@@ -304,22 +289,19 @@ fn bench(quick: bool, runs: usize) -> Result<(), String> {
             (peak - peak0) / extra
         );
     }
-    // Rehearsal: 200 migrations on a scratch mem:// database; the goal is 2 s.
+    rehearsal(&binary, runs, &mut json)?;
+    let out = target_dir().join("flotilla-bench.json");
+    std::fs::write(&out, format!("[\n{}\n]\n", json.join(",\n")))
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    eprintln!("results: {}", out.display());
+    Ok(())
+}
+
+/// Rehearsal: 200 migrations on a scratch mem:// database, `runs` times; the goal is 2 s.
+fn rehearsal(binary: &Path, runs: usize, json: &mut Vec<String>) -> Result<(), String> {
     let mut walls = Vec::new();
     for _ in 0..runs {
-        let output = Command::new(&binary)
-            .args(["rehearse", "mem", "200", "1"])
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LIB_BACKTRACE")
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
-        let line = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-        if !output.status.success() || line.is_empty() {
-            return Err(format!(
-                "rehearse mem 200 failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
+        let line = scenario(binary, ["rehearse", "mem", "200", "1"])?;
         walls.push(number(&line, "wall_ms"));
         json.push(line);
     }
@@ -329,11 +311,29 @@ fn bench(quick: bool, runs: usize) -> Result<(), String> {
         "rehearsal: 200 migrations up, down and up again on mem:// in {wall:.0} ms (median of {runs}; goal <= 2000 ms: {})",
         if wall <= 2000.0 { "met" } else { "NOT MET" }
     );
-    let out = target_dir().join("flotilla-bench.json");
-    std::fs::write(&out, format!("[\n{}\n]\n", json.join(",\n")))
-        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-    eprintln!("results: {}", out.display());
     Ok(())
+}
+
+/// One run of one scenario (`flotilla-bench TOOL STORE N C`) in its own process: its JSON line.
+fn scenario(binary: &Path, args: [&str; 4]) -> Result<String, String> {
+    let output = Command::new(binary)
+        .args(args)
+        .env("FLOTILLA_BENCH_FIXTURE", root().join("tests/bench-fixture"))
+        // With backtraces on, every error inside SurrealDB captures one (the health probe of
+        // a new target reads two missing tables): not what production pays.
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    let line = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || line.is_empty() {
+        return Err(format!(
+            "{} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(line)
 }
 
 /// A number field of a flat JSON object line (the bench's own output).

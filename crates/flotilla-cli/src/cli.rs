@@ -16,7 +16,7 @@ Exit codes:
   1    an environment failed or was rolled back
   2    usage, configuration or migration-file error (validate: a rehearsal found a problem)
   3    refused by a gate: health, approval, destructive change, drift, rehearsal, lock
-       timeout
+       timeout, quiesce — or paused by a quiesce mid-way (resume it with --resume)
   130  stopped by Ctrl-C (SIGINT); 143 stopped by SIGTERM. A first signal stops gracefully:
        no new environment starts, running ones finish, leases are released; a second
        exits at once.";
@@ -115,6 +115,17 @@ pub(crate) enum Command {
         after_help = "Examples:\n  flotilla lock status -e prod\n  flotilla lock release --force -e prod"
     )]
     Lock(LockCommand),
+    /// List deployments recorded in the control store, or show one per target.
+    #[command(
+        after_help = "Examples:\n  flotilla deployments\n  flotilla deployments show deploy-1733312000000-4242-0"
+    )]
+    Deployments(DeploymentsArgs),
+    /// Stop deployments fleet-wide for a while: set, clear or show the quiesce flag.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  flotilla quiesce set --ttl 30m --reason \"incident 42\"\n  flotilla quiesce status\n  flotilla quiesce clear"
+    )]
+    Quiesce(QuiesceCommand),
     /// Print shell completions.
     #[command(
         after_help = "Example:\n  flotilla completions bash > /etc/bash_completion.d/flotilla"
@@ -197,6 +208,58 @@ pub(crate) struct DeployArgs {
     /// config's, else 30s). A crashed deploy's leases block others this long.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub(crate) lease: Option<Duration>,
+    /// Finish deployment ID: its plan again, for every environment that has not succeeded.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["environments", "tag", "all", "dry_run"])]
+    pub(crate) resume: Option<String>,
+    /// The deployment's id (letters, digits, `.`, `_`, `-`); shards of one deployment share
+    /// it. Default: generated.
+    #[arg(long, value_name = "ID", conflicts_with = "resume")]
+    pub(crate) deployment_id: Option<String>,
+    /// Deploy shard i of N (0-based) of the selected environments: a stable split by name,
+    /// the same on every machine. Needs --deployment-id (or --resume).
+    #[arg(long, value_name = "i/N")]
+    pub(crate) shard: Option<String>,
+    /// The shard from Kubernetes' Indexed Job: JOB_COMPLETION_INDEX of JOB_COMPLETIONS.
+    #[arg(long, conflicts_with = "shard")]
+    pub(crate) shard_from_env: bool,
+    /// Also append every audit record to FILE as JSON lines (default: the config's).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) audit_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeploymentsArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<DeploymentsCommand>,
+    /// How many of the newest deployments to list.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) limit: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeploymentsCommand {
+    /// One deployment: who, its runs (shards, resumes), and every environment once.
+    Show {
+        /// The deployment id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum QuiesceCommand {
+    /// Quiesce the fleet: no deployment starts, running ones start no further environment.
+    Set {
+        /// How long (at most 2h); it expires by itself.
+        #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "30m")]
+        ttl: Duration,
+        /// Why (shown to everyone refused).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift the quiesce.
+    Clear,
+    /// Whether the fleet is quiesced, by whom, why, until when.
+    Status,
 }
 
 #[derive(Debug, Args)]

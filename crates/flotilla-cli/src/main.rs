@@ -4,6 +4,7 @@
 mod approve;
 mod cli;
 mod commands;
+mod control;
 mod dry_run;
 mod project;
 mod render;

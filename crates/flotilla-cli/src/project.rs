@@ -21,6 +21,10 @@ pub(crate) struct Project {
     pub(crate) registry: EnvironmentRegistry,
     pub(crate) backends: Backends,
     pub(crate) migrations_dir: PathBuf,
+    /// The config file's directory: relative paths in it are taken from here.
+    pub(crate) base: PathBuf,
+    /// Timeouts for every SurrealDB connection, the control store's too.
+    pub(crate) runner_config: SurrealConfig,
 }
 
 impl Project {
@@ -42,7 +46,8 @@ impl Project {
                 .map_err(|e| usage(format!("{}: {e}", path.display())))?;
         }
         let mut backends = Backends::new();
-        SurrealRunner::with_config(runner_config(cli, &config)?).register(&mut backends);
+        let runner_config = runner_config(cli, &config)?;
+        SurrealRunner::with_config(runner_config.clone()).register(&mut backends);
         let migrations_dir = cli
             .migrations_dir
             .clone()
@@ -52,6 +57,8 @@ impl Project {
             registry,
             backends,
             migrations_dir,
+            base,
+            runner_config,
         })
     }
 
@@ -122,15 +129,20 @@ fn runner_config(cli: &Cli, config: &ProjectConfig) -> Result<SurrealConfig, Fai
     })
 }
 
-/// The environment as configured, with a relative `surrealkv://` path taken relative to the
-/// configuration file, so commands work from any directory.
+/// The environment as configured, its URL [`beside`] the configuration file.
 fn beside_config(configured: &EnvironmentConfig, base: &Path) -> EnvironmentConfig {
     let mut environment = configured.clone();
-    if let Some(path) = environment.connection.url.strip_prefix("surrealkv://")
-        && !path.starts_with('/')
-        && !base.as_os_str().is_empty()
-    {
-        environment.connection.url = format!("surrealkv://{}", base.join(path).display());
-    }
+    environment.connection.url = beside(&environment.connection.url, base);
     environment
+}
+
+/// `url` with a relative `surrealkv://` path taken relative to the configuration file's
+/// directory `base`, so commands work from any directory.
+pub(crate) fn beside(url: &str, base: &Path) -> String {
+    match url.strip_prefix("surrealkv://") {
+        Some(path) if !path.starts_with('/') && !base.as_os_str().is_empty() => {
+            format!("surrealkv://{}", base.join(path).display())
+        }
+        _ => url.to_owned(),
+    }
 }

@@ -135,7 +135,7 @@ fn visible_len(text: &str) -> usize {
 }
 
 /// Columns padded to their widest cell.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|row| row.iter().map(|cell| clean_keeping_colour(cell)).collect())
@@ -304,6 +304,16 @@ pub(crate) fn report(report: &DeploymentReport, output: Output) {
     if let Some(halted) = &report.halted {
         println!("{halted}");
     }
+    if let Some(audit) = report
+        .audit
+        .as_ref()
+        .filter(|a| a.dropped > 0 || a.failed_writes > 0)
+    {
+        println!(
+            "warning: the journal lost records ({} dropped from a full queue, {} failed writes to {}); the deployment itself is unaffected",
+            audit.dropped, audit.failed_writes, audit.store
+        );
+    }
     println!(
         "{} ({} ms, deployment {})",
         summary(report),
@@ -360,6 +370,12 @@ fn summary(report: &DeploymentReport) -> String {
             "deployment stopped by a signal: environments not yet started were skipped".into()
         }
         Outcome::Refused => "deployment refused; nothing was changed".into(),
+        Outcome::Paused => format!(
+            "deployment paused: {}; environments not yet started were skipped, what ran is kept \
+             (finish it with `flotilla deploy --resume {}`)",
+            report.paused.as_deref().unwrap_or("quiesced"),
+            report.deployment_id
+        ),
     }
 }
 

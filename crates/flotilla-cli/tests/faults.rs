@@ -100,6 +100,19 @@ impl Project {
         project.add(migrations)
     }
 
+    /// Journals to a control store on the server at `url` — as teams running deployers
+    /// side by side do: the embedded default serves one process at a time.
+    fn shared_control(self, url: &str) -> Self {
+        let path = self.dir.path().join("flotilla.toml");
+        let mut config = std::fs::read_to_string(&path).expect("config");
+        config.push_str(&format!(
+            "[control]\nurl = \"{url}\"\nnamespace = \"{}_control\"\nusername = \"{ROOT_USER}\"\npassword = \"${{{PASSWORD_VARIABLE}}}\"\n",
+            self.namespace
+        ));
+        std::fs::write(path, config).expect("config");
+        self
+    }
+
     fn add(mut self, migrations: &[Migration]) -> Self {
         for migration in migrations {
             std::fs::write(
@@ -477,7 +490,8 @@ async fn a_deployer_stopped_past_its_lease_commits_nothing_more() {
                 Migration::slow(&format!("{round}002"), "2500ms"),
                 Migration::quick(&format!("{round}003")),
             ],
-        );
+        )
+        .shared_control(&server.ws_url());
         let mut first = project.spawn(&args(&[]));
         first.wait_for("the target in progress", |v| is_event(v, "in_progress"));
         std::thread::sleep(Duration::from_millis(300));
@@ -531,7 +545,8 @@ async fn eight_deployers_at_once() {
                 Migration::slow(&format!("{round}002"), "200ms"),
                 Migration::quick(&format!("{round}003")),
             ],
-        );
+        )
+        .shared_control(&server.ws_url());
         let extra = [
             "--strategy",
             "parallel",

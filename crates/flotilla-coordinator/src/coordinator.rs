@@ -15,6 +15,7 @@ use flotilla_strategies::{
 use tokio::sync::broadcast;
 
 use crate::approval::{ApproveList, Approver};
+use crate::control::{Control, Journal, quiesced, run_start, watch_quiesce};
 use crate::error::PlanError;
 use crate::gates::{self, Culprits};
 use crate::plan::DeploymentPlan;
@@ -29,6 +30,7 @@ pub struct DeploymentCoordinator {
     approver: Arc<dyn Approver>,
     events: broadcast::Sender<DeploymentEvent>,
     live: Mutex<Option<Progress>>,
+    control: Option<Control>,
 }
 
 impl DeploymentCoordinator {
@@ -40,7 +42,20 @@ impl DeploymentCoordinator {
             approver: Arc::new(ApproveList::default()),
             events,
             live: Mutex::new(None),
+            control: None,
         }
+    }
+
+    /// The same coordinator journaling to, auditing to and obeying the quiesce flag of
+    /// `control`'s store.
+    pub fn with_control(mut self, control: Control) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// The control store's settings, if the coordinator has one.
+    pub fn control(&self) -> Option<&Control> {
+        self.control.as_ref()
     }
 
     /// The same coordinator asking `approver` for approvals.
@@ -84,17 +99,73 @@ impl DeploymentCoordinator {
         let names = plan.environment_names();
         let progress = Progress::new(&names, self.events.clone());
         *lock_unpoisoned(&self.live) = Some(progress.clone());
-        let mut run = Run {
+        let run = Run {
             plan: Settings::of(plan)?,
             started,
             reports: names.into_iter().map(EnvironmentReport::pending).collect(),
             progress: progress.clone(),
         };
+        let journal = match &self.control {
+            Some(control) if !plan.dry_run => {
+                Some(Journal::start(control, run_start(plan, control)).await?)
+            }
+            _ => None,
+        };
+        let strategy = plan.deployment_strategy()?;
+        let prepared = self.prepare(plan, run, destinations, stop.clone()).await;
+        let (run, mut deployment) = match prepared {
+            Ok(ready) => ready,
+            Err(mut report) => {
+                if let Some(journal) = journal {
+                    journal.finish(&mut report).await;
+                }
+                return Ok(report);
+            }
+        };
+        deployment
+            .listeners
+            .extend(journal.iter().map(Journal::listener));
+        let watcher = self
+            .control
+            .as_ref()
+            .map(|control| watch_quiesce(control, stop.clone()));
+        // The rollout runs as a task of its own, so that dropping this future stops it
+        // gracefully instead of abandoning leases mid-flight.
+        let _stop_when_dropped = StopOnDrop(stop);
+        let rollout = tokio::spawn(async move {
+            let mut report = run.execute(strategy, Arc::new(deployment), watcher).await;
+            if let Some(journal) = journal {
+                journal.finish(&mut report).await;
+            }
+            report
+        });
+        rollout
+            .await
+            .map_err(|error| PlanError::Internal(error.to_string()))
+    }
 
+    /// Everything before the rollout: approval, quiesce, pre-flight, the gates, rehearsal.
+    /// `Err` is the report of a deployment that ends here (refused, or a dry run).
+    async fn prepare(
+        &self,
+        plan: &DeploymentPlan,
+        mut run: Run,
+        destinations: Vec<Destination>,
+        stop: Stop,
+    ) -> Result<(Run, Deployment), DeploymentReport> {
+        if destinations.is_empty() {
+            // A shard with no share, or a resume with nothing left.
+            return Err(run.finish(Outcome::Succeeded, None, None, false));
+        }
         // Approval first: it needs no database.
         let unapproved = gates::approval(plan, self.approver()).await;
         if !unapproved.is_empty() {
-            return Ok(run.refuse(Gate::Approval, unapproved));
+            return Err(run.refuse(Gate::Approval, unapproved));
+        }
+        if let Some(control) = self.control.as_ref().filter(|_| !plan.dry_run)
+            && let Some(reason) = quiesced(control).await
+        {
+            return Err(run.refuse_all(Gate::Quiesce, ErrorClass::Quiesced, reason));
         }
         let up = MigrationPlan::up(Arc::clone(&plan.migrations))
             .with_deployment_id(plan.deployment_id.clone())
@@ -102,35 +173,28 @@ impl DeploymentCoordinator {
         let facts = preflight(&destinations, &up, plan.verify_health).await;
         run.record(&facts);
         if let Some((gate, culprits)) = gates::after_preflight(plan, &facts) {
-            return Ok(run.refuse(gate, culprits));
+            return Err(run.refuse(gate, culprits));
         }
         if plan.rehearse {
             let culprits = crate::rehearse::gate(&destinations, &facts, &plan.migrations).await;
             if !culprits.is_empty() {
-                return Ok(run.refuse(Gate::Rehearsal, culprits));
+                return Err(run.refuse(Gate::Rehearsal, culprits));
             }
         }
         if plan.dry_run {
-            return Ok(run.dry_run());
+            return Err(run.dry_run());
         }
-
-        let strategy = plan.deployment_strategy()?;
-        let deployment = Arc::new(Deployment {
+        let deployment = Deployment {
             destinations,
             plan: up,
             lock: LockRequest::new(Some(plan.deployment_id.clone()), plan.lock_timeout)
                 .with_lease(plan.lease),
-            progress,
+            progress: run.progress.clone(),
             canary_health_gate: plan.verify_health,
-            stop: stop.clone(),
-        });
-        // The rollout runs as a task of its own, so that dropping this future stops it
-        // gracefully instead of abandoning leases mid-flight.
-        let _stop_when_dropped = StopOnDrop(stop);
-        let rollout = tokio::spawn(run.execute(strategy, deployment));
-        rollout
-            .await
-            .map_err(|error| PlanError::Internal(error.to_string()))
+            stop,
+            listeners: Vec::new(),
+        };
+        Ok((run, deployment))
     }
 
     fn destinations(&self, plan: &DeploymentPlan) -> Result<Vec<Destination>, PlanError> {
@@ -239,6 +303,25 @@ impl Run {
         self.finish(Outcome::Refused, Some(refusal), None, false)
     }
 
+    /// Marks every environment Skipped for one `reason` of `class` (the fleet is quiesced);
+    /// nothing has run.
+    fn refuse_all(mut self, gate: Gate, class: ErrorClass, reason: String) -> DeploymentReport {
+        for (index, report) in self.reports.iter_mut().enumerate() {
+            report.status = DeploymentStatus::Skipped;
+            report.version_after.clone_from(&report.version_before);
+            report.error = Some(TargetError {
+                class,
+                message: reason.clone(),
+            });
+            self.progress.status(index, DeploymentStatus::Skipped);
+        }
+        let refusal = Refusal {
+            gate,
+            reasons: vec![reason],
+        };
+        self.finish(Outcome::Refused, Some(refusal), None, false)
+    }
+
     fn dry_run(mut self) -> DeploymentReport {
         let mut outcome = Outcome::DryRun;
         for report in &mut self.reports {
@@ -257,9 +340,15 @@ impl Run {
         mut self,
         strategy: Arc<dyn DeploymentStrategy>,
         deployment: Arc<Deployment>,
+        quiesce_watcher: Option<tokio::task::JoinHandle<()>>,
     ) -> DeploymentReport {
         let ran = strategy.deploy(Arc::clone(&deployment)).await;
-        let interrupted = deployment.stop.is_stopped();
+        if let Some(watcher) = quiesce_watcher {
+            watcher.abort();
+        }
+        // A pause (quiesce) keeps what ran; a stop rolls it back like a failure.
+        let interrupted = deployment.stop.is_interrupted();
+        let paused = deployment.stop.pause_reason().filter(|_| !interrupted);
         let failed = ran.failed() || interrupted;
         let mut outcomes = ran.outcomes;
         let known = reconcile_unknown(&deployment, &self.plan.deployment_id, &mut outcomes).await;
@@ -281,6 +370,8 @@ impl Run {
             Outcome::RollbackFailed
         } else if interrupted {
             Outcome::Interrupted
+        } else if !failed && paused.is_some() {
+            Outcome::Paused
         } else if !failed {
             Outcome::Succeeded
         } else if rollback.reverted {
@@ -288,7 +379,9 @@ impl Run {
         } else {
             Outcome::Failed
         };
-        self.finish(outcome, None, ran.halted, interrupted)
+        let mut report = self.finish(outcome, None, ran.halted, interrupted);
+        report.paused = paused;
+        report
     }
 
     fn finish(
@@ -306,6 +399,8 @@ impl Run {
             refusal,
             halted,
             interrupted,
+            paused: None,
+            audit: None,
             environments: self.reports,
             duration: self.started.elapsed(),
         }
@@ -327,6 +422,8 @@ fn apply_outcome(report: &mut EnvironmentReport, outcome: &TargetOutcome) {
             .or_else(|| report.version_before.clone()),
     };
     report.duration = outcome.duration;
+    report.started_at.clone_from(&outcome.started_at);
+    report.finished_at.clone_from(&outcome.finished_at);
     report.error.clone_from(&outcome.error);
     report.lock_takeover.clone_from(&outcome.lock_takeover);
 }

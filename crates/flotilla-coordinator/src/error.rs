@@ -55,6 +55,10 @@ pub enum PlanError {
     /// The deployment's task ended abnormally (it panicked); leases it held expire.
     #[error("the deployment stopped unexpectedly: {0}")]
     Internal(String),
+    /// The control store cannot be used (unreachable at the start, the audit log cannot be
+    /// opened): nothing ran.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
     /// No backend serves an environment's URL.
     #[error(transparent)]
     Backend(#[from] flotilla_runner::RunnerError),

@@ -13,6 +13,7 @@
 //! `tracing`.
 
 mod approval;
+pub mod control;
 mod coordinator;
 mod environment;
 mod error;
@@ -24,6 +25,7 @@ mod rehearse;
 mod report;
 mod revert;
 mod rollback;
+mod shard;
 
 pub use approval::{ApproveAll, ApproveList, Approver};
 pub use coordinator::DeploymentCoordinator;
@@ -36,3 +38,4 @@ pub use inspect::EnvironmentStatus;
 pub use plan::{DeploymentPlan, DeploymentPlanBuilder};
 pub use report::{DeploymentReport, EnvironmentReport, Gate, Outcome, Refusal};
 pub use revert::{RollbackError, RollbackPlan};
+pub use shard::{MAX_SHARDS, Shard};

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use flotilla_core::{DriftPolicy, MAX_DURATION, MigrationSet, format_duration};
 use flotilla_runner::{DatabaseKey, LockRequest};
@@ -14,6 +14,7 @@ use flotilla_core::config::{Defaults, EnvironmentConfig};
 
 use crate::environment::{EnvironmentRegistry, Selection};
 use crate::error::PlanError;
+use crate::shard::Shard;
 
 /// A validated deployment plan. Build one with [`DeploymentPlan::builder`].
 #[derive(Clone, Debug)]
@@ -42,6 +43,14 @@ pub struct DeploymentPlan {
     pub drift_policy: DriftPolicy,
     /// Identifies this deployment in history rows, locks and events.
     pub deployment_id: String,
+    /// The share of the selected environments this process deploys, when sharded.
+    pub shard: Option<Shard>,
+    /// Every environment the selection named, before sharding and exclusions (what a
+    /// resume or another shard selects again).
+    pub selected: Vec<String>,
+    /// What the caller records with the deployment in the control store, to run it again
+    /// (`flotilla deploy --resume` keeps its arguments here).
+    pub record: Option<serde_json::Value>,
 }
 
 impl DeploymentPlan {
@@ -61,6 +70,9 @@ impl DeploymentPlan {
             lease: LockRequest::DEFAULT_LEASE,
             drift_policy: DriftPolicy::default(),
             deployment_id: None,
+            shard: None,
+            exclude: BTreeSet::new(),
+            record: None,
         }
     }
 
@@ -95,6 +107,9 @@ pub struct DeploymentPlanBuilder {
     lease: Duration,
     drift_policy: DriftPolicy,
     deployment_id: Option<String>,
+    shard: Option<Shard>,
+    exclude: BTreeSet<String>,
+    record: Option<serde_json::Value>,
 }
 
 impl DeploymentPlanBuilder {
@@ -244,6 +259,25 @@ impl DeploymentPlanBuilder {
         self
     }
 
+    /// Deploy only `shard`'s share of the selected environments (see [`Shard`]).
+    pub fn shard(mut self, shard: Shard) -> Self {
+        self.shard = Some(shard);
+        self
+    }
+
+    /// Leave these environments out (a resume leaves out those that succeeded). An
+    /// exclusion that leaves nothing is a plan with nothing to do, not an error.
+    pub fn exclude<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.exclude.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// What to record with the deployment in the control store, to run it again.
+    pub fn record(mut self, record: serde_json::Value) -> Self {
+        self.record = Some(record);
+        self
+    }
+
     /// Validates and builds the plan.
     pub fn build(self) -> Result<DeploymentPlan, PlanError> {
         self.strategy.validate()?;
@@ -267,8 +301,13 @@ impl DeploymentPlanBuilder {
                 ": name environments, tags or all".into(),
             ));
         };
-        let environments = self.registry.select(selection)?;
+        let mut environments = self.registry.select(selection)?;
         refuse_shared_databases(&environments)?;
+        let selected = environments.iter().map(|e| e.name.clone()).collect();
+        if let Some(shard) = self.shard {
+            environments.retain(|e| shard.contains(&e.name));
+        }
+        environments.retain(|e| !self.exclude.contains(&e.name));
         Ok(DeploymentPlan {
             environments,
             migrations,
@@ -282,6 +321,9 @@ impl DeploymentPlanBuilder {
             lease: self.lease,
             drift_policy: self.drift_policy,
             deployment_id: self.deployment_id.unwrap_or_else(generate_id),
+            shard: self.shard,
+            selected,
+            record: self.record,
         })
     }
 }

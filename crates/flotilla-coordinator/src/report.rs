@@ -24,6 +24,11 @@ pub struct DeploymentReport {
     pub halted: Option<String>,
     /// Whether the deployment was stopped (a signal, a cancelled token) before it finished.
     pub interrupted: bool,
+    /// Why the rollout was paused (the fleet was quiesced), when it was: targets not started
+    /// were skipped, what ran is kept, and `flotilla deploy --resume` finishes it.
+    pub paused: Option<String>,
+    /// What the journal and audit trail did, when the coordinator has a control store.
+    pub audit: Option<crate::control::AuditSummary>,
     /// Every planned environment exactly once, in plan order.
     pub environments: Vec<EnvironmentReport>,
     /// Wall time.
@@ -59,6 +64,9 @@ pub enum Outcome {
     /// The deployment was stopped before it finished; environments that had not started
     /// were skipped, and (with auto-rollback) what it applied was reverted.
     Interrupted,
+    /// The rollout was paused (quiesced) before it finished: targets not started were
+    /// skipped, what ran is kept (not rolled back); resume it later.
+    Paused,
     /// A gate refused before anything ran.
     Refused,
     /// A dry run: nothing was applied.
@@ -81,6 +89,8 @@ pub enum Gate {
     Rollback,
     /// Rehearsing the migrations on a scratch database found problems.
     Rehearsal,
+    /// The fleet is quiesced.
+    Quiesce,
 }
 
 /// Why a gate refused: one reason per culprit.
@@ -115,6 +125,10 @@ pub struct EnvironmentReport {
     /// Time spent here.
     #[serde(rename = "duration_ms", serialize_with = "serialize_millis")]
     pub duration: Duration,
+    /// When work here started (RFC 3339, UTC); `None` when it never started.
+    pub started_at: Option<String>,
+    /// When work here ended.
+    pub finished_at: Option<String>,
     /// What went wrong, if anything.
     pub error: Option<TargetError>,
     /// An expired lock taken over from a dead holder.
@@ -143,6 +157,8 @@ impl EnvironmentReport {
             version_before: None,
             version_after: None,
             duration: Duration::ZERO,
+            started_at: None,
+            finished_at: None,
             error: None,
             lock_takeover: None,
         }

@@ -253,8 +253,14 @@ pub enum ErrorClass {
     LockTimeout,
     /// The lock was lost while held.
     LockLost,
-    /// Connect, sign-in or namespace/database lookup failed.
+    /// Connect or namespace/database lookup failed, or the target did not answer in time.
     TargetUnreachable,
+    /// The target refused the credentials.
+    AuthFailed,
+    /// The configuration cannot serve this target (no backend for its URL, say).
+    Config,
+    /// The fleet was quiesced before this target started.
+    Quiesced,
     /// A migration statement failed.
     StatementFailed,
     /// A gate (health, approval, destructive, …) refused the deployment.
@@ -265,6 +271,26 @@ pub enum ErrorClass {
     Cancelled,
     /// Anything else.
     Internal,
+}
+
+impl ErrorClass {
+    /// The class in the vocabulary of migration tools' audit trails (go-bricks'): `config`,
+    /// `connection`, `auth`, `lock`, `migration`, `quiesce`, `unknown` — and flotilla's own
+    /// `drift`, `gate` and `cancelled`.
+    pub fn category(self) -> &'static str {
+        match self {
+            ErrorClass::Config => "config",
+            ErrorClass::TargetUnreachable => "connection",
+            ErrorClass::AuthFailed => "auth",
+            ErrorClass::LockTimeout | ErrorClass::LockLost => "lock",
+            ErrorClass::StatementFailed => "migration",
+            ErrorClass::Quiesced => "quiesce",
+            ErrorClass::ChecksumMismatch | ErrorClass::Drift => "drift",
+            ErrorClass::RefusedByGate => "gate",
+            ErrorClass::Cancelled => "cancelled",
+            ErrorClass::OutcomeUnknown | ErrorClass::Internal => "unknown",
+        }
+    }
 }
 
 impl RunnerError {
@@ -300,10 +326,10 @@ impl RunnerError {
             RunnerError::OutcomeUnknown { .. } => ErrorClass::OutcomeUnknown,
             RunnerError::StatementFailed { .. } => ErrorClass::StatementFailed,
             RunnerError::Unreachable { .. }
-            | RunnerError::Authentication { .. }
             | RunnerError::NotFound { .. }
-            | RunnerError::UnsupportedUrl { .. }
             | RunnerError::Timeout { .. } => ErrorClass::TargetUnreachable,
+            RunnerError::Authentication { .. } => ErrorClass::AuthFailed,
+            RunnerError::UnsupportedUrl { .. } => ErrorClass::Config,
             _ => ErrorClass::Internal,
         }
     }

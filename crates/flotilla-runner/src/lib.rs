@@ -8,6 +8,7 @@
 //! themselves against the conformance suite in [`testkit`] (feature `testkit`); mockall mocks
 //! of the traits (`MockMigrationRunner`, `MockLockGuard`) come with feature `mock`.
 
+pub mod control;
 mod error;
 pub mod execute;
 mod lock;

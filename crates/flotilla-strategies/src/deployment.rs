@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use flotilla_core::{DeploymentEvent, DeploymentStatus, Version};
 use flotilla_runner::util::{lock_unpoisoned, serialize_millis};
@@ -53,8 +53,12 @@ pub struct TargetOutcome {
     /// Newest applied version after, when known.
     pub version_after: Option<Version>,
     /// Time spent on this target.
-    #[serde(serialize_with = "serialize_millis")]
+    #[serde(rename = "duration_ms", serialize_with = "serialize_millis")]
     pub duration: Duration,
+    /// When work on it started and ended (RFC 3339, UTC); `None` for a target never started.
+    pub started_at: Option<String>,
+    /// See `started_at`.
+    pub finished_at: Option<String>,
     /// Why it failed or was skipped.
     pub error: Option<TargetError>,
     /// An expired lease taken over from a dead holder.
@@ -72,13 +76,16 @@ impl TargetOutcome {
         Self::not_started(ErrorClass::Cancelled, reason)
     }
 
-    fn not_started(class: ErrorClass, reason: impl Into<String>) -> Self {
+    /// A target that never started, of `class`, and why.
+    pub fn not_started(class: ErrorClass, reason: impl Into<String>) -> Self {
         Self {
             status: DeploymentStatus::Skipped,
             applied: Vec::new(),
             version_before: None,
             version_after: None,
             duration: Duration::ZERO,
+            started_at: None,
+            finished_at: None,
             error: Some(TargetError {
                 class,
                 message: reason.into(),
@@ -102,6 +109,8 @@ impl TargetOutcome {
             version_before: None,
             version_after: None,
             duration,
+            started_at: None,
+            finished_at: None,
             error: Some(TargetError::from_runner(error)),
             lock_takeover: None,
         }
@@ -239,6 +248,22 @@ pub struct Deployment {
     pub canary_health_gate: bool,
     /// Once stopped, strategies start no further target (those running finish).
     pub stop: Stop,
+    /// Told of each target as it starts and finishes (a journal, an audit trail, hooks).
+    pub listeners: Vec<Arc<dyn TargetListener>>,
+}
+
+/// Told of each target as it starts and as it finishes, from the task deploying it. Must
+/// return at once: anything slow belongs on a queue of the listener's own.
+pub trait TargetListener: Send + Sync + fmt::Debug {
+    /// Target `index` of the deployment is about to take its lock.
+    fn started(&self, index: usize, target: &Target) {
+        let _ = (index, target);
+    }
+
+    /// Target `index` finished (succeeded or failed; not called for targets never started).
+    fn finished(&self, index: usize, target: &Target, outcome: &TargetOutcome) {
+        let _ = (index, target, outcome);
+    }
 }
 
 /// A request to stop a deployment gracefully: no new target starts, running ones finish.
@@ -251,6 +276,10 @@ pub struct Stop {
 #[derive(Debug, Default)]
 struct StopInner {
     stopped: std::sync::atomic::AtomicBool,
+    /// Whether [`Stop::stop`] was called (a pause alone does not interrupt).
+    interrupted: std::sync::atomic::AtomicBool,
+    /// Why the rollout was paused, when it was paused rather than stopped.
+    paused: Mutex<Option<String>>,
     notify: tokio::sync::Notify,
 }
 
@@ -263,12 +292,39 @@ impl Stop {
     /// Requests the stop.
     pub fn stop(&self) {
         self.inner
+            .interrupted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.halt();
+    }
+
+    fn halt(&self) {
+        self.inner
             .stopped
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.notify.notify_waiters();
     }
 
-    /// Whether the stop was requested.
+    /// Pauses the rollout for `reason` (the fleet was quiesced): like a stop, no new target
+    /// starts and running ones finish, but what ran is kept — a paused deployment is resumed,
+    /// not rolled back. A later [`Stop::stop`] still stops it.
+    pub fn pause(&self, reason: impl Into<String>) {
+        lock_unpoisoned(&self.inner.paused).get_or_insert_with(|| reason.into());
+        self.halt();
+    }
+
+    /// Whether [`Stop::stop`] was requested (not only a pause).
+    pub fn is_interrupted(&self) -> bool {
+        self.inner
+            .interrupted
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Why the rollout was paused, if it was.
+    pub fn pause_reason(&self) -> Option<String> {
+        lock_unpoisoned(&self.inner.paused).clone()
+    }
+
+    /// Whether the stop or a pause was requested: start nothing new.
     pub fn is_stopped(&self) -> bool {
         self.inner.stopped.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -291,13 +347,17 @@ impl Deployment {
     pub async fn deploy_target(&self, index: usize) -> TargetOutcome {
         let destination = &self.destinations[index];
         let target = &destination.target;
+        for listener in &self.listeners {
+            listener.started(index, target);
+        }
         self.progress.status(index, DeploymentStatus::InProgress);
         let started = Instant::now();
+        let started_at = flotilla_core::rfc3339(SystemTime::now());
         let plan = self.plan.clone().with_observer(Arc::new(TargetObserver {
             progress: self.progress.clone(),
             index,
         }));
-        let outcome = match destination
+        let mut outcome = match destination
             .runner
             .apply_locked(target, &plan, &self.lock)
             .await
@@ -308,12 +368,19 @@ impl Deployment {
                 version_before: result.version_before,
                 version_after: result.version_after,
                 duration: started.elapsed(),
+                started_at: None,
+                finished_at: None,
                 error: None,
                 lock_takeover: result.lock_takeover,
             },
             Err(error) => TargetOutcome::failed(&error, started.elapsed()),
         };
+        outcome.started_at = Some(started_at);
+        outcome.finished_at = Some(flotilla_core::rfc3339(SystemTime::now()));
         self.progress.status(index, outcome.status);
+        for listener in &self.listeners {
+            listener.finished(index, target, &outcome);
+        }
         outcome
     }
 
@@ -321,9 +388,14 @@ impl Deployment {
     /// stopped, else refused by what stopped the strategy.
     pub fn skip(&self, index: usize, reason: &str) -> TargetOutcome {
         self.progress.status(index, DeploymentStatus::Skipped);
-        if self.stop.is_stopped() {
+        if self.stop.is_interrupted() {
             TargetOutcome::cancelled(
                 "skipped: the deployment was stopped before this environment started",
+            )
+        } else if let Some(why) = self.stop.pause_reason() {
+            TargetOutcome::not_started(
+                ErrorClass::Quiesced,
+                format!("not started: the rollout was paused ({why})"),
             )
         } else {
             TargetOutcome::skipped(reason)

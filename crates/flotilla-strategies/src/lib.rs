@@ -9,7 +9,8 @@ mod deployment;
 mod strategy;
 
 pub use deployment::{
-    Deployment, Destination, EnvironmentSnapshot, Progress, Stop, TargetError, TargetOutcome,
+    Deployment, Destination, EnvironmentSnapshot, Progress, Stop, TargetError, TargetListener,
+    TargetOutcome,
 };
 pub use strategy::{
     Canary, DeploymentStrategy, Parallel, Rolling, Sequential, StrategyConfig, StrategyError,

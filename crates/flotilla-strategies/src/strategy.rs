@@ -628,6 +628,7 @@ mod tests {
             progress: Progress::new(&names, events),
             canary_health_gate: true,
             stop: crate::deployment::Stop::new(),
+            listeners: Vec::new(),
         })
     }
 

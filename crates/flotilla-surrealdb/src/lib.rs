@@ -16,6 +16,7 @@
 
 mod apply;
 mod config;
+mod control;
 mod errors;
 mod lease;
 mod probes;
@@ -27,4 +28,5 @@ mod session;
 mod sql;
 
 pub use config::SurrealConfig;
+pub use control::SurrealControlStore;
 pub use runner::{SCHEMES, SurrealRunner};

@@ -1,27 +1,54 @@
-//! `flotilla deploy`: build the plan from the selection, `[defaults]` and flags, run it with
-//! live progress, stop gracefully on the first signal, and choose the exit code.
+//! `flotilla deploy`: build the plan from the selection, `[defaults]` and flags — or, resuming,
+//! from what the control store recorded — run it with live progress, journaled, stop
+//! gracefully on the first signal, and choose the exit code.
 
 use std::sync::Arc;
 
-use flotilla_coordinator::{DeploymentPlan, DeploymentReport, Outcome, Stop};
+use flotilla_coordinator::{DeploymentPlan, DeploymentReport, Outcome, PlanError, Stop};
 use flotilla_core::DeploymentStatus;
 use flotilla_runner::ErrorClass;
 
-use super::{CommandResult, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, usage};
+use super::resume::{Choices, Resume};
+use super::{CommandResult, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, Failure, usage};
 use crate::approve::CliApprover;
 use crate::cli::{Cli, DeployArgs, Output};
-use crate::project::{Project, selection};
+use crate::project::Project;
 use crate::{dry_run, render, signals};
 
 pub(crate) async fn deploy(cli: &Cli, args: &DeployArgs) -> CommandResult {
     let project = Project::load(cli)?;
-    let plan = plan(&project, args)?;
     for name in &args.approve {
         project.environment(name)?;
     }
     let json = cli.output == Output::Json;
+    let control = if args.dry_run {
+        None
+    } else {
+        Some(crate::control::control(
+            &project,
+            args.audit_log.as_deref(),
+        )?)
+    };
+    let shard = super::resume::shard(args)?;
+    let (plan, resume) = match (&args.resume, &control) {
+        (Some(id), Some(control)) => {
+            let resume = Resume::load(control, id, shard).await?;
+            let choices = Choices::of(args).over(&resume.choices);
+            let plan = plan(&project, &choices, Some(&resume), args, shard)?;
+            resume.check(&plan)?;
+            (plan, Some(resume))
+        }
+        _ => (plan(&project, &Choices::of(args), None, args, shard)?, None),
+    };
+    if let Some(nothing) = super::resume::nothing_to_do(&plan, resume.as_ref(), shard) {
+        render::lines(&[nothing], json);
+        return Ok(EXIT_OK);
+    }
     let approver = CliApprover::new(&args.approve, args.yes, json, "Deploy to");
-    let coordinator = project.coordinator(Arc::new(approver));
+    let mut coordinator = project.coordinator(Arc::new(approver));
+    if let Some(control) = control {
+        coordinator = coordinator.with_control(control);
+    }
     let mut events = coordinator.subscribe();
     let mut progress = render::Progress::new(cli.output, &plan.environment_names());
     let stop = Stop::new();
@@ -40,7 +67,7 @@ pub(crate) async fn deploy(cli: &Cli, args: &DeployArgs) -> CommandResult {
                 while let Ok(event) = events.try_recv() {
                     progress.event(&event);
                 }
-                break report.map_err(usage)?;
+                break report.map_err(plan_failure)?;
             }
         }
     };
@@ -52,9 +79,28 @@ pub(crate) async fn deploy(cli: &Cli, args: &DeployArgs) -> CommandResult {
     Ok(signal.exit_code().unwrap_or_else(|| exit_code(&report)))
 }
 
-/// The plan: the selection, then `[defaults]`, then what the flags say.
-fn plan(project: &Project, args: &DeployArgs) -> Result<DeploymentPlan, super::Failure> {
-    let selection = selection(&args.select)
+/// A plan-level error: the control store unusable is a failure (exit 1), the rest usage.
+fn plan_failure(error: PlanError) -> Failure {
+    match error {
+        PlanError::Control(error) => Failure {
+            code: EXIT_FAILED,
+            message: error.to_string(),
+        },
+        other => usage(other),
+    }
+}
+
+/// The plan: the selection, then `[defaults]`, then what the flags (or, resuming, the
+/// recorded flags) say; sharded, and without what a resumed deployment already finished.
+fn plan(
+    project: &Project,
+    args: &Choices,
+    resume: Option<&Resume>,
+    flags: &DeployArgs,
+    shard: Option<flotilla_coordinator::Shard>,
+) -> Result<DeploymentPlan, Failure> {
+    let selection = args
+        .selection()
         .ok_or_else(|| usage("choose environments: -e a,b, --tag TAG or --all"))?;
     let mut builder = DeploymentPlan::builder(&project.registry)
         .select(selection)
@@ -63,8 +109,26 @@ fn plan(project: &Project, args: &DeployArgs) -> Result<DeploymentPlan, super::F
         .map_err(usage)?
         .verify_health(!args.skip_health_check)
         .auto_rollback(!args.no_rollback)
-        .dry_run(args.dry_run)
-        .rehearse(!args.no_rehearse);
+        .dry_run(flags.dry_run)
+        .rehearse(!args.no_rehearse)
+        .record(serde_json::to_value(args).map_err(usage)?);
+    match (resume, &flags.deployment_id) {
+        (Some(resume), _) => {
+            builder = builder
+                .deployment_id(resume.deployment_id.clone())
+                .exclude(resume.succeeded.iter().cloned());
+        }
+        (None, Some(id)) => builder = builder.deployment_id(crate::control::deployment_id(id)?),
+        (None, None) if shard.is_some() => {
+            return Err(usage(
+                "a shard needs --deployment-id ID: every shard of a deployment names the same id",
+            ));
+        }
+        (None, None) => {}
+    }
+    if let Some(shard) = shard {
+        builder = builder.shard(shard);
+    }
     if let Some(kind) = &args.strategy {
         builder = builder.kind(kind.parse().map_err(usage)?);
     }
@@ -92,7 +156,7 @@ fn plan(project: &Project, args: &DeployArgs) -> Result<DeploymentPlan, super::F
 fn exit_code(report: &DeploymentReport) -> u8 {
     match report.outcome {
         Outcome::Succeeded | Outcome::DryRun => EXIT_OK,
-        Outcome::Refused => EXIT_REFUSED,
+        Outcome::Refused | Outcome::Paused => EXIT_REFUSED,
         Outcome::Interrupted | Outcome::RollbackFailed => EXIT_FAILED,
         Outcome::Failed | Outcome::RolledBack => {
             let classes: Vec<ErrorClass> = report

@@ -1,8 +1,10 @@
 //! One module per command; this one dispatches and holds what they share: the exit codes and
 //! how a failure becomes one.
 
+mod control;
 mod deploy;
 mod inspect;
+mod resume;
 mod rollback;
 mod scaffold;
 mod validate;
@@ -72,5 +74,7 @@ async fn dispatch(cli: &Cli) -> CommandResult {
         Command::History { environment } => inspect::history(cli, environment).await,
         Command::Rollback(args) => rollback::rollback(cli, args).await,
         Command::Lock(command) => inspect::lock(cli, command).await,
+        Command::Deployments(args) => control::deployments(cli, args).await,
+        Command::Quiesce(command) => control::quiesce(cli, command).await,
     }
 }

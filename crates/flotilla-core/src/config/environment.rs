@@ -1,12 +1,12 @@
-//! An `[[environments]]` entry (or a surql `environments.json` entry) and `[defaults]`, read
-//! into typed settings.
+//! An `[[environments]]` entry (or a surql `environments.json` entry), `[defaults]` and
+//! `[control]`, read into typed settings.
 
 use serde_json::{Map, Value};
 
 use super::fields::Fields;
 use super::{
-    DEFAULT_KEYS, Defaults, EnvironmentConfig, Format, JSON_CONNECTION_KEYS, JSON_ENV_KEYS,
-    TOML_ENV_KEYS, check_keys, validate_name,
+    CONTROL_KEYS, ControlConfig, DEFAULT_KEYS, Defaults, EnvironmentConfig, Format,
+    JSON_CONNECTION_KEYS, JSON_ENV_KEYS, TOML_ENV_KEYS, check_keys, validate_name,
 };
 use crate::connection::{AuthLevel, Connection, Secret};
 
@@ -119,5 +119,50 @@ pub(super) fn defaults(
         lease: fields.duration("lease")?,
         connect_timeout: fields.duration("connect_timeout")?,
         request_timeout: fields.duration("request_timeout")?,
+    })
+}
+
+/// `[control]`, checked key by key; the connection only when `url` is given.
+pub(super) fn control(
+    map: &Map<String, Value>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<ControlConfig, String> {
+    check_keys(map, CONTROL_KEYS, "in [control]")?;
+    let fields = Fields::new(map, "in [control]", lookup);
+    let connection = match fields.text("url")? {
+        None => {
+            if let Some(key) = ["namespace", "database", "username", "password", "auth"]
+                .into_iter()
+                .find(|key| map.contains_key(*key))
+            {
+                return Err(fields.problem(&format!(
+                    "`{key}` needs a `url`: the embedded default store has no credentials or names to set"
+                )));
+            }
+            None
+        }
+        Some(_) => {
+            let mut with_defaults = map.clone();
+            for (key, default) in [("namespace", "flotilla"), ("database", "control")] {
+                with_defaults
+                    .entry(key)
+                    .or_insert_with(|| Value::String(default.to_owned()));
+            }
+            let fields = Fields::new(&with_defaults, "in [control]", lookup);
+            Some(connection(&fields, Format::Toml)?)
+        }
+    };
+    let quiesce_unreadable = fields.text("quiesce_unreadable")?;
+    if let Some(policy) = quiesce_unreadable.as_deref()
+        && !matches!(policy, "closed" | "open")
+    {
+        return Err(fields.problem(&format!(
+            "`quiesce_unreadable` must be closed or open, not `{policy}`"
+        )));
+    }
+    Ok(ControlConfig {
+        connection,
+        quiesce_unreadable,
+        audit_log: fields.text("audit_log")?.map(std::path::PathBuf::from),
     })
 }

@@ -17,7 +17,7 @@ use crate::connection::Connection;
 mod environment;
 mod fields;
 
-use environment::{defaults, environment};
+use environment::{control, defaults, environment};
 
 /// A project's settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,6 +30,22 @@ pub struct ProjectConfig {
     pub defaults: Defaults,
     /// The environments, in file order.
     pub environments: Vec<EnvironmentConfig>,
+    /// `[control]`: where deployments are journaled and the quiesce flag is kept.
+    pub control: ControlConfig,
+}
+
+/// `[control]`: the control store. Every field is optional; the default store is an embedded
+/// `surrealkv://` database in `.flotilla/control` beside the config file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// A store of the team's (a SurrealDB server URL, say); `None` for the embedded default.
+    /// Namespace defaults to `flotilla`, database to `control`.
+    pub connection: Option<Connection>,
+    /// `closed` (the default) or `open`: what a running rollout does when the quiesce flag
+    /// cannot be read.
+    pub quiesce_unreadable: Option<String>,
+    /// A JSON-lines file every audit record is appended to, relative to the config file.
+    pub audit_log: Option<PathBuf>,
 }
 
 /// Deployment defaults the command line may override. Durations are written `30s`, `500ms`,
@@ -150,7 +166,17 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-const TOP_KEYS: &[&str] = &["migrations", "defaults", "environments"];
+const TOP_KEYS: &[&str] = &["migrations", "defaults", "environments", "control"];
+const CONTROL_KEYS: &[&str] = &[
+    "url",
+    "namespace",
+    "database",
+    "username",
+    "password",
+    "auth",
+    "quiesce_unreadable",
+    "audit_log",
+];
 const DEFAULT_KEYS: &[&str] = &[
     "strategy",
     "max_concurrent",
@@ -239,6 +265,11 @@ impl ProjectConfig {
             Some(Value::Object(map)) => defaults(map, lookup).map_err(fail)?,
             Some(_) => return Err(fail("`defaults` must be a table".into())),
         };
+        let control = match top.get("control") {
+            None => ControlConfig::default(),
+            Some(Value::Object(map)) => control(map, lookup).map_err(fail)?,
+            Some(_) => return Err(fail("`control` must be a table".into())),
+        };
         let migrations = match top.get("migrations") {
             None => PathBuf::from("migrations"),
             Some(Value::String(dir)) => PathBuf::from(interpolate(dir, lookup).map_err(|v| {
@@ -273,6 +304,7 @@ impl ProjectConfig {
             migrations,
             defaults,
             environments,
+            control,
         })
     }
 

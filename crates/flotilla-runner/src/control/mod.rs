@@ -1,0 +1,88 @@
+//! The control store seam: where deployments are journaled, the fleet's quiesce flag is kept
+//! and audit records go — a store that outlives any one process. A backend crate implements
+//! [`ControlStore`] (`flotilla_surrealdb::SurrealControlStore`); [`MemoryControlStore`] is the
+//! reference implementation, with fault injection, for tests. The coordinator decides what
+//! to write and when; this module only says what a store keeps.
+
+mod memory;
+mod records;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryControlStore;
+pub use records::{
+    Actor, AuditEvent, AuditRecord, DeploymentDetail, DeploymentState, DeploymentSummary, Quiesce,
+    RunRecord, RunStart, TargetRecord,
+};
+
+/// Why the control store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// It could not be reached or did not answer.
+    #[error("the control store {store} cannot be used: {reason}")]
+    Unavailable {
+        /// Where it is (no credentials).
+        store: String,
+        /// Why.
+        reason: String,
+    },
+    /// It answered with something flotilla did not write.
+    #[error("the control store {store} holds an unreadable record: {reason}")]
+    Corrupt {
+        /// Where it is.
+        store: String,
+        /// What could not be read.
+        reason: String,
+    },
+}
+
+/// Where deployments are journaled, the quiesce flag is kept and audit records go. Every
+/// method is bounded in time by the implementation.
+#[async_trait]
+pub trait ControlStore: Send + Sync + fmt::Debug {
+    /// Where the store is, for messages (no credentials).
+    fn describe(&self) -> String;
+
+    /// Records a process starting its part of a deployment: the deployment itself when it is
+    /// new (a shard or a resume joins one that exists, whose plan is kept), and this run,
+    /// alive for `run.lease` unless renewed.
+    async fn start_run(&self, run: &RunStart) -> Result<(), ControlError>;
+
+    /// Keeps run `run_id` alive for another `lease`.
+    async fn renew_run(&self, run_id: &str, lease: Duration) -> Result<(), ControlError>;
+
+    /// Writes target results (the latest per deployment and environment wins) and audit
+    /// records.
+    async fn write(
+        &self,
+        targets: &[TargetRecord],
+        audit: &[AuditRecord],
+    ) -> Result<(), ControlError>;
+
+    /// Records run `run_id`'s end and how it ended.
+    async fn finish_run(&self, run_id: &str, outcome: &str) -> Result<(), ControlError>;
+
+    /// The newest `limit` deployments, newest first.
+    async fn deployments(&self, limit: usize) -> Result<Vec<DeploymentDetail>, ControlError>;
+
+    /// Deployment `id` with its runs and every target's latest record.
+    async fn deployment(&self, id: &str) -> Result<Option<DeploymentDetail>, ControlError>;
+
+    /// The quiesce flag, when it is set and has not expired.
+    async fn quiesce(&self) -> Result<Option<Quiesce>, ControlError>;
+
+    /// Sets the quiesce flag for `ttl` (already validated), replacing any.
+    async fn set_quiesce(
+        &self,
+        reason: &str,
+        ttl: Duration,
+        by: &Actor,
+    ) -> Result<Quiesce, ControlError>;
+
+    /// Clears the quiesce flag; the one cleared, if one was set.
+    async fn clear_quiesce(&self) -> Result<Option<Quiesce>, ControlError>;
+}

@@ -164,20 +164,39 @@ pub struct DeploymentDetail {
 }
 
 impl DeploymentDetail {
-    /// Running if a run is alive; else interrupted if one ended without an outcome; else the
-    /// worst outcome of its runs.
+    /// Running if a run is alive; else interrupted if a run ended without an outcome (it was
+    /// killed) and no later run took its part over (a resume of the whole deployment or of
+    /// its shard); else the worst outcome of the runs no later run took over.
     pub fn state(&self) -> DeploymentState {
         let states: Vec<DeploymentState> = self.runs.iter().map(RunRecord::state).collect();
         if states.contains(&DeploymentState::Running) {
             return DeploymentState::Running;
         }
-        if states.contains(&DeploymentState::Interrupted) {
+        let taken_over = |index: usize| {
+            let shard = &self.runs[index].shard;
+            self.runs[index + 1..]
+                .iter()
+                .any(|later| later.shard.is_none() || later.shard == *shard)
+        };
+        let standing: Vec<&DeploymentState> = states
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !taken_over(*index))
+            .map(|(_, state)| state)
+            .collect();
+        if standing.contains(&&DeploymentState::Interrupted) {
             return DeploymentState::Interrupted;
         }
-        // A later run (a resume) speaks for the deployment.
-        states
+        standing
             .into_iter()
-            .last()
+            .max_by_key(|state| match state {
+                DeploymentState::Ended(outcome) => OUTCOMES_BEST_FIRST
+                    .iter()
+                    .position(|o| o == outcome)
+                    .unwrap_or(OUTCOMES_BEST_FIRST.len()),
+                _ => 0,
+            })
+            .cloned()
             .unwrap_or(DeploymentState::Interrupted)
     }
 
@@ -199,6 +218,18 @@ impl DeploymentDetail {
         }
     }
 }
+
+/// Run outcomes from best to worst: a deployment's state is the worst of its standing runs.
+const OUTCOMES_BEST_FIRST: &[&str] = &[
+    "succeeded",
+    "dry_run",
+    "refused",
+    "paused",
+    "interrupted",
+    "rolled_back",
+    "failed",
+    "rollback_failed",
+];
 
 /// One line of `flotilla deployments`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -323,5 +354,74 @@ impl AuditRecord {
         self.error_category = Some(class.category().to_owned());
         self.message = Some(message.to_owned());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(shard: Option<&str>, outcome: Option<&str>, alive: bool) -> RunRecord {
+        RunRecord {
+            run_id: "r".into(),
+            actor: Actor::default(),
+            shard: shard.map(str::to_owned),
+            targets: 1,
+            started_at: String::new(),
+            ended_at: outcome.map(|_| String::new()),
+            outcome: outcome.map(str::to_owned),
+            alive,
+        }
+    }
+
+    fn state(runs: Vec<RunRecord>) -> String {
+        DeploymentDetail {
+            deployment_id: "d".into(),
+            actor: Actor::default(),
+            started_at: String::new(),
+            plan: serde_json::Value::Null,
+            runs,
+            targets: Vec::new(),
+            target_counts: Default::default(),
+        }
+        .state()
+        .to_string()
+    }
+
+    #[test]
+    fn a_deployment_stands_as_its_runs_that_no_later_run_took_over() {
+        let killed = |shard| run(shard, None, false);
+        let ended = |shard, outcome| run(shard, Some(outcome), false);
+        assert_eq!(state(vec![killed(None)]), "interrupted");
+        assert_eq!(state(vec![run(None, None, true)]), "running");
+        assert_eq!(
+            state(vec![killed(None), ended(None, "succeeded")]),
+            "succeeded"
+        );
+        // A shard's resume takes over only that shard.
+        assert_eq!(
+            state(vec![killed(Some("0/2")), ended(Some("1/2"), "succeeded")]),
+            "interrupted"
+        );
+        assert_eq!(
+            state(vec![
+                killed(Some("0/2")),
+                ended(Some("1/2"), "succeeded"),
+                ended(Some("0/2"), "succeeded")
+            ]),
+            "succeeded"
+        );
+        // Shards side by side: the worst stands.
+        assert_eq!(
+            state(vec![
+                ended(Some("0/2"), "failed"),
+                ended(Some("1/2"), "succeeded")
+            ]),
+            "failed"
+        );
+        assert_eq!(
+            state(vec![ended(None, "paused"), ended(None, "succeeded")]),
+            "succeeded"
+        );
     }
 }

@@ -1,0 +1,344 @@
+//! The control plane with real processes: the `flotilla` binary journaling to a control store
+//! on a real SurrealDB server — killed with SIGKILL and resumed, three shards started at once,
+//! a quiesce set while a parallel rollout runs — and on the embedded default store: the
+//! quiesce TTL bounds, a deploy refused while quiesced, an audit line per target event.
+
+#[path = "common/fleet.rs"]
+mod fleet;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use flotilla_tests::{ROOT_PASS, TestServer};
+
+use fleet::*;
+
+/// `deploy` with the suite's short leases and timeouts, and `extra`.
+fn deploy<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["deploy"];
+    all.extend_from_slice(FAST);
+    all.extend_from_slice(extra);
+    all
+}
+
+/// `deployments show ID` as JSON.
+fn show(project: &Project, id: &str) -> serde_json::Value {
+    let (code, out) = project.run(&["deployments", "show", id, "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "deployment")
+        .unwrap_or_else(|| panic!("no deployment in:\n{out}"))
+}
+
+fn environments_of(detail: &serde_json::Value) -> Vec<String> {
+    detail["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| t["environment"].as_str().expect("environment").to_owned())
+        .collect()
+}
+
+fn statuses(report: &serde_json::Value, status: &str) -> Vec<String> {
+    report["environments"]
+        .as_array()
+        .expect("environments")
+        .iter()
+        .filter(|e| e["status"] == status)
+        .map(|e| e["environment"].as_str().expect("name").to_owned())
+        .collect()
+}
+
+/// SIGKILL mid-rollout: the deployment shows as running while the dead run's lease lasts,
+/// then as interrupted; `--resume` deploys exactly the targets that had not succeeded, each
+/// migration lands once, and `deployments show` lists every target once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_killed_mid_way_is_shown_interrupted_and_resume_finishes_it() {
+    let server = TestServer::start_beside_tests();
+    let project = Project::new(
+        &server.ws_url(),
+        12,
+        &[Migration::quick("0001"), Migration::slow("0002", "150ms")],
+    )
+    .shared_control(&server.ws_url());
+    let extra = [
+        "--all",
+        "--strategy",
+        "parallel",
+        "--max-concurrent",
+        "2",
+        "--deployment-id",
+        "killed-1",
+    ];
+    let mut first = project.spawn(&deploy(&extra));
+    for _ in 0..3 {
+        first.wait_for("a target succeeding", |v| is_event(v, "success"));
+    }
+    first.signal("KILL");
+    first.wait(Duration::from_secs(10));
+
+    let detail = show(&project, "killed-1");
+    assert_eq!(
+        detail["state"], "running",
+        "alive while its lease lasts: {detail}"
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let detail = show(&project, "killed-1");
+    assert_eq!(detail["state"], "interrupted", "{detail}");
+    let succeeded_before: BTreeSet<String> = detail["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .filter(|t| t["status"] == "success")
+        .map(|t| t["environment"].as_str().expect("name").to_owned())
+        .collect();
+    assert!(
+        succeeded_before.len() >= 3 && succeeded_before.len() < 12,
+        "{detail}"
+    );
+
+    let (code, out) = project.run(&deploy(&["--resume", "killed-1", "--lock-timeout", "10s"]));
+    assert_eq!(code, 0, "{out}");
+    let report = report_of(&out);
+    assert_eq!(report["deployment_id"], "killed-1");
+    let resumed: BTreeSet<String> = statuses(&report, "success").into_iter().collect();
+    assert!(
+        resumed.is_disjoint(&succeeded_before),
+        "succeeded targets are not deployed again"
+    );
+    assert_eq!(resumed.len() + succeeded_before.len(), 12, "{report}");
+
+    let figures = count(&project).await;
+    assert_eq!(figures.applied, 12 * 2, "{figures:?}");
+    assert_clean(&figures, &[&out]);
+    let detail = show(&project, "killed-1");
+    let mut listed = environments_of(&detail);
+    let total = listed.len();
+    listed.dedup();
+    assert_eq!(
+        (total, listed.len()),
+        (12, 12),
+        "every target once: {detail}"
+    );
+    assert_eq!(detail["state"], "succeeded", "{detail}");
+    assert_eq!(detail["runs"].as_array().map(Vec::len), Some(2));
+    let (code, out) = project.run(&deploy(&["--resume", "killed-1"]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing to resume"), "{out}");
+}
+
+/// Three processes, shards 0/3, 1/3 and 2/3 of one deployment, started at once over 30
+/// targets: together they deploy every target, none twice, under one deployment id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_shards_at_once_cover_the_fleet_once_under_one_id() {
+    let server = TestServer::start_beside_tests();
+    let project = Project::new(
+        &server.ws_url(),
+        30,
+        &[Migration::quick("0001"), Migration::quick("0002")],
+    )
+    .shared_control(&server.ws_url());
+    let shards = ["0/3", "1/3", "2/3"];
+    let mut running: Vec<Running> = shards
+        .iter()
+        .map(|shard| {
+            project.spawn(&deploy(&[
+                "--all",
+                "--strategy",
+                "parallel",
+                "--max-concurrent",
+                "4",
+                "--deployment-id",
+                "sharded-1",
+                "--shard",
+                shard,
+            ]))
+        })
+        .collect();
+    let mut union = Vec::new();
+    for (process, shard) in running.iter_mut().zip(shards) {
+        let code = process.wait(Duration::from_secs(120));
+        assert_eq!(code, 0, "shard {shard}: {}", process.output());
+        let report = process.report().expect("report");
+        assert_eq!(report["deployment_id"], "sharded-1");
+        let mine = statuses(&report, "success");
+        assert_eq!(
+            mine.len(),
+            report["environments"].as_array().map_or(0, Vec::len)
+        );
+        assert!(!mine.is_empty(), "shard {shard} had a share");
+        union.extend(mine);
+    }
+    let total = union.len();
+    union.sort_unstable();
+    union.dedup();
+    assert_eq!(
+        (total, union.len()),
+        (30, 30),
+        "no overlap, nothing missed: {union:?}"
+    );
+    let figures = count(&project).await;
+    assert_eq!(figures.applied, 30 * 2, "{figures:?}");
+    assert!(figures.clean(), "{figures:?}");
+    let detail = show(&project, "sharded-1");
+    assert_eq!(detail["runs"].as_array().map(Vec::len), Some(3), "{detail}");
+    assert_eq!(environments_of(&detail).len(), 30);
+    assert_eq!(detail["state"], "succeeded");
+}
+
+/// `quiesce set` from another process while a parallel rollout runs: the rollout starts no
+/// further target, those running finish, it exits 3 as paused and rolls nothing back; once
+/// cleared, `--resume` finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiesce_set_during_a_parallel_rollout_stops_new_targets() {
+    let server = TestServer::start_beside_tests();
+    let project = Project::new(&server.ws_url(), 20, &[Migration::slow("0001", "200ms")])
+        .shared_control(&server.ws_url());
+    let extra = [
+        "--all",
+        "--strategy",
+        "parallel",
+        "--max-concurrent",
+        "2",
+        "--deployment-id",
+        "quiet-1",
+    ];
+    let mut rollout = project.spawn(&deploy(&extra));
+    rollout.wait_for("a target succeeding", |v| is_event(v, "success"));
+    let (code, out) = project.run(&["quiesce", "set", "--ttl", "5m", "--reason", "incident 42"]);
+    assert_eq!(code, 0, "{out}");
+    let code = rollout.wait(Duration::from_secs(60));
+    assert_eq!(code, 3, "{}", rollout.output());
+    let report = rollout.report().expect("report");
+    assert_eq!(report["outcome"], "paused", "{report}");
+    let done = statuses(&report, "success");
+    let skipped = statuses(&report, "skipped");
+    assert!(
+        done.len() < 10 && skipped.len() > 10,
+        "stopped within a target's time: {report}"
+    );
+    assert!(
+        report["environments"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .all(|e| e["rolled_back"].as_array().is_some_and(Vec::is_empty))
+    );
+    let figures = count(&project).await;
+    assert_eq!(figures.applied, done.len(), "{figures:?}");
+    assert!(figures.clean(), "{figures:?}");
+
+    let (code, out) = project.run(&deploy(&["--resume", "quiet-1"]));
+    assert_eq!(code, 3, "still quiesced: {out}");
+    assert!(out.contains("incident 42"), "{out}");
+    let (code, out) = project.run(&["quiesce", "clear"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = project.run(&deploy(&["--resume", "quiet-1"]));
+    assert_eq!(code, 0, "{out}");
+    let figures = count(&project).await;
+    assert_eq!(figures.applied, 20, "{figures:?}");
+    assert!(figures.clean(), "{figures:?}");
+    assert!(!out.contains(ROOT_PASS));
+}
+
+/// On the embedded default store: the TTL's bounds, a deploy refused while quiesced naming
+/// the reason, who and the expiry, and one JSON line in the audit log per target event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiesce_bounds_refusal_and_the_audit_log_on_the_embedded_store() {
+    let server = TestServer::start_beside_tests();
+    let project = Project::new(&server.ws_url(), 3, &[Migration::quick("0001")]);
+    for (ttl, says) in [
+        ("0s", "more than 0s"),
+        ("3h", "at most 2h"),
+        ("121m", "at most 2h"),
+    ] {
+        let (code, out) = project.run(&["quiesce", "set", "--ttl", ttl, "--reason", "x"]);
+        assert_eq!(code, 2, "{ttl}: {out}");
+        assert!(out.contains(says), "{ttl}: {out}");
+    }
+    let (code, out) = project.run(&["quiesce", "set", "--ttl", "-5m", "--reason", "x"]);
+    assert_eq!(code, 2, "a negative TTL: {out}");
+    let (code, out) = project.run(&["quiesce", "status"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("not quiesced"),
+        "refused TTLs set nothing: {out}"
+    );
+
+    let (code, out) = project.run(&["quiesce", "set", "--reason", "db upgrade"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = project.run(&deploy(&["--all"]));
+    assert_eq!(code, 3, "{out}");
+    let report = report_of(&out);
+    let reason = report["refusal"]["reasons"][0].as_str().expect("reason");
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    assert!(
+        reason.contains("db upgrade") && reason.contains(&user) && reason.contains("until"),
+        "{reason}"
+    );
+    assert_eq!(count(&project).await.applied, 0);
+    let (code, _) = project.run(&["quiesce", "clear"]);
+    assert_eq!(code, 0);
+
+    let log = project.dir.path().join("audit.jsonl");
+    let log_arg = log.to_str().expect("path");
+    let (code, out) = project.run(&deploy(&[
+        "--all",
+        "--audit-log",
+        log_arg,
+        "--deployment-id",
+        "audited-1",
+    ]));
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let of = |event: &str| {
+        lines
+            .iter()
+            .filter(|l| l["event"] == event)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of("deployment_started").len(), 1);
+    assert_eq!(of("target_started").len(), 3);
+    assert_eq!(of("target_finished").len(), 3);
+    assert_eq!(of("deployment_finished").len(), 1);
+    for line in of("target_finished") {
+        assert_eq!(line["deployment_id"], "audited-1");
+        assert_eq!(line["outcome"], "success");
+        assert_eq!(line["versions"], serde_json::json!(["0001"]));
+        assert!(
+            line["actor"]["host"].is_string() && line["at"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        !std::fs::read_to_string(&log)
+            .expect("log")
+            .contains(ROOT_PASS)
+    );
+    let (code, out) = project.run(&["deployments", "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("audited-1"), "{out}");
+}
+
+/// A control store that cannot be reached is an error at the start (exit 1), naming it;
+/// nothing is deployed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_control_store_stops_the_deploy_before_anything_runs() {
+    let server = TestServer::start_beside_tests();
+    let closed = format!("ws://127.0.0.1:{}", flotilla_tests::free_port());
+    let project =
+        Project::new(&server.ws_url(), 2, &[Migration::quick("0001")]).shared_control(&closed);
+    let (code, out) = project.run(&deploy(&["--all"]));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("control store") && out.contains(&closed),
+        "{out}"
+    );
+    assert_eq!(count(&project).await.applied, 0);
+    assert!(!out.contains(ROOT_PASS));
+}

@@ -358,3 +358,35 @@ async fn shards_split_the_selection_into_disjoint_shares_that_cover_it() {
         .expect("plan");
     assert_eq!(resumed.environments.len(), 38);
 }
+
+/// A re-deploy to a fleet with nothing pending succeeds without a lock or a request per
+/// target: pre-flight read every history (shared requests), and there is nothing to lock for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redeploy_to_an_up_to_date_fleet_costs_only_the_preflight_reads() {
+    let fleet = Fleet::new(40);
+    let first = fleet
+        .coordinator(QuiesceUnreadable::FailClosed)
+        .deploy(&fleet.plan("first"))
+        .await
+        .expect("deploy");
+    assert_eq!(first.outcome, Outcome::Succeeded);
+    let before = fleet.runner.request_count();
+    let again = fleet
+        .coordinator(QuiesceUnreadable::FailClosed)
+        .deploy(&fleet.plan("again"))
+        .await
+        .expect("deploy");
+    let sent = fleet.runner.request_count() - before;
+    assert_eq!(again.outcome, Outcome::Succeeded, "{again:#?}");
+    assert!(again.environments.iter().all(|e| e.applied.is_empty()
+        && e.status == DeploymentStatus::Success
+        && e.version_after.as_ref().map(ToString::to_string).as_deref() == Some("0002")));
+    assert!(sent * 4 <= 40, "{sent} requests for 40 up-to-date targets");
+    let detail = fleet
+        .store
+        .deployment("again")
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert_eq!(detail.targets.len(), 40, "journaled like any other");
+}

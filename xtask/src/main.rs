@@ -290,6 +290,7 @@ fn bench(quick: bool, runs: usize) -> Result<(), String> {
         );
     }
     rehearsal(&binary, runs, &mut json)?;
+    control_plane(&binary, quick, runs, &mut json)?;
     let out = target_dir().join("flotilla-bench.json");
     std::fs::write(&out, format!("[\n{}\n]\n", json.join(",\n")))
         .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
@@ -310,6 +311,56 @@ fn rehearsal(binary: &Path, runs: usize, json: &mut Vec<String>) -> Result<(), S
     println!(
         "rehearsal: 200 migrations up, down and up again on mem:// in {wall:.0} ms (median of {runs}; goal <= 2000 ms: {})",
         if wall <= 2000.0 { "met" } else { "NOT MET" }
+    );
+    Ok(())
+}
+
+/// The control plane's three goals: the journal and audit cost at most 5 % on the server;
+/// four shard processes finish within 1.1x one process at the same total concurrency; a
+/// no-op redeploy sends at most one request per target. Medians of `runs`, pairs alternating.
+fn control_plane(
+    binary: &Path,
+    quick: bool,
+    runs: usize,
+    json: &mut Vec<String>,
+) -> Result<(), String> {
+    let n = if quick { "100" } else { "1000" };
+    let noop_n = if quick { "1000" } else { "10000" };
+    let mut pairs: [[Vec<f64>; 2]; 2] = Default::default();
+    for _ in 0..runs {
+        for (pair, slot, tool) in [
+            (0, 0, "flotilla"),
+            (0, 1, "journaled"),
+            (1, 0, "shards:1"),
+            (1, 1, "shards:4"),
+        ] {
+            let line = scenario(binary, [tool, "server", n, "8"])?;
+            let wall = number(&line, "wall_ms");
+            eprintln!("{tool:>10} server N={n:<5} c=8   {wall:>10.1} ms");
+            pairs[pair][slot].push(wall);
+            json.push(line);
+        }
+    }
+    let [[plain, journaled], [one, four]] = pairs.map(|pair| pair.map(median));
+    let noop = scenario(binary, ["noop", "mem", noop_n, "32"])?;
+    let requests = number(&noop, "requests_per_target");
+    json.push(noop.clone());
+    let verdict = |met: bool| if met { "met" } else { "NOT MET" };
+    println!();
+    println!(
+        "journal + audit, server N={n} c=8: {plain:.0} -> {journaled:.0} ms ({:+.1} %; goal <= 5 %: {})",
+        (journaled / plain - 1.0) * 100.0,
+        verdict(journaled <= plain * 1.05)
+    );
+    println!(
+        "4 shard processes x c=2 vs 1 process x c=8, server N={n}: {four:.0} vs {one:.0} ms ({:.2}x; goal <= 1.1x: {})",
+        four / one,
+        verdict(four <= one * 1.1)
+    );
+    println!(
+        "no-op redeploy of {noop_n} mem:// targets: {requests:.3} requests/target in {:.0} ms (goal <= 1: {})",
+        number(&noop, "wall_ms"),
+        verdict(requests <= 1.0)
     );
     Ok(())
 }

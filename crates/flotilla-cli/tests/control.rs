@@ -94,7 +94,7 @@ async fn a_deploy_killed_mid_way_is_shown_interrupted_and_resume_finishes_it() {
         .map(|t| t["environment"].as_str().expect("name").to_owned())
         .collect();
     assert!(
-        succeeded_before.len() >= 3 && succeeded_before.len() < 12,
+        !succeeded_before.is_empty() && succeeded_before.len() < 12,
         "{detail}"
     );
 

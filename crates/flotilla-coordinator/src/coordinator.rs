@@ -193,6 +193,7 @@ impl DeploymentCoordinator {
             canary_health_gate: plan.verify_health,
             stop,
             listeners: Vec::new(),
+            up_to_date: up_to_date(&facts),
         };
         Ok((run, deployment))
     }
@@ -405,6 +406,18 @@ impl Run {
             duration: self.started.elapsed(),
         }
     }
+}
+
+/// Targets pre-flight found with nothing pending, and their version.
+fn up_to_date(facts: &[Facts]) -> std::collections::HashMap<usize, Option<flotilla_core::Version>> {
+    facts
+        .iter()
+        .enumerate()
+        .filter_map(|(index, found)| match &found.read {
+            Ok(read) if read.pending.is_empty() => Some((index, read.version_before.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 fn apply_outcome(report: &mut EnvironmentReport, outcome: &TargetOutcome) {

@@ -250,6 +250,10 @@ pub struct Deployment {
     pub stop: Stop,
     /// Told of each target as it starts and finishes (a journal, an audit trail, hooks).
     pub listeners: Vec<Arc<dyn TargetListener>>,
+    /// Targets known to have nothing pending (pre-flight read their history), by index, with
+    /// their version: each succeeds without a lock or a request — there is nothing to lock
+    /// for. A re-deploy to an up-to-date fleet costs the pre-flight reads and nothing more.
+    pub up_to_date: std::collections::HashMap<usize, Option<Version>>,
 }
 
 /// Told of each target as it starts and as it finishes, from the task deploying it. Must
@@ -357,11 +361,23 @@ impl Deployment {
             progress: self.progress.clone(),
             index,
         }));
-        let mut outcome = match destination
-            .runner
-            .apply_locked(target, &plan, &self.lock)
-            .await
-        {
+        let result = match self.up_to_date.get(&index) {
+            Some(version) => Ok(flotilla_runner::MigrationResult {
+                direction: Direction::Up,
+                duration: Duration::ZERO,
+                applied: Vec::new(),
+                version_before: version.clone(),
+                version_after: version.clone(),
+                lock_takeover: None,
+            }),
+            None => {
+                destination
+                    .runner
+                    .apply_locked(target, &plan, &self.lock)
+                    .await
+            }
+        };
+        let mut outcome = match result {
             Ok(result) => TargetOutcome {
                 status: DeploymentStatus::Success,
                 applied: result.applied,

@@ -629,6 +629,7 @@ mod tests {
             canary_health_gate: true,
             stop: crate::deployment::Stop::new(),
             listeners: Vec::new(),
+            up_to_date: Default::default(),
         })
     }
 

@@ -6,6 +6,8 @@
 //! same statements sent with the SurrealDB SDK directly, one `BEGIN … COMMIT` request per
 //! migration, the same concurrency and connection reuse, and nothing else.
 //! `rehearse mem N 1` rehearses N generated migrations on a scratch `mem://` database.
+//! `journaled`, `shards:K`, `shard-child` and `noop` measure the control plane (see
+//! `bench/control.rs`).
 //! `cargo xtask bench` runs the matrix and prints the table.
 
 use std::path::{Path, PathBuf};
@@ -21,6 +23,9 @@ use flotilla_strategies::StrategyKind;
 use flotilla_surrealdb::SurrealRunner;
 use flotilla_tests::{ROOT_PASS, ROOT_USER, TestServer};
 use futures::StreamExt;
+
+#[path = "bench/control.rs"]
+mod control;
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -118,6 +123,13 @@ fn setup(store: &str, n: usize) -> Result<Setup, String> {
                 _dirs: Some(dir),
             }
         }
+        // A server another bench process started (a shard of `shards:K`).
+        "server" if std::env::var_os("FLOTILLA_BENCH_URL").is_some() => Setup {
+            urls: vec![std::env::var("FLOTILLA_BENCH_URL").unwrap_or_default(); n],
+            credentials: true,
+            server: None,
+            _dirs: None,
+        },
         "server" => {
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
             let binary: PathBuf = exe.with_file_name(format!(
@@ -149,6 +161,9 @@ async fn scenario(tool: &str, store: &str, n: usize, c: usize) -> Result<String,
     if tool == "rehearse" {
         return rehearse(store, n).await;
     }
+    if let Some(line) = control::scenario(tool, store, n, c).await {
+        return line;
+    }
     let migrations = fixture();
     let setup = setup(store, n)?;
     let rss_before = proc_status_kib("VmRSS:");
@@ -156,7 +171,7 @@ async fn scenario(tool: &str, store: &str, n: usize, c: usize) -> Result<String,
     let client_cpu_before = cpu_ms("self");
     let server_cpu_before = server_pid.as_deref().map_or(0.0, cpu_ms);
     let (elapsed, requests) = match tool {
-        "flotilla" => flotilla(&setup, n, c, &migrations).await?,
+        "flotilla" => flotilla(&setup, n, c, &migrations, Extra::default()).await?,
         "raw" => raw(&setup, n, c, &migrations).await?,
         other => return Err(format!("unknown tool `{other}` (flotilla or raw)")),
     };
@@ -226,11 +241,22 @@ async fn rehearse(store: &str, n: usize) -> Result<String, String> {
     .to_string())
 }
 
+/// What a control-plane scenario adds to a plain deploy.
+#[derive(Default)]
+struct Extra {
+    control: Option<flotilla_coordinator::control::Control>,
+    shard: Option<flotilla_coordinator::Shard>,
+    deployment_id: Option<String>,
+    /// The runner (and so, for `mem://`, the datastore) of an earlier deploy.
+    runner: Option<SurrealRunner>,
+}
+
 async fn flotilla(
     setup: &Setup,
     n: usize,
     c: usize,
     migrations: &Arc<MigrationSet>,
+    extra: Extra,
 ) -> Result<(Duration, u64), String> {
     let registry = EnvironmentRegistry::new();
     for index in 0..n {
@@ -238,17 +264,26 @@ async fn flotilla(
             .map_err(|e| e.to_string())?;
         registry.register(environment).map_err(|e| e.to_string())?;
     }
-    let plan = DeploymentPlan::builder(&registry)
+    let mut plan = DeploymentPlan::builder(&registry)
         .all()
         .migrations(Arc::clone(migrations))
         .kind(StrategyKind::Parallel)
-        .max_concurrent(c)
-        .build()
-        .map_err(|e| e.to_string())?;
+        .max_concurrent(c);
+    if let Some(shard) = extra.shard {
+        plan = plan.shard(shard);
+    }
+    if let Some(id) = extra.deployment_id {
+        plan = plan.deployment_id(id);
+    }
+    let plan = plan.build().map_err(|e| e.to_string())?;
     let mut backends = Backends::new();
-    let runner = SurrealRunner::new();
+    let runner = extra.runner.unwrap_or_default();
+    let requests_before = runner.request_count();
     runner.register(&mut backends);
-    let coordinator = DeploymentCoordinator::new(backends);
+    let mut coordinator = DeploymentCoordinator::new(backends);
+    if let Some(control) = extra.control {
+        coordinator = coordinator.with_control(control);
+    }
     let started = Instant::now();
     let report = coordinator.deploy(&plan).await.map_err(|e| e.to_string())?;
     let elapsed = started.elapsed();
@@ -260,7 +295,7 @@ async fn flotilla(
             report.environments.iter().find_map(|e| e.error.as_ref())
         ));
     }
-    Ok((elapsed, runner.request_count()))
+    Ok((elapsed, runner.request_count() - requests_before))
 }
 
 async fn raw(

@@ -27,6 +27,10 @@ const QUEUE: usize = 16_384;
 /// Records written per request to the store at most.
 const BATCH: usize = 512;
 
+/// How long the writer lets records gather before it writes a batch smaller than [`BATCH`]:
+/// a store request per batch, not per record.
+const LINGER: Duration = Duration::from_millis(50);
+
 /// How long the end of a run waits for its records to be written.
 const FINISH_WITHIN: Duration = Duration::from_secs(30);
 
@@ -313,6 +317,14 @@ async fn write(
             received = receiver.recv_many(&mut batch, BATCH) => {
                 if received == 0 {
                     return counts;
+                }
+                let lingered = tokio::time::Instant::now() + LINGER;
+                while batch.len() < BATCH {
+                    let room = BATCH - batch.len();
+                    match tokio::time::timeout_at(lingered, receiver.recv_many(&mut batch, room)).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
                 }
                 flush(store.as_ref(), &mut batch, file.as_mut(), &mut counts).await;
             }

@@ -390,3 +390,61 @@ async fn a_redeploy_to_an_up_to_date_fleet_costs_only_the_preflight_reads() {
         .expect("recorded");
     assert_eq!(detail.targets.len(), 40, "journaled like any other");
 }
+
+/// A target that fails is audited with its error class and the shared category, and the
+/// journal records it failed; the others' rollback is audited too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_target_is_audited_with_its_error_category() {
+    let fleet = Fleet::new(3);
+    let environment = fleet.registry.get("t01").expect("registered");
+    fleet
+        .runner
+        .session(&Target::new("t01", environment.connection))
+        .await
+        .expect("session")
+        .query("CREATE effect:b SET planted = true")
+        .await
+        .expect("plant");
+    let report = fleet
+        .coordinator(QuiesceUnreadable::FailClosed)
+        .deploy(&fleet.plan("failing"))
+        .await
+        .expect("deploy");
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:#?}");
+    let audit = fleet.store.audit();
+    let failed = audit
+        .iter()
+        .find(|r| r.event == AuditEvent::TargetFinished && r.environment.as_deref() == Some("t01"))
+        .expect("t01 audited");
+    assert_eq!(failed.outcome.as_deref(), Some("failed"));
+    assert_eq!(failed.error_class, Some(ErrorClass::StatementFailed));
+    assert_eq!(failed.error_category.as_deref(), Some("migration"));
+    assert!(
+        failed
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("effect")),
+        "{failed:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.event == AuditEvent::TargetRolledBack),
+        "{audit:#?}"
+    );
+    let detail = fleet
+        .store
+        .deployment("failing")
+        .await
+        .expect("read")
+        .expect("recorded");
+    let t01 = detail
+        .targets
+        .iter()
+        .find(|t| t.environment == "t01")
+        .expect("t01");
+    // Its final word: what failed there was rolled back; the class stays.
+    assert_eq!(t01.status, DeploymentStatus::RolledBack);
+    assert_eq!(t01.error_class, Some(ErrorClass::StatementFailed));
+    assert_eq!(detail.state(), DeploymentState::Ended("rolled_back".into()));
+}

@@ -93,8 +93,9 @@ impl SurrealControlStore {
         }
     }
 
-    /// Runs `statements` (one per entry) with `vars`; each statement's result, or the first
-    /// statement error.
+    /// Runs `statements` (one per entry) with `vars` in one transaction — a request retried
+    /// after a write conflict must not find half of itself committed — and returns each
+    /// statement's result, or the first statement error.
     async fn run(
         &self,
         statements: &[String],
@@ -104,8 +105,11 @@ impl SurrealControlStore {
             self.send(DEFINITIONS, None, 8).await?;
             let _ = self.defined.set(());
         }
-        self.send(&statements.join("\n"), Some(&vars), statements.len())
-            .await
+        let text = format!(
+            "BEGIN TRANSACTION;\n{}\nCOMMIT TRANSACTION;",
+            statements.join("\n")
+        );
+        self.send(&text, Some(&vars), statements.len()).await
     }
 
     async fn send(
@@ -274,7 +278,7 @@ impl ControlStore for SurrealControlStore {
                  started_at = started_at ?? $at, started_ms = started_ms ?? $ms, \
                  plan = plan ?? $plan RETURN NONE;"
             ),
-            format!("CREATE {this} CONTENT $run RETURN NONE;"),
+            format!("UPSERT {this} CONTENT $run RETURN NONE;"),
         ];
         let run_row = json!({
             "deployment_id": run.deployment_id,

@@ -29,7 +29,7 @@ const BATCH: usize = 512;
 
 /// How long the writer lets records gather before it writes a batch smaller than [`BATCH`]:
 /// a store request per batch, not per record.
-const LINGER: Duration = Duration::from_millis(50);
+const LINGER: Duration = Duration::from_millis(200);
 
 /// How long the end of a run waits for its records to be written.
 const FINISH_WITHIN: Duration = Duration::from_secs(30);

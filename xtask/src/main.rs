@@ -327,6 +327,7 @@ fn control_plane(
     let n = if quick { "100" } else { "1000" };
     let noop_n = if quick { "1000" } else { "10000" };
     let mut pairs: [[Vec<f64>; 2]; 2] = Default::default();
+    let mut cpu: [Vec<f64>; 2] = Default::default();
     for _ in 0..runs {
         for (pair, slot, tool) in [
             (0, 0, "flotilla"),
@@ -338,19 +339,24 @@ fn control_plane(
             let wall = number(&line, "wall_ms");
             eprintln!("{tool:>10} server N={n:<5} c=8   {wall:>10.1} ms");
             pairs[pair][slot].push(wall);
+            if pair == 0 {
+                cpu[slot].push(number(&line, "client_cpu_ms") + number(&line, "server_cpu_ms"));
+            }
             json.push(line);
         }
     }
     let [[plain, journaled], [one, four]] = pairs.map(|pair| pair.map(median));
+    let [plain_cpu, journaled_cpu] = cpu.map(median);
     let noop = scenario(binary, ["noop", "mem", noop_n, "32"])?;
     let requests = number(&noop, "requests_per_target");
     json.push(noop.clone());
     let verdict = |met: bool| if met { "met" } else { "NOT MET" };
     println!();
     println!(
-        "journal + audit, server N={n} c=8: {plain:.0} -> {journaled:.0} ms ({:+.1} %; goal <= 5 %: {})",
+        "journal + audit, server N={n} c=8: {plain:.0} -> {journaled:.0} ms ({:+.1} %; goal <= 5 %: {}); client + server CPU {plain_cpu:.0} -> {journaled_cpu:.0} ms ({:+.1} %)",
         (journaled / plain - 1.0) * 100.0,
-        verdict(journaled <= plain * 1.05)
+        verdict(journaled <= plain * 1.05),
+        (journaled_cpu / plain_cpu - 1.0) * 100.0
     );
     println!(
         "4 shard processes x c=2 vs 1 process x c=8, server N={n}: {four:.0} vs {one:.0} ms ({:.2}x; goal <= 1.1x: {})",

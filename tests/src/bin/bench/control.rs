@@ -16,7 +16,7 @@ use flotilla_core::{AuthLevel, Connection};
 use flotilla_surrealdb::{SurrealConfig, SurrealControlStore, SurrealRunner};
 use flotilla_tests::{ROOT_PASS, ROOT_USER};
 
-use super::{Extra, Setup, fixture, flotilla, proc_status_kib, setup};
+use super::{Extra, Setup, cpu_ms, fixture, flotilla, proc_status_kib, setup};
 
 /// The scenario's JSON line, when `tool` is one of these.
 pub(super) async fn scenario(
@@ -105,8 +105,11 @@ async fn journaled(store: &str, n: usize, c: usize) -> Result<String, String> {
         )),
         ..Extra::default()
     };
+    let server_pid = setup.server.as_ref().map(|s| s.pid().to_string());
+    let client_cpu = cpu_ms("self");
+    let server_cpu = server_pid.as_deref().map_or(0.0, cpu_ms);
     let (elapsed, requests) = flotilla(&setup, n, c, &fixture(), extra).await?;
-    Ok(line(
+    let mut result: serde_json::Value = serde_json::from_str(&line(
         "journaled",
         store,
         n,
@@ -115,6 +118,11 @@ async fn journaled(store: &str, n: usize, c: usize) -> Result<String, String> {
         requests,
         control_store.request_count(),
     ))
+    .map_err(|e| e.to_string())?;
+    result["client_cpu_ms"] = serde_json::json!(cpu_ms("self") - client_cpu);
+    result["server_cpu_ms"] =
+        serde_json::json!(server_pid.as_deref().map_or(0.0, cpu_ms) - server_cpu);
+    Ok(result.to_string())
 }
 
 /// One shard of `shards:K`: the server and the shard come from the environment.

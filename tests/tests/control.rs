@@ -12,8 +12,8 @@ use flotilla_coordinator::control::{
     QuiesceUnreadable,
 };
 use flotilla_coordinator::{
-    DeploymentCoordinator, DeploymentPlan, EnvironmentConfig, EnvironmentRegistry, Gate, Outcome,
-    PlanError, Shard,
+    DeploymentCoordinator, DeploymentPlan, DeploymentReport, EnvironmentConfig,
+    EnvironmentRegistry, Gate, Outcome, PlanError, Shard,
 };
 use flotilla_core::{Connection, DeploymentStatus, MigrationSet};
 use flotilla_runner::testkit::migrations;
@@ -99,6 +99,14 @@ impl Fleet {
             .expect("plan")
     }
 
+    /// Deploys plan `id` with a coordinator failing `unreadable`.
+    async fn deploy(&self, id: &str, unreadable: QuiesceUnreadable) -> DeploymentReport {
+        self.coordinator(unreadable)
+            .deploy(&self.plan(id))
+            .await
+            .expect("deploy")
+    }
+
     async fn applied(&self, name: &str) -> usize {
         let environment = self.registry.get(name).expect("registered");
         self.runner
@@ -113,10 +121,8 @@ impl Fleet {
 async fn every_target_is_journaled_once_and_audited_per_event() {
     let fleet = Fleet::new(4);
     let report = fleet
-        .coordinator(QuiesceUnreadable::FailClosed)
-        .deploy(&fleet.plan("journaled"))
-        .await
-        .expect("deploy");
+        .deploy("journaled", QuiesceUnreadable::FailClosed)
+        .await;
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
     let audit_summary = report
         .audit
@@ -185,11 +191,7 @@ async fn a_quiesced_fleet_refuses_and_a_store_that_cannot_be_read_fails_closed_o
         .set_quiesce("incident 42", Duration::from_secs(60), &by)
         .await
         .expect("set");
-    let report = fleet
-        .coordinator(QuiesceUnreadable::FailOpen)
-        .deploy(&fleet.plan("quiesced"))
-        .await
-        .expect("deploy");
+    let report = fleet.deploy("quiesced", QuiesceUnreadable::FailOpen).await;
     assert_eq!(report.outcome, Outcome::Refused);
     let refusal = report.refusal.as_ref().expect("refusal");
     assert_eq!(refusal.gate, Gate::Quiesce);
@@ -208,18 +210,10 @@ async fn a_quiesced_fleet_refuses_and_a_store_that_cannot_be_read_fails_closed_o
 
     // The flag cannot be read: closed refuses, open deploys.
     fleet.store.fail_quiesce_reads(true);
-    let closed = fleet
-        .coordinator(QuiesceUnreadable::FailClosed)
-        .deploy(&fleet.plan("closed"))
-        .await
-        .expect("deploy");
+    let closed = fleet.deploy("closed", QuiesceUnreadable::FailClosed).await;
     assert_eq!(closed.outcome, Outcome::Refused, "{closed:#?}");
     assert_eq!(fleet.applied("t00").await, 0);
-    let open = fleet
-        .coordinator(QuiesceUnreadable::FailOpen)
-        .deploy(&fleet.plan("open"))
-        .await
-        .expect("deploy");
+    let open = fleet.deploy("open", QuiesceUnreadable::FailOpen).await;
     assert_eq!(open.outcome, Outcome::Succeeded, "{open:#?}");
     assert_eq!(fleet.applied("t00").await, 2);
 }
@@ -364,18 +358,10 @@ async fn shards_split_the_selection_into_disjoint_shares_that_cover_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redeploy_to_an_up_to_date_fleet_costs_only_the_preflight_reads() {
     let fleet = Fleet::new(40);
-    let first = fleet
-        .coordinator(QuiesceUnreadable::FailClosed)
-        .deploy(&fleet.plan("first"))
-        .await
-        .expect("deploy");
+    let first = fleet.deploy("first", QuiesceUnreadable::FailClosed).await;
     assert_eq!(first.outcome, Outcome::Succeeded);
     let before = fleet.runner.request_count();
-    let again = fleet
-        .coordinator(QuiesceUnreadable::FailClosed)
-        .deploy(&fleet.plan("again"))
-        .await
-        .expect("deploy");
+    let again = fleet.deploy("again", QuiesceUnreadable::FailClosed).await;
     let sent = fleet.runner.request_count() - before;
     assert_eq!(again.outcome, Outcome::Succeeded, "{again:#?}");
     assert!(again.environments.iter().all(|e| e.applied.is_empty()
@@ -405,11 +391,7 @@ async fn a_failed_target_is_audited_with_its_error_category() {
         .query("CREATE effect:b SET planted = true")
         .await
         .expect("plant");
-    let report = fleet
-        .coordinator(QuiesceUnreadable::FailClosed)
-        .deploy(&fleet.plan("failing"))
-        .await
-        .expect("deploy");
+    let report = fleet.deploy("failing", QuiesceUnreadable::FailClosed).await;
     assert_eq!(report.outcome, Outcome::RolledBack, "{report:#?}");
     let audit = fleet.store.audit();
     let failed = audit

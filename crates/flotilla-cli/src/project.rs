@@ -87,11 +87,16 @@ impl Project {
 
 /// What `-e`, `--tag` and `--all` select; `None` when none was given.
 pub(crate) fn selection(select: &SelectArgs) -> Option<Selection> {
-    if !select.environments.is_empty() {
-        Some(Selection::Names(select.environments.clone()))
-    } else if !select.tag.is_empty() {
-        Some(Selection::Tags(select.tag.clone()))
-    } else if select.all {
+    selection_of(&select.environments, &select.tag, select.all)
+}
+
+/// Names, else tags, else all; `None` when none is given.
+pub(crate) fn selection_of(names: &[String], tags: &[String], all: bool) -> Option<Selection> {
+    if !names.is_empty() {
+        Some(Selection::Names(names.to_vec()))
+    } else if !tags.is_empty() {
+        Some(Selection::Tags(tags.to_vec()))
+    } else if all {
         Some(Selection::All)
     } else {
         None

@@ -352,12 +352,18 @@ fn refuse_shared_databases(environments: &[EnvironmentConfig]) -> Result<(), Pla
 }
 
 fn generate_id() -> String {
+    format!("deploy-{}", unique_suffix())
+}
+
+/// `MILLIS-PID-N`: unique across processes (the time and the process) and within one (a
+/// counter) — for deployment and run ids.
+pub(crate) fn unique_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let millis = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     format!(
-        "deploy-{millis}-{}-{}",
+        "{millis}-{}-{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )

@@ -470,12 +470,7 @@ impl ControlStore for SurrealControlStore {
         by: &Actor,
     ) -> Result<Quiesce, ControlError> {
         let now = SystemTime::now();
-        let quiesce = Quiesce {
-            reason: reason.to_owned(),
-            by: by.clone(),
-            set_at: rfc3339(now),
-            expires_at: rfc3339(now + ttl),
-        };
+        let quiesce = Quiesce::new(reason, by, now, ttl);
         let mut row = json!(quiesce);
         row["expires_ms"] = json!(millis(now + ttl));
         self.run(

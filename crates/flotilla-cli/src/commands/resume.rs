@@ -73,15 +73,7 @@ impl Choices {
 
     /// What `-e`, `--tag` and `--all` select; `None` when none was given.
     pub(crate) fn selection(&self) -> Option<Selection> {
-        if !self.environments.is_empty() {
-            Some(Selection::Names(self.environments.clone()))
-        } else if !self.tags.is_empty() {
-            Some(Selection::Tags(self.tags.clone()))
-        } else if self.all {
-            Some(Selection::All)
-        } else {
-            None
-        }
+        crate::project::selection_of(&self.environments, &self.tags, self.all)
     }
 }
 

@@ -1,9 +1,6 @@
 //! What a deployment tells the control store when it starts: the run it begins, and whether
 //! the fleet is quiesced.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
-
 use super::{Control, QuiesceUnreadable, RunStart};
 use crate::plan::DeploymentPlan;
 
@@ -33,15 +30,7 @@ pub(crate) fn run_start(plan: &DeploymentPlan, control: &Control) -> RunStart {
 /// A run id unique across processes and machines: the deployment, the time, the process and
 /// a counter.
 fn run_id(deployment_id: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let micros = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros());
-    format!(
-        "{deployment_id}.{micros}.{}.{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{deployment_id}.{}", crate::plan::unique_suffix())
 }
 
 /// Why the deployment may not start because the fleet is quiesced — or the flag cannot be

@@ -217,12 +217,7 @@ impl ControlStore for MemoryControlStore {
     ) -> Result<Quiesce, ControlError> {
         self.check()?;
         let now = SystemTime::now();
-        let quiesce = Quiesce {
-            reason: reason.to_owned(),
-            by: by.clone(),
-            set_at: rfc3339(now),
-            expires_at: rfc3339(now + ttl),
-        };
+        let quiesce = Quiesce::new(reason, by, now, ttl);
         lock_unpoisoned(&self.state).quiesce = Some((quiesce.clone(), now + ttl));
         Ok(quiesce)
     }

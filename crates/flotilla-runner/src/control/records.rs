@@ -262,6 +262,18 @@ pub struct Quiesce {
     pub expires_at: String,
 }
 
+impl Quiesce {
+    /// Set by `by` at `now` for `reason`, expiring after `ttl`.
+    pub fn new(reason: &str, by: &Actor, now: std::time::SystemTime, ttl: Duration) -> Self {
+        Self {
+            reason: reason.to_owned(),
+            by: by.clone(),
+            set_at: flotilla_core::rfc3339(now),
+            expires_at: flotilla_core::rfc3339(now + ttl),
+        }
+    }
+}
+
 impl fmt::Display for Quiesce {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -343,3 +343,35 @@ async fn an_unreachable_control_store_stops_the_deploy_before_anything_runs() {
     assert_eq!(count(&project).await.applied, 0);
     assert!(!out.contains(ROOT_PASS));
 }
+
+/// `--shard-from-env` takes the shard from Kubernetes' Indexed Job variables; without them
+/// it is a usage error naming the variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shard_comes_from_an_indexed_jobs_variables() {
+    let server = TestServer::start_beside_tests();
+    let project = Project::new(&server.ws_url(), 8, &[Migration::quick("0001")]);
+    let args = deploy(&["--all", "--shard-from-env", "--deployment-id", "job-1"]);
+    let (code, out) = project.run(&args);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("JOB_COMPLETION_INDEX"), "{out}");
+    let mut union = Vec::new();
+    for index in ["0", "1"] {
+        let mut command = project.command(&args);
+        command
+            .env("JOB_COMPLETION_INDEX", index)
+            .env("JOB_COMPLETIONS", "2");
+        let mut running = Running::spawn(command);
+        assert_eq!(
+            running.wait(Duration::from_secs(60)),
+            0,
+            "{}",
+            running.output()
+        );
+        let report = running.report().expect("report");
+        union.extend(statuses(&report, "success"));
+    }
+    union.sort_unstable();
+    union.dedup();
+    assert_eq!(union.len(), 8, "{union:?}");
+    assert_eq!(count(&project).await.applied, 8);
+}

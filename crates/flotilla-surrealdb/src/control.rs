@@ -335,8 +335,21 @@ impl ControlStore for SurrealControlStore {
             bound.insert(format!("t{index}"), json!(target));
         }
         if !audit.is_empty() {
+            // A row of a run names the run, whose record holds who ran it.
+            let rows: Vec<Value> = audit
+                .iter()
+                .map(|record| {
+                    let mut row = json!(record);
+                    if record.run_id.is_some()
+                        && let Some(row) = row.as_object_mut()
+                    {
+                        row.remove("actor");
+                    }
+                    row
+                })
+                .collect();
             statements.push("INSERT INTO audit $audit RETURN NONE;".to_owned());
-            bound.insert("audit".to_owned(), json!(audit));
+            bound.insert("audit".to_owned(), Value::Array(rows));
         }
         if statements.is_empty() {
             return Ok(());

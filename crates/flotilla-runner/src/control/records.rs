@@ -101,19 +101,25 @@ pub struct TargetRecord {
     #[serde(default)]
     pub applied: Vec<Version>,
     /// Versions rolled back here.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rolled_back: Vec<Version>,
     /// Newest applied version before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_before: Option<Version>,
     /// Newest applied version after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_after: Option<Version>,
     /// Why it failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<ErrorClass>,
     /// The message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// When work on it started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
     /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
     /// Time spent on it.
     pub duration_ms: u64,
@@ -314,28 +320,38 @@ pub struct AuditRecord {
     /// Who.
     pub actor: Actor,
     /// The deployment, if it is about one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_id: Option<String>,
     /// The run (process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
     /// The environment, if it is about one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
     /// Versions applied (a target) or pending (a start).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<Version>,
     /// Newest applied version before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_before: Option<Version>,
     /// Newest applied version after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_after: Option<Version>,
     /// A target's status or a deployment's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// flotilla's error class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<ErrorClass>,
     /// The class in the vocabulary audit trails share: config, connection, auth, lock,
     /// migration, quiesce, unknown (and drift, gate, cancelled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_category: Option<String>,
     /// The error message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// How long it took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
 }
 

@@ -86,7 +86,7 @@ pub(crate) enum Command {
     #[command(
         after_help = "Examples:\n  flotilla deploy --all\n  flotilla deploy -e staging,prod --strategy rolling --batch-size 2\n  flotilla deploy --tag tenant --strategy canary --canary-percent 5 --max-concurrent 32\n  flotilla deploy --all --dry-run --output json"
     )]
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// Per environment: reachable, current version, pending count, drift, lock holder.
     #[command(after_help = "Example:\n  flotilla status --tag tenant")]
     Status(SelectArgs),
@@ -126,6 +126,12 @@ pub(crate) enum Command {
         after_help = "Examples:\n  flotilla quiesce set --ttl 30m --reason \"incident 42\"\n  flotilla quiesce status\n  flotilla quiesce clear"
     )]
     Quiesce(QuiesceCommand),
+    /// What the fleets' tenant sources yield: each tenant's environment, without secrets.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  flotilla tenants list --fleet customers"
+    )]
+    Tenants(TenantsCommand),
     /// Print shell completions.
     #[command(
         after_help = "Example:\n  flotilla completions bash > /etc/bash_completion.d/flotilla"
@@ -144,7 +150,10 @@ pub(crate) struct SelectArgs {
     /// Every environment with this tag (repeatable).
     #[arg(long)]
     pub(crate) tag: Vec<String>,
-    /// Every environment.
+    /// Every environment of this fleet (repeatable).
+    #[arg(long)]
+    pub(crate) fleet: Vec<String>,
+    /// Every environment (`-e all` works too).
     #[arg(long)]
     pub(crate) all: bool,
 }
@@ -192,6 +201,9 @@ pub(crate) struct DeployArgs {
     /// Do not probe environments before deploying.
     #[arg(long)]
     pub(crate) skip_health_check: bool,
+    /// Probe every environment before deploying — the default; the surql toolkit's flag.
+    #[arg(long, conflicts_with = "skip_health_check")]
+    pub(crate) verify_health: bool,
     /// Do not revert this deployment's migrations when it fails.
     #[arg(long)]
     pub(crate) no_rollback: bool,
@@ -242,6 +254,16 @@ pub(crate) enum DeploymentsCommand {
     Show {
         /// The deployment id.
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TenantsCommand {
+    /// List every fleet's tenants (or one fleet's) as environments.
+    List {
+        /// Only this fleet.
+        #[arg(long)]
+        fleet: Option<String>,
     },
 }
 

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod control;
 mod dry_run;
+mod fleets;
 mod project;
 mod render;
 mod signals;

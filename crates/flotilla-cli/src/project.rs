@@ -62,6 +62,25 @@ impl Project {
         })
     }
 
+    /// The project with its fleets' tenants registered as environments: every source is
+    /// listed (a source that cannot be is an error, exit 1).
+    pub(crate) async fn with_fleets(cli: &Cli) -> Result<Self, Failure> {
+        let project = Self::load(cli)?;
+        let found = crate::fleets::environments(
+            &project.config.fleets,
+            &project.base,
+            &project.runner_config,
+        )
+        .await?;
+        for environment in found {
+            project
+                .registry
+                .register(beside_config(&environment, &project.base))
+                .map_err(|e| usage(format!("{}: {e}", project.config.path.display())))?;
+        }
+        Ok(project)
+    }
+
     pub(crate) fn migrations(&self) -> Result<Arc<MigrationSet>, Failure> {
         MigrationSet::load(&self.migrations_dir)
             .map(Arc::new)
@@ -87,7 +106,11 @@ impl Project {
 
 /// What `-e`, `--tag` and `--all` select; `None` when none was given.
 pub(crate) fn selection(select: &SelectArgs) -> Option<Selection> {
-    selection_of(&select.environments, &select.tag, select.all)
+    // The surql toolkit's `-e all`; a fleet's name is a tag of each of its environments.
+    let all = select.all || select.environments == ["all"];
+    let names: &[String] = if all { &[] } else { &select.environments };
+    let tags: Vec<String> = select.tag.iter().chain(&select.fleet).cloned().collect();
+    selection_of(names, &tags, all)
 }
 
 /// Names, else tags, else all; `None` when none is given.

@@ -17,6 +17,7 @@ pub mod control;
 mod coordinator;
 mod environment;
 mod error;
+pub mod fleet;
 mod gates;
 mod inspect;
 mod plan;

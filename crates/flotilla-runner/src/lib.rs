@@ -11,6 +11,7 @@
 pub mod control;
 mod error;
 pub mod execute;
+pub mod fleet;
 mod lock;
 mod memory;
 mod rehearsal;

@@ -26,7 +26,9 @@ mod rows;
 mod runner;
 mod session;
 mod sql;
+mod tenants;
 
 pub use config::SurrealConfig;
 pub use control::SurrealControlStore;
 pub use runner::{SCHEMES, SurrealRunner};
+pub use tenants::SurrealTenantSource;

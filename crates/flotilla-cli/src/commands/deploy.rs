@@ -16,7 +16,7 @@ use crate::project::Project;
 use crate::{dry_run, render, signals};
 
 pub(crate) async fn deploy(cli: &Cli, args: &DeployArgs) -> CommandResult {
-    let project = Project::load(cli)?;
+    let project = Project::with_fleets(cli).await?;
     for name in &args.approve {
         project.environment(name)?;
     }

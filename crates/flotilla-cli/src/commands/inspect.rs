@@ -1,4 +1,4 @@
-//! The read-only commands: `status`, `history`, and `lock status` / `lock release`
+//! The read-only commands: `status`, `history`, `tenants list`, and `lock status` / `lock release`
 //! (the one that writes: it breaks a lock whose holder is gone).
 
 use std::sync::Arc;
@@ -6,7 +6,7 @@ use std::sync::Arc;
 use flotilla_coordinator::{ApproveList, DeploymentCoordinator};
 
 use super::{CommandResult, EXIT_FAILED, EXIT_OK, runner_failure, usage};
-use crate::cli::{Cli, LockCommand, Output, SelectArgs};
+use crate::cli::{Cli, LockCommand, Output, SelectArgs, TenantsCommand};
 use crate::project::Project;
 use crate::render::{self, StatusRow};
 
@@ -16,7 +16,7 @@ pub(super) fn reader(project: &Project) -> DeploymentCoordinator {
 }
 
 pub(crate) async fn status(cli: &Cli, select: &SelectArgs) -> CommandResult {
-    let project = Project::load(cli)?;
+    let project = Project::with_fleets(cli).await?;
     let migrations = project.migrations()?;
     let environments = project.select(select)?;
     let statuses = reader(&project)
@@ -30,7 +30,7 @@ pub(crate) async fn status(cli: &Cli, select: &SelectArgs) -> CommandResult {
 }
 
 pub(crate) async fn history(cli: &Cli, name: &str) -> CommandResult {
-    let project = Project::load(cli)?;
+    let project = Project::with_fleets(cli).await?;
     let environment = project.environment(name)?;
     let rows = reader(&project)
         .history(&environment)
@@ -41,7 +41,7 @@ pub(crate) async fn history(cli: &Cli, name: &str) -> CommandResult {
 }
 
 pub(crate) async fn lock(cli: &Cli, command: &LockCommand) -> CommandResult {
-    let project = Project::load(cli)?;
+    let project = Project::with_fleets(cli).await?;
     let json = cli.output == Output::Json;
     let coordinator = reader(&project);
     let line = match command {
@@ -81,5 +81,102 @@ pub(crate) async fn lock(cli: &Cli, command: &LockCommand) -> CommandResult {
         }
     };
     render::lines(&[line], json);
+    Ok(EXIT_OK)
+}
+
+/// One line of `flotilla tenants list`: no password, the URL without credentials.
+#[derive(Debug, serde::Serialize)]
+struct TenantRow {
+    fleet: String,
+    environment: String,
+    url: String,
+    namespace: String,
+    database: String,
+    username: Option<String>,
+    tags: Vec<String>,
+}
+
+pub(crate) async fn tenants(cli: &Cli, command: &TenantsCommand) -> CommandResult {
+    let project = Project::load(cli)?;
+    let TenantsCommand::List { fleet } = command;
+    let fleets: Vec<_> = project
+        .config
+        .fleets
+        .iter()
+        .filter(|f| fleet.as_ref().is_none_or(|name| &f.name == name))
+        .collect();
+    if let Some(name) = fleet
+        && fleets.is_empty()
+    {
+        let known: Vec<&str> = project
+            .config
+            .fleets
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        return Err(usage(format!(
+            "no fleet `{name}` (fleets: {})",
+            known.join(", ")
+        )));
+    }
+    let mut rows = Vec::new();
+    for config in fleets {
+        let found = crate::fleets::environments(
+            std::slice::from_ref(config),
+            &project.base,
+            &project.runner_config,
+        )
+        .await?;
+        rows.extend(found.into_iter().map(|e| {
+            TenantRow {
+                fleet: config.name.clone(),
+                url: e.connection.redacted_url(),
+                namespace: e.connection.namespace.clone(),
+                database: e.connection.database.clone(),
+                username: e
+                    .connection
+                    .credentials
+                    .as_ref()
+                    .map(|c| c.username.clone()),
+                tags: e.tags.clone(),
+                environment: e.name,
+            }
+        }));
+    }
+    if cli.output == Output::Json {
+        for row in &rows {
+            render::print_typed("tenant", row);
+        }
+        return Ok(EXIT_OK);
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.fleet.clone(),
+                r.environment.clone(),
+                r.url.clone(),
+                r.namespace.clone(),
+                r.database.clone(),
+                r.username.clone().unwrap_or_default(),
+                r.tags.join(","),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render::table(
+            &[
+                "FLEET",
+                "ENVIRONMENT",
+                "URL",
+                "NAMESPACE",
+                "DATABASE",
+                "USER",
+                "TAGS"
+            ],
+            &cells
+        )
+    );
     Ok(EXIT_OK)
 }

@@ -76,5 +76,6 @@ async fn dispatch(cli: &Cli) -> CommandResult {
         Command::Lock(command) => inspect::lock(cli, command).await,
         Command::Deployments(args) => control::deployments(cli, args).await,
         Command::Quiesce(command) => control::quiesce(cli, command).await,
+        Command::Tenants(command) => inspect::tenants(cli, command).await,
     }
 }

@@ -34,10 +34,17 @@ pub(crate) struct Choices {
 impl Choices {
     /// What the command line says.
     pub(crate) fn of(args: &DeployArgs) -> Self {
+        let select = &args.select;
+        // `-e all` is the surql toolkit's `--all`; a fleet's name is a tag.
+        let all = select.all || select.environments == ["all"];
         Self {
-            environments: args.select.environments.clone(),
-            tags: args.select.tag.clone(),
-            all: args.select.all,
+            environments: if all {
+                Vec::new()
+            } else {
+                select.environments.clone()
+            },
+            tags: select.tag.iter().chain(&select.fleet).cloned().collect(),
+            all,
             strategy: args.strategy.clone(),
             batch_size: args.batch_size,
             canary_percent: args.canary_percent,

@@ -14,7 +14,7 @@ use crate::project::Project;
 use crate::render;
 
 pub(crate) async fn rollback(cli: &Cli, args: &RollbackArgs) -> CommandResult {
-    let project = Project::load(cli)?;
+    let project = Project::with_fleets(cli).await?;
     let environment = project.environment(&args.environment)?;
     let revert = match (&args.steps, &args.to) {
         (Some(steps), _) => Revert::Newest(*steps),

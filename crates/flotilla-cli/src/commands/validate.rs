@@ -26,7 +26,7 @@ struct Verdict {
 }
 
 pub(crate) async fn validate(cli: &Cli, args: &ValidateArgs) -> CommandResult {
-    let project = Project::load(cli)?;
+    let project = Project::with_fleets(cli).await?;
     let migrations = project.migrations()?;
     let environments = project.select(&args.select)?;
     let coordinator = reader(&project);

@@ -11,7 +11,7 @@ use super::{
 use crate::connection::{AuthLevel, Connection, Secret};
 
 /// Environment number `index` (0-based) of a file in `format`.
-pub(super) fn environment(
+pub(in crate::config) fn environment(
     raw: &Value,
     index: usize,
     format: Format,

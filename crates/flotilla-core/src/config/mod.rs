@@ -16,8 +16,10 @@ use crate::connection::Connection;
 
 mod environment;
 mod fields;
+mod fleet;
 
 use environment::{control, defaults, environment};
+pub use fleet::{FleetConfig, validate_tenant_id};
 
 /// A project's settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,6 +34,8 @@ pub struct ProjectConfig {
     pub environments: Vec<EnvironmentConfig>,
     /// `[control]`: where deployments are journaled and the quiesce flag is kept.
     pub control: ControlConfig,
+    /// `[[fleets]]`: environments made from a tenant source and a template.
+    pub fleets: Vec<FleetConfig>,
 }
 
 /// `[control]`: the control store. Every field is optional; the default store is an embedded
@@ -166,7 +170,13 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-const TOP_KEYS: &[&str] = &["migrations", "defaults", "environments", "control"];
+const TOP_KEYS: &[&str] = &[
+    "migrations",
+    "defaults",
+    "environments",
+    "control",
+    "fleets",
+];
 const CONTROL_KEYS: &[&str] = &[
     "url",
     "namespace",
@@ -288,6 +298,15 @@ impl ProjectConfig {
                 .collect::<Result<Vec<_>, _>>()?,
             Some(_) => return Err(fail("`environments` must be a list".into())),
         };
+        let fleets = match top.get("fleets") {
+            None => Vec::new(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .enumerate()
+                .map(|(index, raw)| FleetConfig::read(raw, index).map_err(&fail))
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(_) => return Err(fail("`fleets` must be a list".into())),
+        };
         let mut seen = BTreeMap::new();
         for (index, environment) in environments.iter().enumerate() {
             if let Some(first) = seen.insert(environment.name.as_str(), index) {
@@ -305,6 +324,7 @@ impl ProjectConfig {
             defaults,
             environments,
             control,
+            fleets,
         })
     }
 

@@ -237,6 +237,32 @@ pub(crate) struct DeployArgs {
     /// Also append every audit record to FILE as JSON lines (default: the config's).
     #[arg(long, value_name = "FILE")]
     pub(crate) audit_log: Option<PathBuf>,
+    /// Keep each environment's failure its own: roll back only the environments that
+    /// failed; those that succeeded keep what they applied (default: the config's, else off).
+    #[arg(long)]
+    pub(crate) isolate: bool,
+    /// Deploy only to the selected environments with something pending (each is probed
+    /// first).
+    #[arg(long, conflicts_with_all = ["resume", "shard", "shard_from_env"])]
+    pub(crate) only_pending: bool,
+    /// Deploy to at most N of the selected environments (in plan order; with
+    /// --only-pending, N of those with something pending): a chunk of a rollout.
+    #[arg(long, value_name = "N", conflicts_with_all = ["resume", "shard", "shard_from_env"])]
+    pub(crate) limit: Option<usize>,
+    /// Deploy to the environments named in FILE, one per line (`#` starts a comment): say
+    /// the list --write-failed left.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["environments", "tag", "fleet", "all", "resume"])]
+    pub(crate) from_file: Option<PathBuf>,
+    /// Write the environments that did not succeed to FILE, one per line, for --from-file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) write_failed: Option<PathBuf>,
+    /// Run CMD (`sh -c`) after each environment (tenant) once its outcome is final: told by
+    /// FLOTILLA_* variables and JSON on its standard input (default: the config's [hooks]).
+    #[arg(long, value_name = "CMD", visible_alias = "on-environment")]
+    pub(crate) on_tenant: Option<String>,
+    /// How long one --on-tenant run may take (default: the config's, else 60s).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub(crate) hook_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Args)]

@@ -157,10 +157,14 @@ fn runner_config(cli: &Cli, config: &ProjectConfig) -> Result<SurrealConfig, Fai
     })
 }
 
-/// The environment as configured, its URL [`beside`] the configuration file.
+/// The environment as configured, its URL and password file [`beside`] the configuration
+/// file.
 fn beside_config(configured: &EnvironmentConfig, base: &Path) -> EnvironmentConfig {
     let mut environment = configured.clone();
     environment.connection.url = beside(&environment.connection.url, base);
+    if let Some(flotilla_core::PasswordSource::File(path)) = &mut environment.password_source {
+        *path = base.join(&*path);
+    }
     environment
 }
 

@@ -314,6 +314,22 @@ pub(crate) fn report(report: &DeploymentReport, output: Output) {
             audit.dropped, audit.failed_writes, audit.store
         );
     }
+    if let Some(hooks) = report.hooks.as_ref().filter(|h| !h.failed.is_empty()) {
+        println!(
+            "warning: the per-environment hook failed for {} of {} environments; the deployment itself is unaffected:",
+            hooks.failed.len(),
+            hooks.ran
+        );
+        for failure in hooks.failed.iter().take(10) {
+            println!("  {}: {}", failure.environment, clean(&failure.message));
+        }
+        if hooks.failed.len() > 10 {
+            println!(
+                "  … and {} more (see --output json)",
+                hooks.failed.len() - 10
+            );
+        }
+    }
     println!(
         "{} ({} ms, deployment {})",
         summary(report),
@@ -361,7 +377,17 @@ fn summary(report: &DeploymentReport) -> String {
         Outcome::Succeeded if nothing => "nothing to do: every environment is up to date".into(),
         Outcome::Succeeded => format!("deployed to {} environment(s)", report.environments.len()),
         Outcome::DryRun => "dry run: nothing was changed".into(),
-        Outcome::Failed => "deployment failed".into(),
+        Outcome::Failed => {
+            let failed = report
+                .environments
+                .iter()
+                .filter(|e| e.status != DeploymentStatus::Success)
+                .count();
+            format!(
+                "deployment failed: {failed} of {} environment(s) did not succeed",
+                report.environments.len()
+            )
+        }
         Outcome::RolledBack => "deployment failed; its migrations were rolled back".into(),
         Outcome::RollbackFailed => {
             "deployment failed, and rolling it back failed: see STILL APPLIED above".into()

@@ -284,3 +284,314 @@ async fn bad_and_duplicate_ids_are_refused_naming_the_source_and_the_id() {
         assert!(out.contains(says) && out.contains("tenants.txt"), "{out}");
     }
 }
+
+/// Appends `fleets` (TOML) to `project`'s configuration.
+fn add_fleets(project: &Project, fleets: &str) {
+    let path = project.dir.path().join("flotilla.toml");
+    let config = std::fs::read_to_string(&path).expect("config") + fleets;
+    std::fs::write(&path, config).expect("config");
+}
+
+/// A fleet of `tenants` on `url`, namespace `{prefix}_${tenant}`, signing in with `password`
+/// (a TOML `key = value` line).
+fn static_fleet(name: &str, tenants: &[&str], url: &str, prefix: &str, password: &str) -> String {
+    let ids: Vec<String> = tenants.iter().map(|t| format!("\"{t}\"")).collect();
+    format!(
+        "[[fleets]]\nname = \"{name}\"\nsource = {{ kind = \"static\", tenants = [{}] }}\n[fleets.template]\nurl = \"{url}\"\nnamespace = \"{prefix}_${{tenant}}\"\ndatabase = \"app\"\nusername = \"{ROOT_USER}\"\n{password}\n",
+        ids.join(", ")
+    )
+}
+
+fn statuses(out: &str) -> Vec<(String, String, usize)> {
+    report_of(out)["environments"]
+        .as_array()
+        .expect("environments")
+        .iter()
+        .map(|e| {
+            (
+                e["environment"].as_str().expect("name").to_owned(),
+                e["status"].as_str().expect("status").to_owned(),
+                e["applied"].as_array().map_or(0, Vec::len),
+            )
+        })
+        .collect()
+}
+
+/// Passwords from a file shared by two tenants and from a command templated per tenant:
+/// each source is read once per deployment, none is printed, `tenants list` reads none, and
+/// a command that fails stops the deploy before anything runs, naming the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_come_from_a_file_and_a_per_tenant_command_once_each_and_never_print() {
+    let server = TestServer::start_beside_tests();
+    let project = Project::new(&server.ws_url(), 0, &[Migration::quick("0001")]);
+    let dir = project.dir.path();
+    std::fs::write(dir.join("root.pw"), format!("{ROOT_PASS}\n")).expect("password file");
+    let url = server.ws_url();
+    add_fleets(
+        &project,
+        &(static_fleet(
+            "by-file",
+            &["a", "b"],
+            &url,
+            "pwfile",
+            "password_file = \"root.pw\"",
+        ) + &static_fleet(
+            "by-command",
+            &["c", "d"],
+            &url,
+            "pwcmd",
+            "password_command = \"echo ${tenant} >> calls.log; cat root.pw\"",
+        )),
+    );
+    let (code, listed) = project.run(&["tenants", "list", "--output", "json"]);
+    assert_eq!(code, 0, "{listed}");
+    assert!(
+        listed.contains("\"password\":\"password_command\"")
+            && listed.contains("\"password\":\"password_file\""),
+        "{listed}"
+    );
+    assert!(
+        !dir.join("calls.log").exists(),
+        "listing tenants runs no password command"
+    );
+
+    let (code, out) = project.run(&["deploy", "--all", "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(deployed(&out), ["a", "b", "c", "d"]);
+    let calls = std::fs::read_to_string(dir.join("calls.log")).expect("calls");
+    let mut calls: Vec<&str> = calls.lines().collect();
+    calls.sort_unstable();
+    assert_eq!(
+        calls,
+        ["c", "d"],
+        "one run per tenant's command, per deployment"
+    );
+    assert!(!out.contains(ROOT_PASS), "{out}");
+
+    // A failing command: exit 2 naming the environment and the key; nothing ran anywhere.
+    let failing = Project::new(&server.ws_url(), 0, &[Migration::quick("0001")]);
+    add_fleets(
+        &failing,
+        &(static_fleet(
+            "fine",
+            &["e"],
+            &url,
+            "pwfail",
+            &format!("password = \"${{{PASSWORD_VARIABLE}}}\""),
+        ) + &static_fleet(
+            "vault",
+            &["f"],
+            &url,
+            "pwfail",
+            "password_command = \"echo vault sealed >&2; exit 3\"",
+        )),
+    );
+    let (code, out) = failing.run(&["deploy", "--all", "--output", "json"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("environment `f`: `password_command` failed") && out.contains("vault sealed"),
+        "{out}"
+    );
+    let runner = flotilla_surrealdb::SurrealRunner::new();
+    let untouched = flotilla_runner::Target::new(
+        "e",
+        flotilla_core::Connection::new(url.as_str(), "pwfail_e", "app").with_credentials(
+            ROOT_USER,
+            ROOT_PASS,
+            flotilla_core::AuthLevel::Root,
+        ),
+    );
+    assert!(
+        runner
+            .history(&untouched)
+            .await
+            .unwrap_or_default()
+            .is_empty(),
+        "nothing ran"
+    );
+}
+
+/// Four tenants, one whose data breaks the second migration. Isolated, the other three keep
+/// both migrations, the broken one is rolled back alone, the hook is told of each with its
+/// status, error class and versions, and the failed list names exactly it; a second deploy
+/// from that list (the data fixed) finishes it and leaves an empty list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_failures_roll_back_alone_and_the_failed_list_feeds_the_next_run() {
+    let server = TestServer::start_beside_tests();
+    let project = Project::new(&server.ws_url(), 0, &[Migration::quick("0001")]);
+    let dir = project.dir.path();
+    std::fs::write(
+        dir.join("migrations/0002_unique_email.surql"),
+        "-- @up\nDEFINE INDEX person_email ON person FIELDS email UNIQUE;\n-- @down\nREMOVE INDEX person_email ON person;\n",
+    )
+    .expect("migration");
+    let url = server.ws_url();
+    add_fleets(
+        &project,
+        &static_fleet(
+            "customers",
+            &["a", "b", "c", "d"],
+            &url,
+            "iso",
+            &format!("password = \"${{{PASSWORD_VARIABLE}}}\""),
+        ),
+    );
+    let runner = flotilla_surrealdb::SurrealRunner::new();
+    let tenant = |id: &str| {
+        flotilla_runner::Target::new(
+            id,
+            flotilla_core::Connection::new(url.as_str(), format!("iso_{id}"), "app")
+                .with_credentials(ROOT_USER, ROOT_PASS, flotilla_core::AuthLevel::Root),
+        )
+    };
+    let query = |id: &str, sql: &'static str| {
+        let (runner, target) = (&runner, tenant(id));
+        async move {
+            runner
+                .session(&target)
+                .await
+                .expect("session")
+                .query(sql)
+                .await
+                .expect("query")
+                .check()
+                .expect("ran");
+        }
+    };
+    query(
+        "c",
+        "CREATE person SET email = 'twice@example.com'; CREATE person SET email = 'twice@example.com';",
+    )
+    .await;
+    let hook = "cat > hook-$FLOTILLA_TENANT.json; echo \"$FLOTILLA_STATUS $FLOTILLA_ERROR_CLASS $FLOTILLA_APPLIED\" > hook-$FLOTILLA_TENANT.txt";
+    let (code, out) = project.run(&[
+        "deploy",
+        "--all",
+        "--isolate",
+        "--strategy",
+        "parallel",
+        "--no-rehearse",
+        "--write-failed",
+        "failed.txt",
+        "--on-tenant",
+        hook,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(report_of(&out)["outcome"], "failed", "{out}");
+    let seen = statuses(&out);
+    for id in ["a", "b", "d"] {
+        assert!(
+            seen.contains(&(id.to_owned(), "success".to_owned(), 2)),
+            "{id}: {seen:?}"
+        );
+        assert_eq!(runner.history(&tenant(id)).await.expect("history").len(), 2);
+        assert_eq!(
+            std::fs::read_to_string(dir.join(format!("hook-{id}.txt"))).expect("hook ran"),
+            "success  0001,0002\n"
+        );
+    }
+    assert!(
+        seen.contains(&("c".to_owned(), "rolled_back".to_owned(), 1)),
+        "{seen:?}"
+    );
+    assert!(
+        runner
+            .history(&tenant("c"))
+            .await
+            .expect("history")
+            .is_empty()
+    );
+    let told = std::fs::read_to_string(dir.join("hook-c.txt")).expect("hook ran for c");
+    assert!(
+        told.starts_with("rolled_back ") && told.trim_end().ends_with(" 0001"),
+        "{told}"
+    );
+    assert!(
+        told.split(' ')
+            .nth(1)
+            .is_some_and(|class| !class.is_empty()),
+        "{told}"
+    );
+    let event: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("hook-a.json")).expect("hook json"))
+            .expect("hook input is JSON");
+    assert_eq!(event["tenant"], "a");
+    assert_eq!(event["environment"], "a");
+    assert_eq!(event["deployment_id"], report_of(&out)["deployment_id"]);
+    assert!(
+        event["started_at"].is_string() && event["duration_ms"].is_u64(),
+        "{event}"
+    );
+    assert!(!out.contains(ROOT_PASS));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("failed.txt")).expect("failed list"),
+        "c\n"
+    );
+
+    query("c", "DELETE person;").await;
+    let (code, out) = project.run(&[
+        "deploy",
+        "--from-file",
+        "failed.txt",
+        "--isolate",
+        "--no-rehearse",
+        "--write-failed",
+        "failed.txt",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(statuses(&out), [("c".to_owned(), "success".to_owned(), 2)]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("failed.txt")).expect("failed list"),
+        ""
+    );
+}
+
+/// `--only-pending --limit 2` rolls five tenants out two at a time, then says there is
+/// nothing pending; a hook that fails is reported and changes nothing about the deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_pending_with_a_limit_rolls_out_in_chunks() {
+    let server = TestServer::start_beside_tests();
+    let project = Project::new(&server.ws_url(), 0, &[Migration::quick("0001")]);
+    add_fleets(
+        &project,
+        &static_fleet(
+            "customers",
+            &["t1", "t2", "t3", "t4", "t5"],
+            &server.ws_url(),
+            "chunk",
+            &format!("password = \"${{{PASSWORD_VARIABLE}}}\""),
+        ),
+    );
+    let chunk = &[
+        "deploy",
+        "--fleet",
+        "customers",
+        "--only-pending",
+        "--limit",
+        "2",
+        "--output",
+        "json",
+    ];
+    let mut first = chunk.to_vec();
+    first.extend(["--on-tenant", "exit 7"]);
+    let (code, out) = project.run(&first);
+    assert_eq!(code, 0, "a failing hook does not fail the deploy: {out}");
+    assert_eq!(deployed(&out), ["t1", "t2"]);
+    let hooks = &report_of(&out)["hooks"];
+    assert_eq!(hooks["ran"], 2, "{out}");
+    assert_eq!(hooks["failed"].as_array().map(Vec::len), Some(2), "{out}");
+    assert!(out.contains("exit status: 7"), "{out}");
+    let (code, out) = project.run(chunk);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(deployed(&out), ["t3", "t4"]);
+    let (code, out) = project.run(chunk);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(deployed(&out), ["t5"]);
+    let (code, out) = project.run(chunk);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing pending"), "{out}");
+}

@@ -18,6 +18,7 @@ use crate::approval::{ApproveList, Approver};
 use crate::control::{Control, Journal, quiesced, run_start, watch_quiesce};
 use crate::error::PlanError;
 use crate::gates::{self, Culprits};
+use crate::hooks::{EnvironmentHook, Hooks};
 use crate::plan::DeploymentPlan;
 use crate::preflight::{Facts, preflight};
 use crate::report::{DeploymentReport, EnvironmentReport, Gate, Outcome, Refusal};
@@ -31,6 +32,7 @@ pub struct DeploymentCoordinator {
     events: broadcast::Sender<DeploymentEvent>,
     live: Mutex<Option<Progress>>,
     control: Option<Control>,
+    hook: Option<Arc<dyn EnvironmentHook>>,
 }
 
 impl DeploymentCoordinator {
@@ -43,6 +45,7 @@ impl DeploymentCoordinator {
             events,
             live: Mutex::new(None),
             control: None,
+            hook: None,
         }
     }
 
@@ -50,6 +53,13 @@ impl DeploymentCoordinator {
     /// `control`'s store.
     pub fn with_control(mut self, control: Control) -> Self {
         self.control = Some(control);
+        self
+    }
+
+    /// The same coordinator telling `hook` of each environment of a rollout once its outcome
+    /// is final (see [`EnvironmentHook`]).
+    pub fn with_hook(mut self, hook: Arc<dyn EnvironmentHook>) -> Self {
+        self.hook = Some(hook);
         self
     }
 
@@ -95,7 +105,9 @@ impl DeploymentCoordinator {
         stop: Stop,
     ) -> Result<DeploymentReport, PlanError> {
         let started = Instant::now();
-        let destinations = self.destinations(plan)?;
+        let environments = crate::passwords::resolve_passwords(&plan.environments).await?;
+        let destinations = self.destinations(&environments)?;
+        drop(environments);
         let names = plan.environment_names();
         let progress = Progress::new(&names, self.events.clone());
         *lock_unpoisoned(&self.live) = Some(progress.clone());
@@ -125,6 +137,19 @@ impl DeploymentCoordinator {
         deployment
             .listeners
             .extend(journal.iter().map(Journal::listener));
+        let hooks = self.hook.as_ref().map(|hook| {
+            Hooks::start(
+                Arc::clone(hook),
+                &plan.deployment_id,
+                &run.reports,
+                plan.environments.iter().map(|e| e.tenant.clone()).collect(),
+                !plan.auto_rollback || plan.isolate,
+                !plan.auto_rollback,
+            )
+        });
+        deployment
+            .listeners
+            .extend(hooks.as_ref().map(Hooks::listener));
         let watcher = self
             .control
             .as_ref()
@@ -134,6 +159,9 @@ impl DeploymentCoordinator {
         let _stop_when_dropped = StopOnDrop(stop);
         let rollout = tokio::spawn(async move {
             let mut report = run.execute(strategy, Arc::new(deployment), watcher).await;
+            if let Some(hooks) = hooks {
+                report.hooks = Some(hooks.finish(&report.environments).await);
+            }
             if let Some(journal) = journal {
                 journal.finish(&mut report).await;
             }
@@ -198,8 +226,11 @@ impl DeploymentCoordinator {
         Ok((run, deployment))
     }
 
-    fn destinations(&self, plan: &DeploymentPlan) -> Result<Vec<Destination>, PlanError> {
-        plan.environments
+    fn destinations(
+        &self,
+        environments: &[flotilla_core::config::EnvironmentConfig],
+    ) -> Result<Vec<Destination>, PlanError> {
+        environments
             .iter()
             .map(|environment| {
                 let target = crate::inspect::target_of(environment);
@@ -235,6 +266,7 @@ pub(crate) struct Settings {
     pub(crate) strategy: String,
     pub(crate) dry_run: bool,
     pub(crate) auto_rollback: bool,
+    pub(crate) isolate: bool,
     pub(crate) migrations: Arc<flotilla_core::MigrationSet>,
     pub(crate) drift_policy: flotilla_core::DriftPolicy,
     pub(crate) max_concurrent: usize,
@@ -247,6 +279,7 @@ impl Settings {
             strategy: plan.deployment_strategy()?.name().to_owned(),
             dry_run: plan.dry_run,
             auto_rollback: plan.auto_rollback,
+            isolate: plan.isolate,
             migrations: Arc::clone(&plan.migrations),
             drift_policy: plan.drift_policy,
             max_concurrent: plan.strategy.max_concurrent,
@@ -375,7 +408,7 @@ impl Run {
             Outcome::Paused
         } else if !failed {
             Outcome::Succeeded
-        } else if rollback.reverted {
+        } else if rollback.reverted && !self.plan.isolate {
             Outcome::RolledBack
         } else {
             Outcome::Failed
@@ -402,6 +435,7 @@ impl Run {
             interrupted,
             paused: None,
             audit: None,
+            hooks: None,
             environments: self.reports,
             duration: self.started.elapsed(),
         }
@@ -420,7 +454,7 @@ fn up_to_date(facts: &[Facts]) -> std::collections::HashMap<usize, Option<flotil
         .collect()
 }
 
-fn apply_outcome(report: &mut EnvironmentReport, outcome: &TargetOutcome) {
+pub(crate) fn apply_outcome(report: &mut EnvironmentReport, outcome: &TargetOutcome) {
     report.status = outcome.status;
     report.applied.clone_from(&outcome.applied);
     if outcome.version_before.is_some() {

@@ -52,6 +52,9 @@ pub enum PlanError {
         /// What was given.
         got: String,
     },
+    /// A password file or command gave nothing usable: nothing ran.
+    #[error(transparent)]
+    Password(#[from] crate::passwords::PasswordError),
     /// The deployment's task ended abnormally (it panicked); leases it held expire.
     #[error("the deployment stopped unexpectedly: {0}")]
     Internal(String),

@@ -56,6 +56,7 @@ impl DeploymentCoordinator {
         environments: &[EnvironmentConfig],
         migrations: Arc<MigrationSet>,
     ) -> Result<Vec<EnvironmentStatus>, PlanError> {
+        let environments = crate::passwords::resolve_passwords(environments).await?;
         let targets = environments
             .iter()
             .map(|environment| {
@@ -113,7 +114,7 @@ impl DeploymentCoordinator {
         &self,
         environment: &EnvironmentConfig,
     ) -> Result<Vec<AppliedMigration>, RunnerError> {
-        let target = target_of(environment);
+        let target = resolved_target(environment).await?;
         self.runner_for(&target)?.history(&target).await
     }
 
@@ -122,7 +123,7 @@ impl DeploymentCoordinator {
         &self,
         environment: &EnvironmentConfig,
     ) -> Result<Option<LockInfo>, RunnerError> {
-        let target = target_of(environment);
+        let target = resolved_target(environment).await?;
         Ok(self.runner_for(&target)?.health(&target).await?.lock)
     }
 
@@ -132,9 +133,23 @@ impl DeploymentCoordinator {
         &self,
         environment: &EnvironmentConfig,
     ) -> Result<Option<LockInfo>, RunnerError> {
-        let target = target_of(environment);
+        let target = resolved_target(environment).await?;
         self.runner_for(&target)?.break_lock(&target).await
     }
+}
+
+/// The target `environment` names, its password read; a runner error naming it when the
+/// password cannot be.
+pub(crate) async fn resolved_target(
+    environment: &EnvironmentConfig,
+) -> Result<Target, RunnerError> {
+    crate::passwords::resolve_one(environment)
+        .await
+        .map(|resolved| target_of(&resolved))
+        .map_err(|error| RunnerError::Backend {
+            environment: environment.name.clone(),
+            source: Box::new(error),
+        })
 }
 
 /// The target an environment names.

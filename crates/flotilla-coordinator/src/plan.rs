@@ -31,6 +31,9 @@ pub struct DeploymentPlan {
     pub verify_health: bool,
     /// Revert this deployment's migrations everywhere when it fails.
     pub auto_rollback: bool,
+    /// Each environment's failure is its own: auto-rollback reverts only the environments
+    /// that did not succeed, and those that did keep what they applied (a tenant fleet).
+    pub isolate: bool,
     /// Read everything, apply nothing.
     pub dry_run: bool,
     /// Rehearse the migrations on a scratch database before anything else (default on).
@@ -64,6 +67,7 @@ impl DeploymentPlan {
             custom_strategy: None,
             verify_health: true,
             auto_rollback: true,
+            isolate: false,
             dry_run: false,
             rehearse: true,
             lock_timeout: LockRequest::DEFAULT_WAIT,
@@ -101,6 +105,7 @@ pub struct DeploymentPlanBuilder {
     custom_strategy: Option<Arc<dyn DeploymentStrategy>>,
     verify_health: bool,
     auto_rollback: bool,
+    isolate: bool,
     dry_run: bool,
     rehearse: bool,
     lock_timeout: Duration,
@@ -150,6 +155,7 @@ impl DeploymentPlanBuilder {
             .canary_percentage
             .unwrap_or(strategy.canary_percentage);
         strategy.fail_fast = defaults.fail_fast.unwrap_or(strategy.fail_fast);
+        self.isolate = defaults.isolate.unwrap_or(self.isolate);
         self.lock_timeout = defaults.lock_timeout.unwrap_or(self.lock_timeout);
         self.lease = defaults.lease.unwrap_or(self.lease);
         Ok(self)
@@ -219,6 +225,14 @@ impl DeploymentPlanBuilder {
     /// Revert on failure (default on).
     pub fn auto_rollback(mut self, rollback: bool) -> Self {
         self.auto_rollback = rollback;
+        self
+    }
+
+    /// Each environment's failure stays its own (default off): auto-rollback reverts only
+    /// the environments that did not succeed; the others keep what they applied, and the
+    /// deployment fails listing every failed one.
+    pub fn isolate(mut self, isolate: bool) -> Self {
+        self.isolate = isolate;
         self
     }
 
@@ -315,6 +329,7 @@ impl DeploymentPlanBuilder {
             custom_strategy: self.custom_strategy,
             verify_health: self.verify_health,
             auto_rollback: self.auto_rollback,
+            isolate: self.isolate,
             dry_run: self.dry_run,
             rehearse: self.rehearse,
             lock_timeout: self.lock_timeout,

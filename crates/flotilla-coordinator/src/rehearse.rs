@@ -53,7 +53,7 @@ impl DeploymentCoordinator {
             .map(|environment| {
                 let (up, migrations) = (&up, Arc::clone(&migrations));
                 async move {
-                    let target = target_of(environment);
+                    let target = crate::inspect::resolved_target(environment).await?;
                     let runner = self.runner_for(&target)?;
                     let history = runner.history(&target).await?;
                     let pending = steps(&target, up, &history)?

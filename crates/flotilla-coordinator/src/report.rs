@@ -29,6 +29,8 @@ pub struct DeploymentReport {
     pub paused: Option<String>,
     /// What the journal and audit trail did, when the coordinator has a control store.
     pub audit: Option<crate::control::AuditSummary>,
+    /// What the per-environment hooks did, when the coordinator has one and the rollout ran.
+    pub hooks: Option<crate::hooks::HookSummary>,
     /// Every planned environment exactly once, in plan order.
     pub environments: Vec<EnvironmentReport>,
     /// Wall time.

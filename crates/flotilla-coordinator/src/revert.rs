@@ -9,7 +9,6 @@ use flotilla_core::{DriftPolicy, MigrationSet};
 use flotilla_runner::{LockRequest, MigrationPlan, MigrationResult, Revert, RunnerError};
 
 use crate::coordinator::DeploymentCoordinator;
-use crate::inspect::target_of;
 
 /// What to roll back where, and how to lock it.
 #[derive(Clone, Debug)]
@@ -74,7 +73,7 @@ impl DeploymentCoordinator {
                 return Err(RollbackError::NotApproved(environment.name.clone()));
             }
         }
-        let target = target_of(environment);
+        let target = crate::inspect::resolved_target(environment).await?;
         let runner = self.runner_for(&target)?;
         let down = MigrationPlan::revert(Arc::clone(&plan.migrations), plan.revert.clone())
             .with_policy(plan.drift_policy);

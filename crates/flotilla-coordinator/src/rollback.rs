@@ -91,6 +91,8 @@ pub(crate) async fn roll_back(
         .iter()
         .enumerate()
         .filter(|(index, report)| !report.applied.is_empty() || !known[*index])
+        // Isolated, a target that succeeded keeps what it applied.
+        .filter(|(_, report)| !plan.isolate || report.status != DeploymentStatus::Success)
         .map(|(index, _)| index)
         .collect();
     let reverts = futures::stream::iter(work)

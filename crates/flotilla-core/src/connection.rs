@@ -42,6 +42,38 @@ impl From<&str> for Secret {
     }
 }
 
+/// Where a password comes from when the configuration does not hold it: read when a
+/// deployment (or a status, history or lock command) first needs it, once per source, and
+/// handed to the driver as a [`Secret`].
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum PasswordSource {
+    /// The file's contents (`password_file`), without the trailing newline.
+    File(std::path::PathBuf),
+    /// What a shell command prints on standard output (`password_command`), without the
+    /// trailing newline; say a vault CLI, templated per tenant.
+    Command(String),
+}
+
+impl fmt::Debug for PasswordSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PasswordSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            // A command line may carry a token of its own (`VAULT_TOKEN=… vault …`).
+            PasswordSource::Command(_) => f.write_str("Command(***)"),
+        }
+    }
+}
+
+impl PasswordSource {
+    /// The configuration key it was written as.
+    pub fn key(&self) -> &'static str {
+        match self {
+            PasswordSource::File(_) => "password_file",
+            PasswordSource::Command(_) => "password_command",
+        }
+    }
+}
+
 /// The level at which a user is defined in the database.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,

@@ -19,7 +19,7 @@ mod split;
 mod status;
 mod version;
 
-pub use connection::{AuthLevel, Connection, Credentials, Secret, redact_url};
+pub use connection::{AuthLevel, Connection, Credentials, PasswordSource, Secret, redact_url};
 pub use duration::{MAX_DURATION, format_duration, parse_duration};
 pub use error::{DriftError, Error, Problem, Result};
 pub use history::{AppliedMigration, DriftPolicy, current_version, pending};

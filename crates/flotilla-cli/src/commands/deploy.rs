@@ -4,7 +4,11 @@
 
 use std::sync::Arc;
 
-use flotilla_coordinator::{DeploymentPlan, DeploymentReport, Outcome, PlanError, Stop};
+use std::path::Path;
+
+use flotilla_coordinator::{
+    CommandHook, DeploymentPlan, DeploymentReport, Outcome, PlanError, Stop,
+};
 use flotilla_core::DeploymentStatus;
 use flotilla_runner::ErrorClass;
 
@@ -30,15 +34,41 @@ pub(crate) async fn deploy(cli: &Cli, args: &DeployArgs) -> CommandResult {
         )?)
     };
     let shard = super::resume::shard(args)?;
+    let mut choices = Choices::of(args);
+    if let Some(file) = &args.from_file {
+        choices.environments = names_from_file(file)?;
+        if choices.environments.is_empty() {
+            render::lines(
+                &[format!(
+                    "{} names no environment: nothing to deploy",
+                    file.display()
+                )],
+                json,
+            );
+            return Ok(EXIT_OK);
+        }
+    }
+    if args.only_pending || args.limit.is_some() {
+        let Some(chunk) = chunk(&project, &choices, args).await? else {
+            render::lines(
+                &["nothing pending in the selection: nothing to deploy".to_owned()],
+                json,
+            );
+            return Ok(EXIT_OK);
+        };
+        choices.environments = chunk;
+        choices.tags.clear();
+        choices.all = false;
+    }
     let (plan, resume) = match (&args.resume, &control) {
         (Some(id), Some(control)) => {
             let resume = Resume::load(control, id, shard).await?;
-            let choices = Choices::of(args).over(&resume.choices);
+            let choices = choices.over(&resume.choices);
             let plan = plan(&project, &choices, Some(&resume), args, shard)?;
             resume.check(&plan)?;
             (plan, Some(resume))
         }
-        _ => (plan(&project, &Choices::of(args), None, args, shard)?, None),
+        _ => (plan(&project, &choices, None, args, shard)?, None),
     };
     if let Some(nothing) = super::resume::nothing_to_do(&plan, resume.as_ref(), shard) {
         render::lines(&[nothing], json);
@@ -48,6 +78,9 @@ pub(crate) async fn deploy(cli: &Cli, args: &DeployArgs) -> CommandResult {
     let mut coordinator = project.coordinator(Arc::new(approver));
     if let Some(control) = control {
         coordinator = coordinator.with_control(control);
+    }
+    if let Some(hook) = hook(&project, args) {
+        coordinator = coordinator.with_hook(Arc::new(hook));
     }
     let mut events = coordinator.subscribe();
     let mut progress = render::Progress::new(cli.output, &plan.environment_names());
@@ -76,7 +109,84 @@ pub(crate) async fn deploy(cli: &Cli, args: &DeployArgs) -> CommandResult {
         dry_run::print(&report, &plan.migrations, args.show_sql, cli.output);
     }
     render::report(&report, cli.output);
+    if let Some(file) = args.write_failed.as_ref().filter(|_| !report.dry_run) {
+        write_failed(file, &report)?;
+    }
     Ok(signal.exit_code().unwrap_or_else(|| exit_code(&report)))
+}
+
+/// The environments `file` names, one per line; blank lines and `#` comments skipped.
+fn names_from_file(file: &Path) -> Result<Vec<String>, Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| usage(format!("--from-file {}: cannot read: {e}", file.display())))?;
+    Ok(text
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default().trim())
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The selection narrowed to what `--only-pending` and `--limit` keep, in plan order;
+/// `None` when that is nothing.
+async fn chunk(
+    project: &Project,
+    choices: &Choices,
+    args: &DeployArgs,
+) -> Result<Option<Vec<String>>, Failure> {
+    let selection = choices
+        .selection()
+        .ok_or_else(|| usage("choose environments: -e a,b, --tag TAG or --all"))?;
+    let mut selected = project.registry.select(&selection).map_err(usage)?;
+    if args.only_pending {
+        let coordinator =
+            project.coordinator(Arc::new(flotilla_coordinator::ApproveList::default()));
+        let statuses = coordinator
+            .status(&selected, project.migrations()?)
+            .await
+            .map_err(usage)?;
+        // Unreadable ones stay: they fail at their turn and are reported, not hidden.
+        let current: std::collections::HashSet<String> = statuses
+            .into_iter()
+            .filter(|status| status.pending == Some(0))
+            .map(|status| status.environment)
+            .collect();
+        selected.retain(|environment| !current.contains(&environment.name));
+    }
+    if let Some(limit) = args.limit {
+        selected.truncate(limit);
+    }
+    Ok((!selected.is_empty()).then(|| selected.into_iter().map(|e| e.name).collect()))
+}
+
+/// The per-environment command hook: `--on-tenant`, else `[hooks] on_tenant`.
+fn hook(project: &Project, args: &DeployArgs) -> Option<CommandHook> {
+    let hooks = &project.config.hooks;
+    let command = args.on_tenant.clone().or_else(|| hooks.on_tenant.clone())?;
+    Some(CommandHook {
+        command,
+        dir: project.base.clone(),
+        timeout: args.hook_timeout.or(hooks.timeout).unwrap_or(HOOK_TIMEOUT),
+    })
+}
+
+/// How long one hook run may take by default.
+const HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Writes the environments that did not succeed to `file`, one per line (an empty file when
+/// all did), for `--from-file`.
+fn write_failed(file: &Path, report: &DeploymentReport) -> Result<(), Failure> {
+    let mut text = String::new();
+    for environment in &report.environments {
+        if environment.status != DeploymentStatus::Success {
+            text.push_str(&environment.environment);
+            text.push('\n');
+        }
+    }
+    std::fs::write(file, text).map_err(|e| Failure {
+        code: EXIT_FAILED,
+        message: format!("--write-failed {}: cannot write: {e}", file.display()),
+    })
 }
 
 /// A plan-level error: the control store unusable is a failure (exit 1), the rest usage.
@@ -143,6 +253,9 @@ fn plan(
     }
     if args.fail_fast {
         builder = builder.fail_fast(true);
+    }
+    if args.isolate {
+        builder = builder.isolate(true);
     }
     if let Some(wait) = args.lock_timeout {
         builder = builder.lock_timeout(wait);

@@ -88,11 +88,15 @@ pub(crate) async fn lock(cli: &Cli, command: &LockCommand) -> CommandResult {
 #[derive(Debug, serde::Serialize)]
 struct TenantRow {
     fleet: String,
+    tenant: String,
     environment: String,
     url: String,
     namespace: String,
     database: String,
     username: Option<String>,
+    /// Where the password comes from (`password`, `password_file`, `password_command`);
+    /// never the password. Sources are not read here.
+    password: Option<&'static str>,
     tags: Vec<String>,
 }
 
@@ -130,6 +134,12 @@ pub(crate) async fn tenants(cli: &Cli, command: &TenantsCommand) -> CommandResul
         rows.extend(found.into_iter().map(|e| {
             TenantRow {
                 fleet: config.name.clone(),
+                tenant: e.tenant.clone().unwrap_or_default(),
+                password: match (&e.password_source, &e.connection.credentials) {
+                    (Some(source), _) => Some(source.key()),
+                    (None, Some(_)) => Some("password"),
+                    (None, None) => None,
+                },
                 url: e.connection.redacted_url(),
                 namespace: e.connection.namespace.clone(),
                 database: e.connection.database.clone(),
@@ -154,11 +164,13 @@ pub(crate) async fn tenants(cli: &Cli, command: &TenantsCommand) -> CommandResul
         .map(|r| {
             vec![
                 r.fleet.clone(),
+                r.tenant.clone(),
                 r.environment.clone(),
                 r.url.clone(),
                 r.namespace.clone(),
                 r.database.clone(),
                 r.username.clone().unwrap_or_default(),
+                r.password.unwrap_or_default().to_owned(),
                 r.tags.join(","),
             ]
         })
@@ -168,11 +180,13 @@ pub(crate) async fn tenants(cli: &Cli, command: &TenantsCommand) -> CommandResul
         render::table(
             &[
                 "FLEET",
+                "TENANT",
                 "ENVIRONMENT",
                 "URL",
                 "NAMESPACE",
                 "DATABASE",
                 "USER",
+                "PASSWORD",
                 "TAGS"
             ],
             &cells

@@ -15,6 +15,7 @@ use crate::cli::DeployArgs;
 
 /// The deploy flags that shape a plan, as recorded with a deployment.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct Choices {
     pub(crate) environments: Vec<String>,
     pub(crate) tags: Vec<String>,
@@ -29,6 +30,7 @@ pub(crate) struct Choices {
     pub(crate) no_rehearse: bool,
     pub(crate) lock_timeout: Option<Duration>,
     pub(crate) lease: Option<Duration>,
+    pub(crate) isolate: bool,
 }
 
 impl Choices {
@@ -55,6 +57,7 @@ impl Choices {
             no_rehearse: args.no_rehearse,
             lock_timeout: args.lock_timeout,
             lease: args.lease,
+            isolate: args.isolate,
         }
     }
 
@@ -75,6 +78,7 @@ impl Choices {
             no_rehearse: self.no_rehearse || recorded.no_rehearse,
             lock_timeout: self.lock_timeout.or(recorded.lock_timeout),
             lease: self.lease.or(recorded.lease),
+            isolate: self.isolate || recorded.isolate,
         }
     }
 

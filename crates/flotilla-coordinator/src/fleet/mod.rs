@@ -4,7 +4,7 @@
 //! database backend live here ([`StaticSource`], [`FileSource`], [`CommandSource`],
 //! [`HttpSource`]); a database query source comes from a backend crate.
 
-mod sources;
+pub(crate) mod sources;
 
 use std::collections::HashSet;
 

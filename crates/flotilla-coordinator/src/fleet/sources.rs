@@ -89,7 +89,22 @@ impl TenantSource for CommandSource {
 }
 
 /// Runs `command` in `dir`, killing it after `timeout`; its standard output.
-fn run_bounded(command: &str, dir: &std::path::Path, timeout: Duration) -> Result<String, String> {
+pub(crate) fn run_bounded(
+    command: &str,
+    dir: &std::path::Path,
+    timeout: Duration,
+) -> Result<String, String> {
+    run_with(command, dir, timeout, &[], None)
+}
+
+/// [`run_bounded`] with variables added to its environment and `input` on its standard input.
+pub(crate) fn run_with(
+    command: &str,
+    dir: &std::path::Path,
+    timeout: Duration,
+    variables: &[(&str, String)],
+    input: Option<Vec<u8>>,
+) -> Result<String, String> {
     let dir = if dir.as_os_str().is_empty() {
         std::path::Path::new(".")
     } else {
@@ -98,11 +113,23 @@ fn run_bounded(command: &str, dir: &std::path::Path, timeout: Duration) -> Resul
     let mut child = std::process::Command::new("sh")
         .args(["-c", command])
         .current_dir(dir)
-        .stdin(std::process::Stdio::null())
+        .envs(variables.iter().map(|(name, value)| (name, value)))
+        .stdin(if input.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start: {e}"))?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A writer of its own: a command that does not read its input must not block us.
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&input);
+        });
+    }
     let mut stdout = child.stdout.take().ok_or("no output")?;
     let reader = std::thread::spawn(move || {
         let mut text = String::new();

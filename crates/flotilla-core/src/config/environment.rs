@@ -8,7 +8,7 @@ use super::{
     CONTROL_KEYS, ControlConfig, DEFAULT_KEYS, Defaults, EnvironmentConfig, Format,
     JSON_CONNECTION_KEYS, JSON_ENV_KEYS, TOML_ENV_KEYS, check_keys, validate_name,
 };
-use crate::connection::{AuthLevel, Connection, Secret};
+use crate::connection::{AuthLevel, Connection, PasswordSource, Secret};
 
 /// Environment number `index` (0-based) of a file in `format`.
 pub(in crate::config) fn environment(
@@ -42,7 +42,8 @@ pub(in crate::config) fn environment(
     let fields = Fields::new(map, label.clone(), lookup);
     let name = fields.required("name")?;
     validate_name(&name).map_err(|e| e.to_string())?;
-    let connection = connection(&Fields::new(connection_map, label, lookup), format)?;
+    let (connection, password_source) =
+        connection(&Fields::new(connection_map, label, lookup), format)?;
     Ok(EnvironmentConfig {
         name,
         connection,
@@ -52,11 +53,18 @@ pub(in crate::config) fn environment(
         tags: fields.strings("tags")?,
         require_approval: fields.flag("require_approval", false)?,
         allow_destructive: fields.flag("allow_destructive", true)?,
+        password_source,
+        tenant: None,
     })
 }
 
-/// The connection fields: URL, namespace, database, and the user and password together.
-fn connection(fields: &Fields<'_>, format: Format) -> Result<Connection, String> {
+/// The connection fields: URL, namespace, database, and the user with a password — written,
+/// or to be read from `password_file` or `password_command` (then an empty [`Secret`] waits
+/// in the connection for what the source gives).
+fn connection(
+    fields: &Fields<'_>,
+    format: Format,
+) -> Result<(Connection, Option<PasswordSource>), String> {
     let (url_key, ns_key, db_key) = match format {
         Format::Toml => ("url", "namespace", "database"),
         Format::Json => ("db_url", "db_ns", "db"),
@@ -76,11 +84,35 @@ fn connection(fields: &Fields<'_>, format: Format) -> Result<Connection, String>
             )));
         }
     };
-    match (fields.text("username")?, fields.text("password")?) {
-        (Some(user), Some(pass)) => Ok(connection.with_credentials(user, Secret::new(pass), level)),
-        (None, None) => Ok(connection),
+    let source = match (
+        fields.text("password_file")?,
+        fields.text("password_command")?,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(fields.problem("set `password_file` or `password_command`, not both"));
+        }
+        (Some(path), None) => Some(PasswordSource::File(path.into())),
+        (None, Some(command)) => Some(PasswordSource::Command(command)),
+        (None, None) => None,
+    };
+    let password = fields.text("password")?;
+    if let Some(source) = &source
+        && password.is_some()
+    {
+        return Err(fields.problem(&format!("set `password` or `{}`, not both", source.key())));
+    }
+    let password = password.or_else(|| source.as_ref().map(|_| String::new()));
+    match (fields.text("username")?, password) {
+        (Some(user), Some(pass)) => Ok((
+            connection.with_credentials(user, Secret::new(pass), level),
+            source,
+        )),
+        (None, None) => Ok((connection, None)),
         (Some(_), None) => Err(fields.problem("`username` is set but `password` is not")),
-        (None, Some(_)) => Err(fields.problem("`password` is set but `username` is not")),
+        (None, Some(_)) => Err(fields.problem(&format!(
+            "`{}` is set but `username` is not",
+            source.as_ref().map_or("password", PasswordSource::key)
+        ))),
     }
 }
 
@@ -111,6 +143,10 @@ pub(super) fn defaults(
         fail_fast: map
             .contains_key("fail_fast")
             .then(|| fields.flag("fail_fast", false))
+            .transpose()?,
+        isolate: map
+            .contains_key("isolate")
+            .then(|| fields.flag("isolate", false))
             .transpose()?,
         lock_timeout: match fields.duration("lock_timeout")? {
             Some(wait) => Some(wait),
@@ -149,7 +185,7 @@ pub(super) fn control(
                     .or_insert_with(|| Value::String(default.to_owned()));
             }
             let fields = Fields::new(&with_defaults, "in [control]", lookup);
-            Some(connection(&fields, Format::Toml)?)
+            Some(connection(&fields, Format::Toml)?.0)
         }
     };
     let quiesce_unreadable = fields.text("quiesce_unreadable")?;

@@ -98,6 +98,7 @@ impl FleetConfig {
         let raw = Value::Object(self.template.clone());
         let mut environment = environment(&raw, 0, Format::Toml, &tenant_lookup)
             .map_err(|e| format!("fleet `{}`, tenant `{id}`: {e}", self.name))?;
+        environment.tenant = Some(id.to_owned());
         if !environment.tags.contains(&self.name) {
             environment.tags.push(self.name.clone());
         }

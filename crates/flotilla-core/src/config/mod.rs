@@ -36,6 +36,18 @@ pub struct ProjectConfig {
     pub control: ControlConfig,
     /// `[[fleets]]`: environments made from a tenant source and a template.
     pub fleets: Vec<FleetConfig>,
+    /// `[hooks]`: what runs after each environment of a rollout.
+    pub hooks: HooksConfig,
+}
+
+/// `[hooks]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HooksConfig {
+    /// A shell command run after each environment (tenant) of a rollout, told of its
+    /// outcome by variables and JSON on its standard input.
+    pub on_tenant: Option<String>,
+    /// How long one run may take (default 60 s).
+    pub timeout: Option<Duration>,
 }
 
 /// `[control]`: the control store. Every field is optional; the default store is an embedded
@@ -66,6 +78,8 @@ pub struct Defaults {
     pub canary_percentage: Option<f64>,
     /// Stop starting environments after a failure (parallel).
     pub fail_fast: Option<bool>,
+    /// Keep each environment's failure its own: roll back only what failed.
+    pub isolate: Option<bool>,
     /// How long to wait for each environment's lock (`lock_timeout`, or `lock_timeout_secs`).
     pub lock_timeout: Option<Duration>,
     /// Lease length of each environment's lock; a heartbeat renews it every third.
@@ -91,6 +105,11 @@ pub struct EnvironmentConfig {
     pub require_approval: bool,
     /// Whether destructive statements may run here; default true.
     pub allow_destructive: bool,
+    /// Where the password is read when the configuration names a file or a command instead
+    /// of the password itself; `None` once read (the password is then in `connection`).
+    pub password_source: Option<crate::connection::PasswordSource>,
+    /// The tenant id, for an environment a fleet made.
+    pub tenant: Option<String>,
 }
 
 /// An environment name flotilla does not accept.
@@ -132,6 +151,8 @@ impl EnvironmentConfig {
             tags: Vec::new(),
             require_approval: false,
             allow_destructive: true,
+            password_source: None,
+            tenant: None,
         })
     }
 
@@ -176,7 +197,9 @@ const TOP_KEYS: &[&str] = &[
     "environments",
     "control",
     "fleets",
+    "hooks",
 ];
+const HOOK_KEYS: &[&str] = &["on_tenant", "timeout"];
 const CONTROL_KEYS: &[&str] = &[
     "url",
     "namespace",
@@ -193,6 +216,7 @@ const DEFAULT_KEYS: &[&str] = &[
     "batch_size",
     "canary_percentage",
     "fail_fast",
+    "isolate",
     "lock_timeout",
     "lock_timeout_secs",
     "lease",
@@ -206,6 +230,8 @@ const TOML_ENV_KEYS: &[&str] = &[
     "database",
     "username",
     "password",
+    "password_file",
+    "password_command",
     "auth",
     "priority",
     "tags",
@@ -280,6 +306,18 @@ impl ProjectConfig {
             Some(Value::Object(map)) => control(map, lookup).map_err(fail)?,
             Some(_) => return Err(fail("`control` must be a table".into())),
         };
+        let hooks = match top.get("hooks") {
+            None => HooksConfig::default(),
+            Some(Value::Object(map)) => {
+                check_keys(map, HOOK_KEYS, "in [hooks]").map_err(fail)?;
+                let fields = fields::Fields::new(map, "in [hooks]", lookup);
+                HooksConfig {
+                    on_tenant: fields.text("on_tenant").map_err(fail)?,
+                    timeout: fields.duration("timeout").map_err(fail)?,
+                }
+            }
+            Some(_) => return Err(fail("`hooks` must be a table".into())),
+        };
         let migrations = match top.get("migrations") {
             None => PathBuf::from("migrations"),
             Some(Value::String(dir)) => PathBuf::from(interpolate(dir, lookup).map_err(|v| {
@@ -325,6 +363,7 @@ impl ProjectConfig {
             environments,
             control,
             fleets,
+            hooks,
         })
     }
 

@@ -633,6 +633,56 @@ allow_destructive = false
     }
 
     #[test]
+    fn a_password_comes_from_one_place_and_hooks_and_isolation_are_read() {
+        let env = |extra: &str| {
+            parse(
+                &format!(
+                    "[[environments]]\nname = \"p\"\nurl = \"ws://x\"\nnamespace = \"a\"\ndatabase = \"b\"\n{extra}"
+                ),
+                Format::Toml,
+            )
+        };
+        let from_file = env("username = \"u\"\npassword_file = \"secrets/pw\"\n").expect("valid");
+        assert_eq!(
+            from_file.environments[0].password_source,
+            Some(crate::connection::PasswordSource::File("secrets/pw".into()))
+        );
+        for (extra, says) in [
+            (
+                "username = \"u\"\npassword = \"x\"\npassword_command = \"vault\"\n",
+                "set `password` or `password_command`, not both",
+            ),
+            (
+                "username = \"u\"\npassword_file = \"f\"\npassword_command = \"vault\"\n",
+                "set `password_file` or `password_command`, not both",
+            ),
+            (
+                "password_command = \"vault\"\n",
+                "`password_command` is set but `username` is not",
+            ),
+        ] {
+            let error = env(extra).expect_err(says).to_string();
+            assert!(
+                error.contains(says) && error.contains("environment `p`"),
+                "{error}"
+            );
+        }
+        let config = parse(
+            "[defaults]\nisolate = true\n[hooks]\non_tenant = \"notify\"\ntimeout = \"5s\"\n",
+            Format::Toml,
+        )
+        .expect("valid");
+        assert_eq!(config.defaults.isolate, Some(true));
+        assert_eq!(config.hooks.on_tenant.as_deref(), Some("notify"));
+        assert_eq!(config.hooks.timeout, Some(Duration::from_secs(5)));
+        let typo = parse("[hooks]\non_tennant = \"x\"\n", Format::Toml).expect_err("typo");
+        assert!(
+            typo.to_string().contains("did you mean `on_tenant`"),
+            "{typo}"
+        );
+    }
+
+    #[test]
     fn errors_never_echo_a_password() {
         let secret = "12345678";
         let cases = [

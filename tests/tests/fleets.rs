@@ -1,0 +1,162 @@
+//! Fleet rollouts through the library: the per-environment hook is told of every environment
+//! that ran exactly once, with its final status, whichever way the deployment ends (all or
+//! nothing, isolated, no rollback); password sources are read once per source. Targets are
+//! real embedded SurrealDB databases.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use flotilla_coordinator::{
+    DeploymentCoordinator, DeploymentPlan, EnvironmentConfig, EnvironmentHook, EnvironmentRegistry,
+    HookEvent, Outcome, resolve_passwords,
+};
+use flotilla_core::{AuthLevel, Connection, DeploymentStatus, PasswordSource};
+use flotilla_runner::testkit::migrations;
+use flotilla_runner::{Backends, Target};
+use flotilla_strategies::StrategyKind;
+use flotilla_surrealdb::SurrealRunner;
+
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Vec<(String, DeploymentStatus, Option<String>)>>);
+
+#[async_trait]
+impl EnvironmentHook for Recorder {
+    async fn finished(&self, event: &HookEvent) -> Result<(), String> {
+        self.0.lock().expect("recorder").push((
+            event.report.environment.clone(),
+            event.report.status,
+            event.tenant.clone(),
+        ));
+        Ok(())
+    }
+}
+
+/// Three tenants on `mem://`; the middle one already holds the record the second migration
+/// creates, so it fails there.
+async fn fleet(prefix: &str) -> (EnvironmentRegistry, Backends) {
+    let registry = EnvironmentRegistry::new();
+    let runner = SurrealRunner::new();
+    for i in 0..3 {
+        let name = format!("{prefix}{i}");
+        let mut environment = EnvironmentConfig::new(
+            name.as_str(),
+            Connection::new("mem://", name.as_str(), "app"),
+        )
+        .expect("name");
+        environment.tenant = Some(format!("tenant-{i}"));
+        if i == 1 {
+            runner
+                .session(&Target::new(name.as_str(), environment.connection.clone()))
+                .await
+                .expect("session")
+                .query("CREATE effect:b SET planted = true")
+                .await
+                .expect("plant");
+        }
+        registry.register(environment).expect("register");
+    }
+    let mut backends = Backends::new();
+    runner.register(&mut backends);
+    (registry, backends)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hook_hears_each_environment_once_with_its_final_status() {
+    let pair = migrations(&[
+        (
+            "0001_a.surql",
+            "-- @up\nCREATE effect:a;\n-- @down\nDELETE effect:a;\n",
+        ),
+        (
+            "0002_b.surql",
+            "-- @up\nCREATE effect:b;\n-- @down\nDELETE effect:b;\n",
+        ),
+    ]);
+    for (prefix, isolate, rollback, outcome) in [
+        ("all", false, true, Outcome::RolledBack),
+        ("iso", true, true, Outcome::Failed),
+        ("keep", false, false, Outcome::Failed),
+    ] {
+        let (registry, backends) = fleet(prefix).await;
+        let recorder = Arc::new(Recorder::default());
+        let coordinator = DeploymentCoordinator::new(backends)
+            .with_hook(Arc::clone(&recorder) as Arc<dyn EnvironmentHook>);
+        let plan = DeploymentPlan::builder(&registry)
+            .all()
+            .migrations(Arc::clone(&pair))
+            .kind(StrategyKind::Parallel)
+            .rehearse(false)
+            .isolate(isolate)
+            .auto_rollback(rollback)
+            .build()
+            .expect("plan");
+        let report = coordinator.deploy(&plan).await.expect("deploy");
+        assert_eq!(report.outcome, outcome, "{prefix}: {report:#?}");
+        let mut told = recorder.0.lock().expect("recorder").clone();
+        told.sort_by(|a, b| a.0.cmp(&b.0));
+        let finals: Vec<_> = report
+            .environments
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.environment.clone(), e.status, Some(format!("tenant-{i}"))))
+            .collect();
+        assert_eq!(told, finals, "{prefix}: told once each, the final status");
+        assert_eq!(report.hooks.as_ref().map(|h| h.ran), Some(3));
+        let expected_ok = if isolate || !rollback {
+            DeploymentStatus::Success
+        } else {
+            DeploymentStatus::RolledBack
+        };
+        assert_eq!(report.environments[0].status, expected_ok, "{prefix}");
+        assert_eq!(report.environments[2].status, expected_ok, "{prefix}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_password_source_is_read_once_and_an_empty_one_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("calls.log");
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "from-file\n").expect("file");
+    let command = format!("echo run >> {}; printf from-command", log.display());
+    let environment = |name: &str, source: PasswordSource| {
+        let mut environment = EnvironmentConfig::new(
+            name,
+            Connection::new("mem://", name, "app").with_credentials("u", "", AuthLevel::Root),
+        )
+        .expect("name");
+        environment.password_source = Some(source);
+        environment
+    };
+    let environments = vec![
+        environment("a", PasswordSource::Command(command.clone())),
+        environment("b", PasswordSource::Command(command.clone())),
+        environment("c", PasswordSource::File(file.clone())),
+    ];
+    let resolved = resolve_passwords(&environments).await.expect("resolved");
+    let passwords: Vec<&str> = resolved
+        .iter()
+        .map(|e| {
+            assert!(e.password_source.is_none());
+            e.connection
+                .credentials
+                .as_ref()
+                .expect("credentials")
+                .password
+                .expose()
+        })
+        .collect();
+    assert_eq!(passwords, ["from-command", "from-command", "from-file"]);
+    assert_eq!(std::fs::read_to_string(&log).expect("log"), "run\n");
+    assert_eq!(
+        format!("{:?}", PasswordSource::Command(command)),
+        "Command(***)"
+    );
+
+    let empty = vec![environment("d", PasswordSource::Command("true".into()))];
+    let error = resolve_passwords(&empty).await.expect_err("empty");
+    assert_eq!(
+        error.to_string(),
+        "environment `d`: `password_command` gave an empty password"
+    );
+}

@@ -291,6 +291,7 @@ fn bench(quick: bool, runs: usize) -> Result<(), String> {
     }
     rehearsal(&binary, runs, &mut json)?;
     control_plane(&binary, quick, runs, &mut json)?;
+    fleets(&binary, quick, runs, &mut json)?;
     let out = target_dir().join("flotilla-bench.json");
     std::fs::write(&out, format!("[\n{}\n]\n", json.join(",\n")))
         .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
@@ -367,6 +368,50 @@ fn control_plane(
         "no-op redeploy of {noop_n} mem:// targets: {requests:.3} requests/target in {:.0} ms (goal <= 1: {})",
         number(&noop, "wall_ms"),
         verdict(requests <= 1.0)
+    );
+    Ok(())
+}
+
+/// Fleets: 100,000 tenants from a paged HTTP lister planned within 2 s and 300 MiB; a fleet
+/// of 10,000 tenants on mem:// deployed at the per-target cost of 1,000 (within 25 %).
+/// Medians of `runs`.
+fn fleets(binary: &Path, quick: bool, runs: usize, json: &mut Vec<String>) -> Result<(), String> {
+    let (listed, small, large) = if quick {
+        ("10000", "100", "1000")
+    } else {
+        ("100000", "1000", "10000")
+    };
+    let (mut walls, mut peaks) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let line = scenario(binary, ["fleet-plan", "http", listed, "1"])?;
+        walls.push(number(&line, "wall_ms"));
+        peaks.push(number(&line, "peak_rss_kib") / 1024.0);
+        json.push(line);
+    }
+    let (wall, peak) = (median(walls), median(peaks));
+    let mut per_target = [Vec::new(), Vec::new()];
+    for _ in 0..runs {
+        for (slot, n) in [(0, small), (1, large)] {
+            let line = scenario(binary, ["fleet-deploy", "mem", n, "32"])?;
+            eprintln!(
+                "fleet-deploy mem N={n:<6} c=32 {:>10.1} ms",
+                number(&line, "wall_ms")
+            );
+            per_target[slot].push(number(&line, "per_target_ms"));
+            json.push(line);
+        }
+    }
+    let [small_ms, large_ms] = per_target.map(median);
+    let verdict = |met: bool| if met { "met" } else { "NOT MET" };
+    println!();
+    println!(
+        "fleet of {listed} tenants from a paged HTTP lister, planned in {wall:.0} ms with peak RSS {peak:.0} MiB (goals <= 2000 ms, <= 300 MiB: {})",
+        verdict(wall <= 2000.0 && peak <= 300.0)
+    );
+    println!(
+        "fleet deploy on mem://, c=32: {small_ms:.2} ms/target at N={small}, {large_ms:.2} at N={large} ({:.2}x; goal flat, <= 1.25x: {})",
+        large_ms / small_ms,
+        verdict(large_ms <= small_ms * 1.25)
     );
     Ok(())
 }

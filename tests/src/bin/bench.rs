@@ -7,7 +7,8 @@
 //! migration, the same concurrency and connection reuse, and nothing else.
 //! `rehearse mem N 1` rehearses N generated migrations on a scratch `mem://` database.
 //! `journaled`, `shards:K`, `shard-child` and `noop` measure the control plane (see
-//! `bench/control.rs`).
+//! `bench/control.rs`); `fleet-plan` and `fleet-deploy` measure fleets (see
+//! `bench/fleets.rs`).
 //! `cargo xtask bench` runs the matrix and prints the table.
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,8 @@ use futures::StreamExt;
 
 #[path = "bench/control.rs"]
 mod control;
+#[path = "bench/fleets.rs"]
+mod fleets;
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -164,6 +167,9 @@ async fn scenario(tool: &str, store: &str, n: usize, c: usize) -> Result<String,
     if let Some(line) = control::scenario(tool, store, n, c).await {
         return line;
     }
+    if let Some(line) = fleets::scenario(tool, store, n, c).await {
+        return line;
+    }
     let migrations = fixture();
     let setup = setup(store, n)?;
     let rss_before = proc_status_kib("VmRSS:");
@@ -264,7 +270,18 @@ async fn flotilla(
             .map_err(|e| e.to_string())?;
         registry.register(environment).map_err(|e| e.to_string())?;
     }
-    let mut plan = DeploymentPlan::builder(&registry)
+    deploy_all(&registry, c, migrations, extra).await
+}
+
+/// Deploys `migrations` to every environment of `registry`, parallel at `c`: wall time and
+/// requests sent.
+async fn deploy_all(
+    registry: &EnvironmentRegistry,
+    c: usize,
+    migrations: &Arc<MigrationSet>,
+    extra: Extra,
+) -> Result<(Duration, u64), String> {
+    let mut plan = DeploymentPlan::builder(registry)
         .all()
         .migrations(Arc::clone(migrations))
         .kind(StrategyKind::Parallel)

@@ -90,8 +90,32 @@ async fn the_hook_hears_each_environment_once_with_its_final_status() {
             .auto_rollback(rollback)
             .build()
             .expect("plan");
+        let mut events = coordinator.subscribe();
         let report = coordinator.deploy(&plan).await.expect("deploy");
         assert_eq!(report.outcome, outcome, "{prefix}: {report:#?}");
+        // The event ending each turn carries when it started, how long it took, and the
+        // error's class.
+        let mut ends = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            if event.duration_ms.is_some() {
+                assert!(event.started_at.is_some(), "{event:?}");
+                ends.push((event.environment, event.status, event.error_class));
+            }
+        }
+        ends.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            ends,
+            [
+                (format!("{prefix}0"), DeploymentStatus::Success, None),
+                (
+                    format!("{prefix}1"),
+                    DeploymentStatus::Failed,
+                    Some("statement_failed".to_owned())
+                ),
+                (format!("{prefix}2"), DeploymentStatus::Success, None),
+            ],
+            "{prefix}"
+        );
         let mut told = recorder.0.lock().expect("recorder").clone();
         told.sort_by(|a, b| a.0.cmp(&b.0));
         let finals: Vec<_> = report

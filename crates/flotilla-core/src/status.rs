@@ -46,6 +46,16 @@ pub struct DeploymentEvent {
     pub migration: Option<Version>,
     /// When (RFC 3339, UTC).
     pub at: String,
+    /// On the event that ends an environment's turn: when its turn started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// On the event that ends an environment's turn: how long it took, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// On the event that ends an environment's turn in failure: the error's class
+    /// (`statement_failed`, `lock_timeout`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
 }
 
 impl DeploymentEvent {
@@ -60,7 +70,24 @@ impl DeploymentEvent {
             status,
             migration,
             at: rfc3339(SystemTime::now()),
+            started_at: None,
+            duration_ms: None,
+            error_class: None,
         }
+    }
+
+    /// The same event, ending a turn that started at `started_at` and took `duration`,
+    /// failing with `error_class` if it failed.
+    pub fn ending(
+        mut self,
+        started_at: Option<String>,
+        duration: std::time::Duration,
+        error_class: Option<String>,
+    ) -> Self {
+        self.started_at = started_at;
+        self.duration_ms = Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+        self.error_class = error_class;
+        self
     }
 }
 

@@ -169,17 +169,37 @@ impl Progress {
 
     /// Records and publishes environment `index`'s new status.
     pub fn status(&self, index: usize, status: DeploymentStatus) {
-        let name = {
-            let mut snapshot = self.lock();
-            let Some(entry) = snapshot.get_mut(index) else {
-                return;
-            };
-            entry.status = status;
-            entry.current = None;
-            entry.environment.clone()
-        };
-        // No subscriber is fine: events are for whoever listens.
-        let _ = self.events.send(DeploymentEvent::now(name, status, None));
+        if let Some(name) = self.record(index, status) {
+            // No subscriber is fine: events are for whoever listens.
+            let _ = self.events.send(DeploymentEvent::now(name, status, None));
+        }
+    }
+
+    /// Records and publishes the end of environment `index`'s turn: its status, with when it
+    /// started, how long it took and its error's class.
+    pub fn finished(&self, index: usize, outcome: &TargetOutcome) {
+        if let Some(name) = self.record(index, outcome.status) {
+            let class = outcome.error.as_ref().and_then(|error| {
+                serde_json::to_value(error.class)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+            });
+            let event = DeploymentEvent::now(name, outcome.status, None).ending(
+                outcome.started_at.clone(),
+                outcome.duration,
+                class,
+            );
+            let _ = self.events.send(event);
+        }
+    }
+
+    /// Records environment `index`'s new status; its name, unless there is no such index.
+    fn record(&self, index: usize, status: DeploymentStatus) -> Option<String> {
+        let mut snapshot = self.lock();
+        let entry = snapshot.get_mut(index)?;
+        entry.status = status;
+        entry.current = None;
+        Some(entry.environment.clone())
     }
 
     fn migration(&self, index: usize, version: &Version, committed: bool, direction: Direction) {
@@ -393,7 +413,7 @@ impl Deployment {
         };
         outcome.started_at = Some(started_at);
         outcome.finished_at = Some(flotilla_core::rfc3339(SystemTime::now()));
-        self.progress.status(index, outcome.status);
+        self.progress.finished(index, &outcome);
         for listener in &self.listeners {
             listener.finished(index, target, &outcome);
         }

@@ -134,6 +134,9 @@ async fn chunk(
     choices: &Choices,
     args: &DeployArgs,
 ) -> Result<Option<Vec<String>>, Failure> {
+    if args.limit == Some(0) {
+        return Err(usage("--limit must be at least 1"));
+    }
     let selection = choices
         .selection()
         .ok_or_else(|| usage("choose environments: -e a,b, --tag TAG or --all"))?;

@@ -136,6 +136,48 @@ async fn the_hook_hears_each_environment_once_with_its_final_status() {
     }
 }
 
+/// A hook command that hangs is killed at its timeout, reported for each environment, and
+/// neither holds up nor fails the deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_hook_is_killed_at_its_timeout_and_reported() {
+    let (registry, backends) = fleet("hang").await;
+    registry.unregister("hang1");
+    let hook = flotilla_coordinator::CommandHook {
+        command: "sleep 30".into(),
+        dir: std::env::temp_dir(),
+        timeout: std::time::Duration::from_millis(300),
+    };
+    let coordinator = DeploymentCoordinator::new(backends).with_hook(Arc::new(hook));
+    let plan = DeploymentPlan::builder(&registry)
+        .all()
+        .migrations(migrations(&[(
+            "0001_a.surql",
+            "-- @up\nCREATE effect:a;\n-- @down\nDELETE effect:a;\n",
+        )]))
+        .kind(StrategyKind::Parallel)
+        .rehearse(false)
+        .build()
+        .expect("plan");
+    let started = std::time::Instant::now();
+    let report = coordinator.deploy(&plan).await.expect("deploy");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+    let hooks = report.hooks.expect("hooks ran");
+    assert_eq!(hooks.ran, 2);
+    let failed: Vec<(&str, &str)> = hooks
+        .failed
+        .iter()
+        .map(|f| (f.environment.as_str(), f.message.as_str()))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            ("hang0", "did not finish within 300ms; killed"),
+            ("hang2", "did not finish within 300ms; killed")
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_password_source_is_read_once_and_an_empty_one_is_refused() {
     let dir = tempfile::tempdir().expect("dir");

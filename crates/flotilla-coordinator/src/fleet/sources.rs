@@ -144,8 +144,8 @@ pub(crate) fn run_with(
             let _ = child.kill();
             let _ = child.wait();
             return Err(format!(
-                "did not finish within {}s; killed",
-                timeout.as_secs()
+                "did not finish within {}; killed",
+                flotilla_core::format_duration(timeout)
             ));
         }
         std::thread::sleep(Duration::from_millis(10));

@@ -136,14 +136,15 @@ async fn the_hook_hears_each_environment_once_with_its_final_status() {
     }
 }
 
-/// A hook command that hangs is killed at its timeout, reported for each environment, and
-/// neither holds up nor fails the deployment.
+/// A hook command that hangs, or exits leaving a process that holds its output, is killed at
+/// its timeout with everything it started, reported for each environment, and neither holds
+/// up nor fails the deployment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_hook_is_killed_at_its_timeout_and_reported() {
     let (registry, backends) = fleet("hang").await;
     registry.unregister("hang1");
     let hook = flotilla_coordinator::CommandHook {
-        command: "sleep 30".into(),
+        command: "if [ \"$FLOTILLA_ENVIRONMENT\" = hang0 ]; then sleep 30.4173; true; else sleep 30.4175 & true; fi".into(),
         dir: std::env::temp_dir(),
         timeout: std::time::Duration::from_millis(300),
     };
@@ -176,6 +177,13 @@ async fn a_hanging_hook_is_killed_at_its_timeout_and_reported() {
             ("hang2", "did not finish within 300ms; killed")
         ]
     );
+    let survivors: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.starts_with("sleep 30.417"))
+        .collect();
+    assert!(survivors.is_empty(), "left running: {survivors:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

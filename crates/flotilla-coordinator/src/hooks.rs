@@ -251,7 +251,7 @@ impl EnvironmentHook for CommandHook {
         ];
         let (command, dir, timeout) = (self.command.clone(), self.dir.clone(), self.timeout);
         tokio::task::spawn_blocking(move || {
-            crate::fleet::sources::run_with(&command, &dir, timeout, &variables, Some(json))
+            crate::command::run_with(&command, &dir, timeout, &variables, Some(json))
         })
         .await
         .map_err(|e| e.to_string())?

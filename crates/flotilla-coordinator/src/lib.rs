@@ -13,6 +13,7 @@
 //! `tracing`.
 
 mod approval;
+mod command;
 pub mod control;
 mod coordinator;
 mod environment;

@@ -96,7 +96,7 @@ async fn read(source: &PasswordSource, environment: &str) -> Result<Secret, Pass
         PasswordSource::Command(command) => {
             let command = command.clone();
             tokio::task::spawn_blocking(move || {
-                crate::fleet::sources::run_bounded(
+                crate::command::run_bounded(
                     &command,
                     std::path::Path::new(""),
                     PASSWORD_COMMAND_TIMEOUT,

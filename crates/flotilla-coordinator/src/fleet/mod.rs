@@ -4,7 +4,7 @@
 //! database backend live here ([`StaticSource`], [`FileSource`], [`CommandSource`],
 //! [`HttpSource`]); a database query source comes from a backend crate.
 
-pub(crate) mod sources;
+mod sources;
 
 use std::collections::HashSet;
 

@@ -1,7 +1,6 @@
 //! Tenant sources that need no database backend: a list in the configuration, a file, a
 //! command's output, an HTTP endpoint with cursor paging. Each is bounded in time.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -80,89 +79,14 @@ impl TenantSource for CommandSource {
             message,
         };
         let (command, dir, timeout) = (self.command.clone(), self.dir.clone(), self.timeout);
-        let output = tokio::task::spawn_blocking(move || run_bounded(&command, &dir, timeout))
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .map_err(fail)?;
+        let output = tokio::task::spawn_blocking(move || {
+            crate::command::run_bounded(&command, &dir, timeout)
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(fail)?;
         parse_listing(&output).map_err(|e| fail(format!("its output: {e}")))
     }
-}
-
-/// Runs `command` in `dir`, killing it after `timeout`; its standard output.
-pub(crate) fn run_bounded(
-    command: &str,
-    dir: &std::path::Path,
-    timeout: Duration,
-) -> Result<String, String> {
-    run_with(command, dir, timeout, &[], None)
-}
-
-/// [`run_bounded`] with variables added to its environment and `input` on its standard input.
-pub(crate) fn run_with(
-    command: &str,
-    dir: &std::path::Path,
-    timeout: Duration,
-    variables: &[(&str, String)],
-    input: Option<Vec<u8>>,
-) -> Result<String, String> {
-    let dir = if dir.as_os_str().is_empty() {
-        std::path::Path::new(".")
-    } else {
-        dir
-    };
-    let mut child = std::process::Command::new("sh")
-        .args(["-c", command])
-        .current_dir(dir)
-        .envs(variables.iter().map(|(name, value)| (name, value)))
-        .stdin(if input.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start: {e}"))?;
-    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-        // A writer of its own: a command that does not read its input must not block us.
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let _ = stdin.write_all(&input);
-        });
-    }
-    let mut stdout = child.stdout.take().ok_or("no output")?;
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).map(|_| text)
-    });
-    let deadline = std::time::Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "did not finish within {}; killed",
-                flotilla_core::format_duration(timeout)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let text = reader
-        .join()
-        .map_err(|_| "reading its output failed".to_owned())?
-        .map_err(|e| format!("its output is not UTF-8 text: {e}"))?;
-    if !status.success() {
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            let _ = pipe.read_to_string(&mut stderr);
-        }
-        let said: String = stderr.trim().chars().take(300).collect();
-        return Err(format!("exited with {status}: {said}"));
-    }
-    Ok(text)
 }
 
 /// An HTTP endpoint listing tenants a page at a time: `GET URL`, then `GET URL?cursor=C` with

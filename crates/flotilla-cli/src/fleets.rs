@@ -9,10 +9,9 @@ use flotilla_coordinator::EnvironmentConfig;
 use flotilla_coordinator::fleet::{
     CommandSource, FileSource, HttpSource, StaticSource, TenantSource, expand,
 };
-use flotilla_core::config::{FleetConfig, interpolate, nearest};
-use flotilla_core::{AuthLevel, Connection, Secret};
+use flotilla_core::Secret;
+use flotilla_core::config::{Fields, FleetConfig, check_keys, nearest};
 use flotilla_surrealdb::{SurrealConfig, SurrealTenantSource};
-use serde_json::{Map, Value};
 
 use crate::commands::{Failure, usage};
 
@@ -71,21 +70,9 @@ fn source(
 ) -> Result<Box<dyn TenantSource>, Failure> {
     let table = &fleet.source;
     let place = format!("fleet `{}`'s source", fleet.name);
-    let text = |key: &str| -> Result<Option<String>, Failure> {
-        match table.get(key) {
-            None => Ok(None),
-            Some(Value::String(raw)) => interpolate(raw, &|name| std::env::var(name).ok())
-                .map(Some)
-                .map_err(|variable| {
-                    usage(format!(
-                        "{place}: variable {variable} is not set (in `{key}`); set it or write ${{{variable}:-default}}"
-                    ))
-                }),
-            Some(_) => Err(usage(format!("{place}: `{key}` must be a string"))),
-        }
-    };
-    let required = |key: &str| text(key)?.ok_or_else(|| usage(format!("{place} needs `{key}`")));
-    let kind = required("kind")?;
+    let lookup = |name: &str| std::env::var(name).ok();
+    let fields = Fields::new(table, place.as_str(), &lookup);
+    let kind = fields.required("kind").map_err(usage)?;
     if !KINDS.contains(&kind.as_str()) {
         let hint = nearest(&kind, KINDS.iter().copied())
             .map(|k| format!(" (did you mean `{k}`?)"))
@@ -94,73 +81,28 @@ fn source(
             "{place}: `kind` is `{kind}`{hint}; it is one of static, file, command, http, surrealdb"
         )));
     }
-    check_keys(table, keys_of(&kind), &place)?;
-    let duration = |key: &str, default: Duration| -> Result<Duration, Failure> {
-        match text(key)? {
-            None => Ok(default),
-            Some(raw) => flotilla_core::parse_duration(&raw)
-                .map_err(|e| usage(format!("{place}: `{key}`: {e}"))),
-        }
-    };
+    check_keys(table, keys_of(&kind), &format!("in {place}")).map_err(usage)?;
+    let required = |key: &str| fields.required(key).map_err(usage);
     Ok(match kind.as_str() {
-        "static" => Box::new(StaticSource(static_ids(table, &place)?)),
+        "static" => {
+            if !table.contains_key("tenants") {
+                return Err(usage(format!("{place} needs `tenants`, a list of ids")));
+            }
+            Box::new(StaticSource(fields.strings("tenants").map_err(usage)?))
+        }
         "file" => Box::new(FileSource(base.join(required("path")?))),
         "command" => Box::new(CommandSource {
             command: required("command")?,
             dir: base.to_path_buf(),
-            timeout: duration("timeout", Duration::from_secs(60))?,
+            timeout: fields
+                .duration("timeout")
+                .map_err(usage)?
+                .unwrap_or(Duration::from_secs(60)),
         }),
-        "http" => {
-            let token = match text("token_env")? {
-                None => None,
-                Some(variable) => Some(Secret::new(std::env::var(&variable).map_err(|_| {
-                    usage(format!(
-                        "{place}: `token_env` names {variable}, which is not set"
-                    ))
-                })?)),
-            };
-            let mut http = HttpSource::new(required("url")?, token);
-            http.timeout = duration("timeout", http.timeout)?;
-            if let Some(attempts) = table.get("attempts") {
-                http.attempts = attempts
-                    .as_u64()
-                    .and_then(|n| u32::try_from(n).ok())
-                    .filter(|n| (1..=20).contains(n))
-                    .ok_or_else(|| {
-                        usage(format!(
-                            "{place}: `attempts` is a whole number from 1 to 20"
-                        ))
-                    })?;
-            }
-            Box::new(http)
-        }
+        "http" => Box::new(http(&fields)?),
         _ => {
-            let mut connection = Connection::new(
-                crate::project::beside(&required("url")?, base),
-                required("namespace")?,
-                required("database")?,
-            );
-            let level = match text("auth")?.as_deref() {
-                None | Some("root") => AuthLevel::Root,
-                Some("namespace") => AuthLevel::Namespace,
-                Some("database") => AuthLevel::Database,
-                Some(other) => {
-                    return Err(usage(format!(
-                        "{place}: `auth` must be root, namespace or database, not `{other}`"
-                    )));
-                }
-            };
-            match (text("username")?, text("password")?) {
-                (Some(user), Some(password)) => {
-                    connection = connection.with_credentials(user, Secret::new(password), level);
-                }
-                (None, None) => {}
-                _ => {
-                    return Err(usage(format!(
-                        "{place}: set `username` and `password` together"
-                    )));
-                }
-            }
+            let mut connection = fields.connection().map_err(usage)?;
+            connection.url = crate::project::beside(&connection.url, base);
             Box::new(SurrealTenantSource::new(
                 connection,
                 required("query")?,
@@ -170,28 +112,26 @@ fn source(
     })
 }
 
-fn static_ids(table: &Map<String, Value>, place: &str) -> Result<Vec<String>, Failure> {
-    match table.get("tenants") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| {
-                item.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| usage(format!("{place}: `tenants` is a list of strings")))
-            })
-            .collect(),
-        _ => Err(usage(format!("{place} needs `tenants`, a list of ids"))),
-    }
-}
-
-fn check_keys(table: &Map<String, Value>, known: &[&str], place: &str) -> Result<(), Failure> {
-    for key in table.keys() {
-        if !known.contains(&key.as_str()) {
-            let hint = nearest(key, known.iter().copied())
-                .map(|k| format!(" (did you mean `{k}`?)"))
-                .unwrap_or_default();
-            return Err(usage(format!("{place}: unknown key `{key}`{hint}")));
+/// An `http` source: the endpoint, its bearer token from `token_env`, attempts and timeout.
+fn http(fields: &Fields<'_>) -> Result<HttpSource, Failure> {
+    let token = match fields.text("token_env").map_err(usage)? {
+        None => None,
+        Some(variable) => Some(Secret::new(std::env::var(&variable).map_err(|_| {
+            usage(fields.problem(&format!("`token_env` names {variable}, which is not set")))
+        })?)),
+    };
+    let mut http = HttpSource::new(fields.required("url").map_err(usage)?, token);
+    http.timeout = fields
+        .duration("timeout")
+        .map_err(usage)?
+        .unwrap_or(http.timeout);
+    if let Some(attempts) = fields.whole::<u32>("attempts").map_err(usage)? {
+        if !(1..=20).contains(&attempts) {
+            return Err(usage(
+                fields.problem("`attempts` is a whole number from 1 to 20"),
+            ));
         }
+        http.attempts = attempts;
     }
-    Ok(())
+    Ok(http)
 }

@@ -367,6 +367,20 @@ async fn passwords_come_from_a_file_and_a_per_tenant_command_once_each_and_never
         "one run per tenant's command, per deployment"
     );
     assert!(!out.contains(ROOT_PASS), "{out}");
+    // --only-pending probes before it deploys: the passwords it read serve both.
+    std::fs::remove_file(dir.join("calls.log")).expect("reset");
+    std::fs::write(
+        dir.join("migrations/0002_step.surql"),
+        Migration::quick("0002").text(),
+    )
+    .expect("migration");
+    let (code, out) = project.run(&["deploy", "--all", "--only-pending", "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(statuses(&out).len(), 4, "{out}");
+    let calls = std::fs::read_to_string(dir.join("calls.log")).expect("calls");
+    let mut calls: Vec<&str> = calls.lines().collect();
+    calls.sort_unstable();
+    assert_eq!(calls, ["c", "d"], "probing and deploying read each once");
 
     // A failing command: exit 2 naming the environment and the key; nothing ran anywhere.
     let failing = Project::new(&server.ws_url(), 0, &[Migration::quick("0001")]);

@@ -34,32 +34,13 @@ pub(crate) async fn deploy(cli: &Cli, args: &DeployArgs) -> CommandResult {
         )?)
     };
     let shard = super::resume::shard(args)?;
-    let mut choices = Choices::of(args);
-    if let Some(file) = &args.from_file {
-        choices.environments = names_from_file(file)?;
-        if choices.environments.is_empty() {
-            render::lines(
-                &[format!(
-                    "{} names no environment: nothing to deploy",
-                    file.display()
-                )],
-                json,
-            );
+    let choices = match chosen(&project, args).await? {
+        Ok(choices) => choices,
+        Err(nothing) => {
+            render::lines(&[nothing], json);
             return Ok(EXIT_OK);
         }
-    }
-    if args.only_pending || args.limit.is_some() {
-        let Some(chunk) = chunk(&project, &choices, args).await? else {
-            render::lines(
-                &["nothing pending in the selection: nothing to deploy".to_owned()],
-                json,
-            );
-            return Ok(EXIT_OK);
-        };
-        choices.environments = chunk;
-        choices.tags.clear();
-        choices.all = false;
-    }
+    };
     let (plan, resume) = match (&args.resume, &control) {
         (Some(id), Some(control)) => {
             let resume = Resume::load(control, id, shard).await?;
@@ -115,6 +96,32 @@ pub(crate) async fn deploy(cli: &Cli, args: &DeployArgs) -> CommandResult {
     Ok(signal.exit_code().unwrap_or_else(|| exit_code(&report)))
 }
 
+/// What the command line chooses, with `--from-file`, `--only-pending` and `--limit` made into
+/// the names they leave; `Err` says why there is nothing to deploy.
+async fn chosen(project: &Project, args: &DeployArgs) -> Result<Result<Choices, String>, Failure> {
+    let mut choices = Choices::of(args);
+    if let Some(file) = &args.from_file {
+        choices.environments = names_from_file(file)?;
+        if choices.environments.is_empty() {
+            return Ok(Err(format!(
+                "{} names no environment: nothing to deploy",
+                file.display()
+            )));
+        }
+    }
+    if args.only_pending || args.limit.is_some() {
+        let Some(chunk) = chunk(project, &choices, args).await? else {
+            return Ok(Err(
+                "nothing pending in the selection: nothing to deploy".to_owned()
+            ));
+        };
+        choices.environments = chunk;
+        choices.tags.clear();
+        choices.all = false;
+    }
+    Ok(Ok(choices))
+}
+
 /// The environments `file` names, one per line; blank lines and `#` comments skipped.
 fn names_from_file(file: &Path) -> Result<Vec<String>, Failure> {
     let text = std::fs::read_to_string(file)
@@ -142,6 +149,19 @@ async fn chunk(
         .ok_or_else(|| usage("choose environments: -e a,b, --tag TAG or --all"))?;
     let mut selected = project.registry.select(&selection).map_err(usage)?;
     if args.only_pending {
+        // Passwords read for the probes are kept for the deploy: each source once.
+        if selected.iter().any(|e| e.password_source.is_some()) {
+            selected = flotilla_coordinator::resolve_passwords(&selected)
+                .await
+                .map_err(usage)?
+                .into_owned();
+            for environment in &selected {
+                project
+                    .registry
+                    .register(environment.clone())
+                    .map_err(usage)?;
+            }
+        }
         let coordinator =
             project.coordinator(Arc::new(flotilla_coordinator::ApproveList::default()));
         let statuses = coordinator

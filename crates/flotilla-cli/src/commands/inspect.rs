@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use flotilla_coordinator::{ApproveList, DeploymentCoordinator};
+use flotilla_coordinator::{ApproveList, DeploymentCoordinator, EnvironmentConfig};
 
 use super::{CommandResult, EXIT_FAILED, EXIT_OK, runner_failure, usage};
 use crate::cli::{Cli, LockCommand, Output, SelectArgs, TenantsCommand};
@@ -100,6 +100,31 @@ struct TenantRow {
     tags: Vec<String>,
 }
 
+impl TenantRow {
+    /// Environment `e` of fleet `fleet`, without its secrets.
+    fn of(fleet: &str, e: EnvironmentConfig) -> Self {
+        Self {
+            fleet: fleet.to_owned(),
+            tenant: e.tenant.clone().unwrap_or_default(),
+            password: match (&e.password_source, &e.connection.credentials) {
+                (Some(source), _) => Some(source.key()),
+                (None, Some(_)) => Some("password"),
+                (None, None) => None,
+            },
+            url: e.connection.redacted_url(),
+            namespace: e.connection.namespace.clone(),
+            database: e.connection.database.clone(),
+            username: e
+                .connection
+                .credentials
+                .as_ref()
+                .map(|c| c.username.clone()),
+            tags: e.tags,
+            environment: e.name,
+        }
+    }
+}
+
 pub(crate) async fn tenants(cli: &Cli, command: &TenantsCommand) -> CommandResult {
     let project = Project::load(cli)?;
     let TenantsCommand::List { fleet } = command;
@@ -131,27 +156,7 @@ pub(crate) async fn tenants(cli: &Cli, command: &TenantsCommand) -> CommandResul
             &project.runner_config,
         )
         .await?;
-        rows.extend(found.into_iter().map(|e| {
-            TenantRow {
-                fleet: config.name.clone(),
-                tenant: e.tenant.clone().unwrap_or_default(),
-                password: match (&e.password_source, &e.connection.credentials) {
-                    (Some(source), _) => Some(source.key()),
-                    (None, Some(_)) => Some("password"),
-                    (None, None) => None,
-                },
-                url: e.connection.redacted_url(),
-                namespace: e.connection.namespace.clone(),
-                database: e.connection.database.clone(),
-                username: e
-                    .connection
-                    .credentials
-                    .as_ref()
-                    .map(|c| c.username.clone()),
-                tags: e.tags.clone(),
-                environment: e.name,
-            }
-        }));
+        rows.extend(found.into_iter().map(|e| TenantRow::of(&config.name, e)));
     }
     if cli.output == Output::Json {
         for row in &rows {

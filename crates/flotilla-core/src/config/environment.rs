@@ -5,8 +5,8 @@ use serde_json::{Map, Value};
 
 use super::fields::Fields;
 use super::{
-    CONTROL_KEYS, ControlConfig, DEFAULT_KEYS, Defaults, EnvironmentConfig, Format,
-    JSON_CONNECTION_KEYS, JSON_ENV_KEYS, TOML_ENV_KEYS, check_keys, validate_name,
+    CONTROL_KEYS, ControlConfig, DEFAULT_KEYS, Defaults, EnvironmentConfig, Format, HOOK_KEYS,
+    HooksConfig, JSON_CONNECTION_KEYS, JSON_ENV_KEYS, TOML_ENV_KEYS, check_keys, validate_name,
 };
 use crate::connection::{AuthLevel, Connection, PasswordSource, Secret};
 
@@ -61,7 +61,7 @@ pub(in crate::config) fn environment(
 /// The connection fields: URL, namespace, database, and the user with a password — written,
 /// or to be read from `password_file` or `password_command` (then an empty [`Secret`] waits
 /// in the connection for what the source gives).
-fn connection(
+pub(super) fn connection(
     fields: &Fields<'_>,
     format: Format,
 ) -> Result<(Connection, Option<PasswordSource>), String> {
@@ -155,6 +155,19 @@ pub(super) fn defaults(
         lease: fields.duration("lease")?,
         connect_timeout: fields.duration("connect_timeout")?,
         request_timeout: fields.duration("request_timeout")?,
+    })
+}
+
+/// `[hooks]`, checked key by key.
+pub(super) fn hooks(
+    map: &Map<String, Value>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<HooksConfig, String> {
+    check_keys(map, HOOK_KEYS, "in [hooks]")?;
+    let fields = Fields::new(map, "in [hooks]", lookup);
+    Ok(HooksConfig {
+        on_tenant: fields.text("on_tenant")?,
+        timeout: fields.duration("timeout")?,
     })
 }
 

@@ -9,15 +9,25 @@ use serde_json::{Map, Value};
 use super::interpolate;
 
 /// A table of settings being read.
-pub(super) struct Fields<'a> {
+pub struct Fields<'a> {
     map: &'a Map<String, Value>,
     /// Where the table is, for messages: "environment `prod`", "in [defaults]".
     place: String,
     lookup: &'a dyn Fn(&str) -> Option<String>,
 }
 
+impl std::fmt::Debug for Fields<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The values may be secrets: only where the table is.
+        f.debug_struct("Fields")
+            .field("place", &self.place)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> Fields<'a> {
-    pub(super) fn new(
+    /// Reads `map`, named `place` in messages, with variables from `lookup`.
+    pub fn new(
         map: &'a Map<String, Value>,
         place: impl Into<String>,
         lookup: &'a dyn Fn(&str) -> Option<String>,
@@ -30,7 +40,7 @@ impl<'a> Fields<'a> {
     }
 
     /// `problem`, said of this table.
-    pub(super) fn problem(&self, problem: &str) -> String {
+    pub fn problem(&self, problem: &str) -> String {
         format!("{}: {problem}", self.place)
     }
 
@@ -43,7 +53,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A string, interpolated; `None` when absent.
-    pub(super) fn text(&self, key: &str) -> Result<Option<String>, String> {
+    pub fn text(&self, key: &str) -> Result<Option<String>, String> {
         match self.map.get(key) {
             None => Ok(None),
             Some(Value::String(value)) => interpolate(value, self.lookup).map(Some).map_err(|variable| {
@@ -57,14 +67,14 @@ impl<'a> Fields<'a> {
     }
 
     /// A string that must be there and not empty.
-    pub(super) fn required(&self, key: &str) -> Result<String, String> {
+    pub fn required(&self, key: &str) -> Result<String, String> {
         self.text(key)?
             .filter(|v| !v.is_empty())
             .ok_or_else(|| format!("{}: `{key}` is required", self.place))
     }
 
     /// `true` or `false`; `default` when absent.
-    pub(super) fn flag(&self, key: &str, default: bool) -> Result<bool, String> {
+    pub fn flag(&self, key: &str, default: bool) -> Result<bool, String> {
         match self.map.get(key) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
@@ -73,7 +83,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A whole number that fits `T`; `None` when absent.
-    pub(super) fn whole<T: TryFrom<i64>>(&self, key: &str) -> Result<Option<T>, String> {
+    pub fn whole<T: TryFrom<i64>>(&self, key: &str) -> Result<Option<T>, String> {
         match self.map.get(key) {
             None => Ok(None),
             Some(Value::Number(n)) => n
@@ -86,7 +96,7 @@ impl<'a> Fields<'a> {
     }
 
     /// Any number; `None` when absent.
-    pub(super) fn number(&self, key: &str) -> Result<Option<f64>, String> {
+    pub fn number(&self, key: &str) -> Result<Option<f64>, String> {
         match self.map.get(key) {
             None => Ok(None),
             Some(Value::Number(n)) => Ok(n.as_f64()),
@@ -95,7 +105,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A duration (`"30s"`, `"500ms"`, or a number of seconds); `None` when absent.
-    pub(super) fn duration(&self, key: &str) -> Result<Option<Duration>, String> {
+    pub fn duration(&self, key: &str) -> Result<Option<Duration>, String> {
         let parsed = match self.map.get(key) {
             None => return Ok(None),
             Some(Value::String(text)) => crate::duration::parse_duration(text),
@@ -111,8 +121,18 @@ impl<'a> Fields<'a> {
             .map_err(|problem| format!("{}: `{key}`: {problem}", self.place))
     }
 
+    /// A connection: `url`, `namespace`, `database`, and `username` with `password` (and
+    /// `auth`), as an `[[environments]]` entry writes them.
+    pub fn connection(&self) -> Result<crate::connection::Connection, String> {
+        let (connection, source) = super::environment::connection(self, super::Format::Toml)?;
+        match source {
+            None => Ok(connection),
+            Some(source) => Err(self.problem(&format!("`{}` is not read here", source.key()))),
+        }
+    }
+
     /// A list of strings; empty when absent.
-    pub(super) fn strings(&self, key: &str) -> Result<Vec<String>, String> {
+    pub fn strings(&self, key: &str) -> Result<Vec<String>, String> {
         match self.map.get(key) {
             None => Ok(Vec::new()),
             Some(Value::Array(items)) => items

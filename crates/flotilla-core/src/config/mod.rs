@@ -18,7 +18,8 @@ mod environment;
 mod fields;
 mod fleet;
 
-use environment::{control, defaults, environment};
+use environment::{control, defaults, environment, hooks};
+pub use fields::Fields;
 pub use fleet::{FleetConfig, validate_tenant_id};
 
 /// A project's settings.
@@ -308,14 +309,7 @@ impl ProjectConfig {
         };
         let hooks = match top.get("hooks") {
             None => HooksConfig::default(),
-            Some(Value::Object(map)) => {
-                check_keys(map, HOOK_KEYS, "in [hooks]").map_err(fail)?;
-                let fields = fields::Fields::new(map, "in [hooks]", lookup);
-                HooksConfig {
-                    on_tenant: fields.text("on_tenant").map_err(fail)?,
-                    timeout: fields.duration("timeout").map_err(fail)?,
-                }
-            }
+            Some(Value::Object(map)) => hooks(map, lookup).map_err(fail)?,
             Some(_) => return Err(fail("`hooks` must be a table".into())),
         };
         let migrations = match top.get("migrations") {
@@ -420,7 +414,8 @@ fn json_error(error: &serde_json::Error) -> String {
     )
 }
 
-fn check_keys(
+/// Refuses a key of `map` not in `known`, naming it, `place` and the nearest known key.
+pub fn check_keys(
     map: &serde_json::Map<String, Value>,
     known: &[&str],
     place: &str,

@@ -339,17 +339,7 @@ impl ProjectConfig {
                 .collect::<Result<Vec<_>, _>>()?,
             Some(_) => return Err(fail("`fleets` must be a list".into())),
         };
-        let mut seen = BTreeMap::new();
-        for (index, environment) in environments.iter().enumerate() {
-            if let Some(first) = seen.insert(environment.name.as_str(), index) {
-                return Err(fail(format!(
-                    "environment `{}` is defined twice (entries {} and {})",
-                    environment.name,
-                    first + 1,
-                    index + 1
-                )));
-            }
-        }
+        refuse_duplicate_names(&environments).map_err(fail)?;
         Ok(Self {
             path: path.to_path_buf(),
             migrations,
@@ -412,6 +402,22 @@ fn json_error(error: &serde_json::Error) -> String {
         error.line(),
         error.column()
     )
+}
+
+/// Refuses two environments of one name, naming both entries.
+fn refuse_duplicate_names(environments: &[EnvironmentConfig]) -> Result<(), String> {
+    let mut seen = BTreeMap::new();
+    for (index, environment) in environments.iter().enumerate() {
+        if let Some(first) = seen.insert(environment.name.as_str(), index) {
+            return Err(format!(
+                "environment `{}` is defined twice (entries {} and {})",
+                environment.name,
+                first + 1,
+                index + 1
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a key of `map` not in `known`, naming it, `place` and the nearest known key.

@@ -177,12 +177,20 @@ async fn a_hanging_hook_is_killed_at_its_timeout_and_reported() {
             ("hang2", "did not finish within 300ms; killed")
         ]
     );
-    let survivors: Vec<String> = std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
-        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
-        .filter(|cmdline| cmdline.starts_with("sleep 30.417"))
-        .collect();
+    // A SIGKILL lands a moment after `kill` returns: give it up to 2 s, not the sleeps' 30.
+    let survivors = || -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+            .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+            .filter(|cmdline| cmdline.starts_with("sleep 30.417"))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !survivors().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let survivors = survivors();
     assert!(survivors.is_empty(), "left running: {survivors:?}");
 }
 

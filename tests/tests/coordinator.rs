@@ -692,7 +692,7 @@ async fn the_rehearsal_gate_refuses_before_anything_runs() {
         report
             .environments
             .iter()
-            .all(|e| e.status == DeploymentStatus::Failed && e.applied.is_empty())
+            .all(|e| e.status == DeploymentStatus::Refused && e.applied.is_empty())
     );
     for (name, before) in ["a", "b", "c"].into_iter().zip(&snapshots) {
         assert_eq!(&fleet.snapshot(name).await, before, "{name} was changed");

@@ -15,8 +15,14 @@ use crate::project::{Project, beside};
 const EMBEDDED: &str = ".flotilla/control";
 
 /// The control store `[control]` names — by default an embedded one beside the config — used
-/// by whoever runs this process, appending to `audit_log` (the flag, else the config's).
-pub(crate) fn control(project: &Project, audit_log: Option<&Path>) -> Result<Control, Failure> {
+/// by whoever runs this process, appending to `audit_log` (the flag, else the config's). An
+/// embedded store serves one process at a time: this waits up to `wait` for another flotilla
+/// process to be done with it, then refuses naming it.
+pub(crate) async fn control(
+    project: &Project,
+    audit_log: Option<&Path>,
+    wait: std::time::Duration,
+) -> Result<Control, Failure> {
     let configured = &project.config.control;
     let connection = match &configured.connection {
         Some(connection) => {
@@ -30,6 +36,10 @@ pub(crate) fn control(project: &Project, audit_log: Option<&Path>) -> Result<Con
             "control",
         ),
     };
+    let actor = actor(&project.base);
+    if let Some(path) = connection.url.strip_prefix("surrealkv://") {
+        embedded::hold(Path::new(path), wait, &actor).await?;
+    }
     let store =
         SurrealControlStore::new(connection, project.runner_config.clone()).map_err(usage)?;
     let quiesce_unreadable = match configured.quiesce_unreadable.as_deref() {
@@ -42,13 +52,103 @@ pub(crate) fn control(project: &Project, audit_log: Option<&Path>) -> Result<Con
             .as_ref()
             .map(|path| project.base.join(path))
     });
-    let mut control = Control::new(
-        Arc::new(store) as Arc<dyn ControlStore>,
-        actor(&project.base),
-    );
+    let mut control = Control::new(Arc::new(store) as Arc<dyn ControlStore>, actor);
     control.quiesce_unreadable = quiesce_unreadable;
     control.audit_log = audit_log;
     Ok(control)
+}
+
+/// Taking turns at an embedded control store.
+mod embedded {
+    use std::fs::File;
+    use std::io::{Read, Seek, Write};
+    use std::path::{Path, PathBuf};
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    use flotilla_coordinator::control::Actor;
+
+    use crate::commands::{EXIT_REFUSED, Failure};
+
+    /// The file this process holds locked while it uses the store: released when it exits,
+    /// however it exits.
+    static HELD: OnceLock<File> = OnceLock::new();
+
+    /// Holds the store at `path` for this process, waiting up to `wait` for another process
+    /// holding it (the holder is named in the file it locked).
+    pub(super) async fn hold(path: &Path, wait: Duration, actor: &Actor) -> Result<(), Failure> {
+        if HELD.get().is_some() {
+            return Ok(());
+        }
+        let lock_path = PathBuf::from(format!("{}.holder", path.display()));
+        if let Some(parent) = lock_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|error| failure(&lock_path, &error))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|error| failure(&lock_path, &error))?;
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    tokio::time::sleep(pause.min(deadline - Instant::now())).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Failure {
+                        code: EXIT_REFUSED,
+                        message: format!(
+                            "the embedded control store {} is in use by {}; waited {} (--lock-timeout). An embedded store serves one process at a time: for shards or concurrent deploys, point `[control] url` at a SurrealDB server",
+                            path.display(),
+                            holder(&mut file),
+                            flotilla_core::format_duration(wait)
+                        ),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(error)) => {
+                    return Err(failure(&lock_path, &error));
+                }
+            }
+        }
+        let line = format!(
+            "{actor}, pid {}, since {}\n",
+            actor.pid,
+            flotilla_core::rfc3339(std::time::SystemTime::now())
+        );
+        let written = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(line.as_bytes()));
+        written.map_err(|error| failure(&lock_path, &error))?;
+        let _ = HELD.set(file);
+        Ok(())
+    }
+
+    /// Who holds it, as the holder wrote (bounded, one line).
+    fn holder(file: &mut File) -> String {
+        let mut text = String::new();
+        let _ = file.rewind();
+        let _ = file.take(512).read_to_string(&mut text);
+        let text = crate::render::clean(text.lines().next().unwrap_or_default().trim());
+        if text.is_empty() {
+            "another process".to_owned()
+        } else {
+            text
+        }
+    }
+
+    fn failure(path: &Path, error: &std::io::Error) -> Failure {
+        Failure {
+            code: crate::commands::EXIT_FAILED,
+            message: format!("cannot use {}: {error}", path.display()),
+        }
+    }
 }
 
 /// Who runs this process: `$USER`, the host name, the process, the commit (a CI variable,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use flotilla_coordinator::EnvironmentConfig;
 use flotilla_coordinator::fleet::{
-    CommandSource, FileSource, HttpSource, StaticSource, TenantSource, expand,
+    CommandSource, FileSource, FleetError, HttpSource, StaticSource, TenantSource, expand,
 };
 use flotilla_core::Secret;
 use flotilla_core::config::{Fields, FleetConfig, check_keys, nearest};
@@ -44,20 +44,23 @@ fn unavailable(message: impl std::fmt::Display) -> Failure {
     }
 }
 
-/// The environments of every fleet, in configuration order.
+/// The environments of every fleet with the fleet's name, in configuration order.
 pub(crate) async fn environments(
     fleets: &[FleetConfig],
     base: &Path,
     runner: &SurrealConfig,
-) -> Result<Vec<EnvironmentConfig>, Failure> {
+) -> Result<Vec<(String, EnvironmentConfig)>, Failure> {
     let lookup = |name: &str| std::env::var(name).ok();
     let mut all = Vec::new();
     for fleet in fleets {
         let source = source(fleet, base, runner)?;
         let environments = expand(fleet, source.as_ref(), &lookup)
             .await
-            .map_err(unavailable)?;
-        all.extend(environments);
+            .map_err(|error| match error {
+                FleetError::Template { .. } => usage(error),
+                other => unavailable(other),
+            })?;
+        all.extend(environments.into_iter().map(|e| (fleet.name.clone(), e)));
     }
     Ok(all)
 }

@@ -25,5 +25,8 @@ fn main() -> ExitCode {
             return ExitCode::from(commands::EXIT_USAGE);
         }
     };
-    ExitCode::from(runtime.block_on(commands::run(cli)))
+    ExitCode::from(runtime.block_on(async {
+        signals::install();
+        commands::run(cli).await
+    }))
 }

@@ -72,11 +72,15 @@ impl Project {
             &project.runner_config,
         )
         .await?;
-        for environment in found {
+        let file = project.config.path.display().to_string();
+        let mut origins = Origins::of(&project.registry, &file);
+        for (fleet, environment) in found {
+            let environment = beside_config(&environment, &project.base);
+            origins.admit(&fleet, &environment)?;
             project
                 .registry
-                .register(beside_config(&environment, &project.base))
-                .map_err(|e| usage(format!("{}: {e}", project.config.path.display())))?;
+                .register(environment)
+                .map_err(|e| usage(format!("{file}: {e}")))?;
         }
         Ok(project)
     }
@@ -102,6 +106,66 @@ impl Project {
     pub(crate) fn coordinator(&self, approver: Arc<dyn Approver>) -> DeploymentCoordinator {
         DeploymentCoordinator::new(self.backends.clone()).with_approver(approver)
     }
+}
+
+/// Where each environment came from, by name and by database: a tenant may take neither a
+/// fixed environment's nor another tenant's name (`-e prod` would reach it) or database.
+pub(crate) struct Origins<'a> {
+    file: &'a str,
+    by_name: std::collections::HashMap<String, String>,
+    by_database: std::collections::HashMap<flotilla_runner::DatabaseKey, String>,
+}
+
+impl<'a> Origins<'a> {
+    /// The fixed environments of `registry`, from `file`.
+    pub(crate) fn of(registry: &EnvironmentRegistry, file: &'a str) -> Self {
+        let mut origins = Self {
+            file,
+            by_name: Default::default(),
+            by_database: Default::default(),
+        };
+        for environment in registry.list() {
+            let origin = format!("the environment `{}` of {file}", environment.name);
+            origins
+                .by_database
+                .insert(database_key(&environment), origin.clone());
+            origins.by_name.insert(environment.name.clone(), origin);
+        }
+        origins
+    }
+
+    /// Admits tenant `environment` of `fleet`, or refuses it naming both origins (exit 2).
+    pub(crate) fn admit(
+        &mut self,
+        fleet: &str,
+        environment: &EnvironmentConfig,
+    ) -> Result<(), Failure> {
+        let tenant = environment.tenant.as_deref().unwrap_or(&environment.name);
+        let origin = format!("tenant `{tenant}` of fleet `{fleet}`");
+        let key = database_key(environment);
+        if let Some(earlier) = self.by_name.get(&environment.name) {
+            return Err(usage(format!(
+                "{}: {origin} is named `{}`, as is {earlier}; rename one (a tenant never replaces an environment)",
+                self.file, environment.name
+            )));
+        }
+        if let Some(earlier) = self.by_database.get(&key) {
+            return Err(usage(format!(
+                "{}: {origin} writes to {key}, as does {earlier}; each environment needs a database of its own",
+                self.file
+            )));
+        }
+        self.by_name
+            .insert(environment.name.clone(), origin.clone());
+        self.by_database.insert(key, origin);
+        Ok(())
+    }
+}
+
+/// The database `environment` writes to.
+fn database_key(environment: &EnvironmentConfig) -> flotilla_runner::DatabaseKey {
+    let connection = &environment.connection;
+    flotilla_runner::DatabaseKey::new(&connection.url, &connection.namespace, &connection.database)
 }
 
 /// What `-e`, `--tag` and `--all` select; `None` when none was given.

@@ -39,7 +39,9 @@ fn paint(text: &str, status: DeploymentStatus, colour: bool) -> String {
     let code = match status {
         DeploymentStatus::Success => "32",
         DeploymentStatus::Failed => "31",
-        DeploymentStatus::RolledBack | DeploymentStatus::Skipped => "33",
+        DeploymentStatus::RolledBack | DeploymentStatus::Skipped | DeploymentStatus::Refused => {
+            "33"
+        }
         DeploymentStatus::InProgress => "36",
         DeploymentStatus::Pending => "2",
     };
@@ -238,10 +240,11 @@ impl Progress {
         }
         let count = |s: DeploymentStatus| self.rows.iter().filter(|r| r.0 == s).count();
         lines.push(format!(
-            "  {} done, {} in progress, {} failed, {} skipped, {} rolled back, {} waiting",
+            "  {} done, {} in progress, {} failed, {} refused, {} skipped, {} rolled back, {} waiting",
             count(DeploymentStatus::Success),
             count(DeploymentStatus::InProgress),
             count(DeploymentStatus::Failed),
+            count(DeploymentStatus::Refused),
             count(DeploymentStatus::Skipped),
             count(DeploymentStatus::RolledBack),
             count(DeploymentStatus::Pending),
@@ -280,11 +283,20 @@ pub(crate) fn report(report: &DeploymentReport, output: Output) {
             &rows
         )
     );
+    // A refusal's reasons are listed below, each naming its environment.
     for environment in &report.environments {
         if let Some(error) = &environment.error
-            && environment.status != DeploymentStatus::Skipped
+            && !matches!(
+                environment.status,
+                DeploymentStatus::Skipped | DeploymentStatus::Refused
+            )
         {
-            println!("  {}: {}", environment.environment, clean(&error.message));
+            let name = &environment.environment;
+            let message = error
+                .message
+                .strip_prefix(&format!("{name}: "))
+                .unwrap_or(&error.message);
+            println!("  {name}: {}", clean(message));
         }
     }
     if let Some(refusal) = &report.refusal {

@@ -103,12 +103,12 @@ async fn a_deploy_killed_mid_way_is_shown_interrupted_and_resume_finishes_it() {
     assert_eq!(code, 0, "{out}");
     let report = report_of(&out);
     assert_eq!(report["deployment_id"], "killed-1");
-    let resumed: BTreeSet<String> = statuses(&report, "success").into_iter().collect();
-    assert!(
-        resumed.is_disjoint(&succeeded_before),
-        "succeeded targets are not deployed again"
-    );
-    assert_eq!(resumed.len() + succeeded_before.len(), 12, "{report}");
+    // Every target is planned again; pre-flight finds those that succeeded up to date.
+    let applied_now = applied_by(&report);
+    for name in &succeeded_before {
+        assert_eq!(applied_now.get(name), Some(&0), "{name} again: {report}");
+    }
+    assert_eq!(statuses(&report, "success").len(), 12, "{report}");
 
     let figures = count(&project).await;
     assert_eq!(figures.applied, 12 * 2, "{figures:?}");
@@ -124,9 +124,221 @@ async fn a_deploy_killed_mid_way_is_shown_interrupted_and_resume_finishes_it() {
     );
     assert_eq!(detail["state"], "succeeded", "{detail}");
     assert_eq!(detail["runs"].as_array().map(Vec::len), Some(2));
-    let (code, out) = project.run(&deploy(&["--resume", "killed-1"]));
+}
+
+/// Each environment of `report` and how many migrations it applied.
+fn applied_by(report: &serde_json::Value) -> std::collections::BTreeMap<String, usize> {
+    report["environments"]
+        .as_array()
+        .expect("environments")
+        .iter()
+        .map(|e| {
+            (
+                e["environment"].as_str().expect("name").to_owned(),
+                e["applied"].as_array().map_or(0, Vec::len),
+            )
+        })
+        .collect()
+}
+
+/// The journal says a tenant succeeded, but it was rolled back since: a resume reads the
+/// targets' own history and applies it there again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_trusts_the_targets_history_not_the_journal() {
+    let server = TestServer::start_beside_tests();
+    let project = Project::new(&server.ws_url(), 3, &[Migration::quick("0001")])
+        .shared_control(&server.ws_url());
+    let (code, out) = project.run(&deploy(&["--all", "--deployment-id", "trust-1"]));
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("nothing to resume"), "{out}");
+    let (code, out) = project.run(&["rollback", "-e", "t1", "--steps", "1", "--yes"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(count(&project).await.applied, 2);
+
+    let (code, out) = project.run(&deploy(&["--resume", "trust-1"]));
+    assert_eq!(code, 0, "{out}");
+    let applied = applied_by(&report_of(&out));
+    assert_eq!(
+        (applied["t0"], applied["t1"], applied["t2"]),
+        (0, 1, 0),
+        "{out}"
+    );
+    let figures = count(&project).await;
+    assert_eq!(figures.applied, 3, "{figures:?}");
+    assert_clean(&figures, &[&out]);
+}
+
+/// A resume right after a SIGKILL does not wait out the dead run's lease: its process is gone
+/// from this host (pid and start time recorded). A live holder — stopped with SIGSTOP, so it
+/// renews nothing — is waited for until its lease runs out; with a lock timeout shorter than
+/// that, the resume is refused naming the holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_a_crash_goes_on_at_once_and_waits_for_a_live_holder() {
+    let server = TestServer::start_beside_tests();
+    let project = Project::new(&server.ws_url(), 3, &[Migration::slow("0001", "2s")])
+        .shared_control(&server.ws_url());
+    // Rehearsal on (it sleeps 2 s on a scratch database, holding no target's lock) and a
+    // lease far longer than the test: only the host check can end the run's claim early.
+    let mut args = deploy(&["--all", "--deployment-id", "crash-1"]);
+    args.retain(|a| *a != "--no-rehearse");
+    if let Some(at) = args.iter().position(|a| *a == "--lease") {
+        args[at + 1] = "60s";
+    }
+    let mut first = project.spawn(&args);
+    let recorded = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        project.run(&["deployments", "show", "crash-1"]).0 == 0
+    });
+    assert!(recorded, "the run never started");
+    first.signal("KILL");
+    first.wait(Duration::from_secs(10));
+    assert_eq!(
+        show(&project, "crash-1")["state"],
+        "running",
+        "its lease lasts a minute"
+    );
+    let started = std::time::Instant::now();
+    let (code, out) = project.run(&deploy(&["--resume", "crash-1", "--lock-timeout", "50s"]));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the dead run's 60 s lease was waited out: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(count(&project).await.applied, 3);
+
+    // A live holder: stopped, so it neither finishes nor renews.
+    let project = project.add(&[Migration::slow("0002", "300ms")]);
+    let mut holder = project.spawn(&deploy(&[
+        "--all",
+        "--deployment-id",
+        "held-1",
+        "--max-concurrent",
+        "1",
+    ]));
+    holder.wait_for("a target starting", |v| is_event(v, "in_progress"));
+    holder.signal("STOP");
+    let (code, out) = project.run(&deploy(&["--resume", "held-1", "--lock-timeout", "300ms"]));
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("held by run held-1.") && out.contains(&format!("pid {}", holder.pid())),
+        "{out}"
+    );
+    // With a lock timeout beyond its 1 s lease, the resume waits for the lease, then goes on.
+    let (code, out) = project.run(&deploy(&["--resume", "held-1", "--lock-timeout", "20s"]));
+    holder.signal("KILL");
+    holder.wait(Duration::from_secs(10));
+    assert_eq!(code, 0, "{out}");
+    let figures = count(&project).await;
+    assert_eq!(figures.applied, 6, "{figures:?}");
+    assert_clean(&figures, &[&out]);
+}
+
+/// A deployment's plan is its fingerprint: a resume with a migration added or edited since,
+/// or a shard joining with another strategy, is refused naming the difference (exit 2); an
+/// id that exists is not reused without `--resume`; one live run per shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_that_differs_or_an_id_taken_is_refused_naming_why() {
+    let server = TestServer::start_beside_tests();
+    let project = Project::new(&server.ws_url(), 4, &[Migration::quick("0001")])
+        .shared_control(&server.ws_url());
+    let (code, out) = project.run(&deploy(&["--all", "--deployment-id", "plan-1"]));
+    assert_eq!(code, 0, "{out}");
+
+    let (code, out) = project.run(&deploy(&["--all", "--deployment-id", "plan-1"]));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("`plan-1` exists already"), "{out}");
+
+    // The same newest version and count, but 0001 edited: the digest differs.
+    std::fs::write(
+        project.dir.path().join("migrations/0001_step.surql"),
+        Migration::quick("0001").text() + "-- edited\n",
+    )
+    .expect("edit");
+    let (code, out) = project.run(&deploy(&["--resume", "plan-1"]));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("the migrations differ: 0001"), "{out}");
+
+    std::fs::write(
+        project.dir.path().join("migrations/0001_step.surql"),
+        Migration::quick("0001").text(),
+    )
+    .expect("restore");
+    let (code, out) = project.run(&deploy(&["--resume", "no-such"]));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no deployment `no-such`"), "{out}");
+
+    let project = project.add(&[Migration::slow("0002", "400ms")]);
+    let shard = |index: &'static str, strategy: &'static str| {
+        deploy(&[
+            "--all",
+            "--deployment-id",
+            "plan-2",
+            "--shard",
+            index,
+            "--strategy",
+            strategy,
+            "--lock-timeout",
+            "300ms",
+        ])
+    };
+    let mut first = project.spawn(&shard("0/2", "sequential"));
+    first.wait_for("a target starting", |v| is_event(v, "in_progress"));
+    let (code, out) = project.run(&shard("1/2", "parallel"));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("the strategy differ"), "{out}");
+    let (code, out) = project.run(&shard("0/2", "sequential"));
+    assert_eq!(code, 3, "one live run per shard: {out}");
+    assert!(
+        out.contains("shard 0/2 of deployment `plan-2` is held by run"),
+        "{out}"
+    );
+    assert_eq!(first.wait(Duration::from_secs(60)), 0, "{}", first.output());
+    let (code, out) = project.run(&shard("1/2", "sequential"));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(count(&project).await.applied, 8);
+}
+
+/// Eight deploys started together from one project directory on the embedded control store
+/// take turns: each waits for the one before (bounded by its lock timeout), every one exits
+/// 0, and every migration lands once. A deploy that cannot wait long enough is refused
+/// naming the holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deploys_on_the_embedded_store_take_turns() {
+    let server = TestServer::start_beside_tests();
+    let project = Project::new(&server.ws_url(), 3, &[Migration::quick("0001")]);
+    let mut running: Vec<Running> = (0..8)
+        .map(|_| project.spawn(&deploy(&["--all", "--lock-timeout", "120s"])))
+        .collect();
+    for deploy in &mut running {
+        assert_eq!(
+            deploy.wait(Duration::from_secs(150)),
+            0,
+            "{}",
+            deploy.output()
+        );
+    }
+    let figures = count(&project).await;
+    assert_eq!(figures.applied, 3, "{figures:?}");
+    assert!(figures.clean(), "{figures:?}");
+    let (code, out) = project.run(&["deployments", "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("\"type\":\"deployment\"").count(), 8, "{out}");
+
+    let project = project.add(&[Migration::slow("0002", "1s")]);
+    let mut holder = project.spawn(&deploy(&["--all", "--max-concurrent", "1"]));
+    holder.wait_for("a target starting", |v| is_event(v, "in_progress"));
+    let (code, out) = project.run(&deploy(&["--all", "--lock-timeout", "200ms"]));
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("is in use by") && out.contains(&format!("pid {}", holder.pid())),
+        "{out}"
+    );
+    assert_eq!(
+        holder.wait(Duration::from_secs(60)),
+        0,
+        "{}",
+        holder.output()
+    );
 }
 
 /// Three processes, shards 0/3, 1/3 and 2/3 of one deployment, started at once over 30
@@ -374,4 +586,68 @@ async fn the_shard_comes_from_an_indexed_jobs_variables() {
     union.dedup();
     assert_eq!(union.len(), 8, "{union:?}");
     assert_eq!(count(&project).await.applied, 8);
+}
+
+/// The namespaces on `server`, as its root user lists them.
+async fn namespaces(server: &TestServer) -> Vec<String> {
+    let runner = flotilla_surrealdb::SurrealRunner::new();
+    let target = flotilla_runner::Target::new(
+        "root",
+        flotilla_core::Connection::new(server.ws_url(), "unused", "unused").with_credentials(
+            flotilla_tests::ROOT_USER,
+            ROOT_PASS,
+            flotilla_core::AuthLevel::Root,
+        ),
+    );
+    let session = runner.session(&target).await.expect("session");
+    let mut reply = session.query("INFO FOR ROOT").await.expect("info");
+    let info = reply
+        .take::<surrealdb::types::Value>(0)
+        .map(surrealdb::types::Value::into_json_value)
+        .expect("info");
+    info["namespaces"]
+        .as_object()
+        .map(|names| names.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// `status`, `history`, `validate -e`, `lock status` and `deploy --dry-run` (with its health
+/// probes and rehearsal's schema copy) leave the server as they found it: no namespace, no
+/// database, no table; a missing one reads as not initialised. Only a deploy that applies
+/// something creates them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_commands_create_nothing_on_the_server() {
+    let server = TestServer::start_beside_tests();
+    let project = Project::new(&server.ws_url(), 3, &[Migration::quick("0001")]);
+    let commands: [&[&str]; 6] = [
+        &["status", "--all"],
+        &["history", "-e", "t0"],
+        &["validate", "-e", "t1"],
+        &["lock", "status", "-e", "t2"],
+        &["deploy", "--all", "--dry-run"],
+        &["deploy", "--all", "--dry-run", "--output", "json"],
+    ];
+    let mut said = String::new();
+    for args in commands {
+        let (code, out) = project.run(args);
+        assert_eq!(code, 0, "{args:?}: {out}");
+        said.push_str(&out);
+    }
+    assert!(
+        !namespaces(&server).await.contains(&project.namespace),
+        "a read-only command created {}:\n{said}",
+        project.namespace
+    );
+    let (code, out) = project.run(&["status", "--all", "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.matches("\"version\":null").count(),
+        3,
+        "not initialised: {out}"
+    );
+
+    let (code, out) = project.run(&deploy(&["--all"]));
+    assert_eq!(code, 0, "{out}");
+    assert!(namespaces(&server).await.contains(&project.namespace));
+    assert_eq!(count(&project).await.applied, 3);
 }

@@ -121,7 +121,7 @@ async fn a_paged_http_lister_feeds_a_deploy_with_a_bearer_token_and_retries() {
     let server = TestServer::start_beside_tests();
     let (url, served) = lister();
     let source = format!("{{ kind = \"http\", url = \"{url}\", token_env = \"LISTER_TOKEN\" }}");
-    let project = fleet_project(&server, &source, "http_${region}_${tenant}");
+    let project = fleet_project(&server, &source, "http_${tenant.region}_${tenant}");
     let mut command = project.command(&[
         "deploy",
         "--fleet",
@@ -220,8 +220,8 @@ async fn file_command_and_query_sources_feed_one_deploy() {
          [[fleets]]\nname = \"from-command\"\nsource = {{ kind = \"command\", command = \"printf '%s' '[{{\\\"id\\\": \\\"initech\\\", \\\"tier\\\": \\\"gold\\\"}}]'\" }}\n{}\n\
          [[fleets]]\nname = \"from-query\"\nsource = {{ kind = \"surrealdb\", url = \"{url}\", namespace = \"fleet_directory\", database = \"main\", username = \"{ROOT_USER}\", password = \"${{{PASSWORD_VARIABLE}}}\", query = \"SELECT id, region FROM tenant WHERE active ORDER BY id\" }}\n{}\n",
         template("f-${tenant}", "file_${tenant}"),
-        template("c-${tenant}", "cmd_${tier}_${tenant}"),
-        template("q-${tenant}", "query_${region}_${tenant}"),
+        template("c-${tenant}", "cmd_${tenant.tier}_${tenant}"),
+        template("q-${tenant}", "query_${tenant.region}_${tenant}"),
     );
     let path = project.dir.path().join("flotilla.toml");
     let config = std::fs::read_to_string(&path).expect("config") + &fleets;
@@ -608,4 +608,210 @@ async fn only_pending_with_a_limit_rolls_out_in_chunks() {
     let (code, out) = project.run(chunk);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("nothing pending"), "{out}");
+}
+
+/// Shell syntax a tenant directory might carry in a field.
+const PAYLOADS: &[&str] = &[
+    "$(touch pwned-1)",
+    "`touch pwned-2`",
+    "; touch pwned-3",
+    "| touch pwned-4",
+    "&& touch pwned-5",
+    "& touch pwned-6",
+    "x\ntouch pwned-7",
+    "' ; touch pwned-8 '",
+    "\" ; touch pwned-9 \"",
+];
+
+/// A tenant directory is input. Fields full of shell syntax reach a password command only as
+/// environment variables — nothing they say runs, and the command sees each value exactly;
+/// list items (tags) are templated; `${NAME}` is the process's variable even when a field has
+/// that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_reach_commands_as_variables_and_never_run() {
+    let server = TestServer::start_beside_tests();
+    let project = Project::new(&server.ws_url(), 0, &[Migration::quick("0001")]);
+    let dir = project.dir.path();
+    std::fs::write(dir.join("root.pw"), format!("{ROOT_PASS}\n")).expect("password file");
+    std::fs::create_dir_all(dir.join("calls")).expect("calls dir");
+    let script = dir.join("pw.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf '%s' \"$2\" > \"calls/$1\"\ncat root.pw\n",
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let tenants: Vec<serde_json::Value> = PAYLOADS
+        .iter()
+        .enumerate()
+        .map(|(i, note)| {
+            serde_json::json!({
+                "id": format!("t{i}"),
+                "note": note,
+                "region": if i % 2 == 0 { "eu" } else { "us" },
+                "FLOTILLA_TEST_SUFFIX": "from-the-field",
+            })
+        })
+        .collect();
+    std::fs::write(
+        dir.join("tenants.json"),
+        serde_json::to_string(&tenants).expect("json"),
+    )
+    .expect("tenants");
+    add_fleets(
+        &project,
+        &format!(
+            "[[fleets]]\nname = \"hostile\"\nsource = {{ kind = \"command\", command = \"cat tenants.json\" }}\n\
+             [fleets.template]\nurl = \"{}\"\nnamespace = \"inj_${{tenant}}_${{FLOTILLA_TEST_SUFFIX}}\"\ndatabase = \"app\"\n\
+             username = \"{ROOT_USER}\"\npassword_command = \"./pw.sh ${{tenant}} ${{tenant.note}}\"\ntags = [\"tenant\", \"${{tenant.region}}\"]\n",
+            server.ws_url()
+        ),
+    );
+    let run = |args: &[&str]| {
+        let mut command = project.command(args);
+        command.env("FLOTILLA_TEST_SUFFIX", "from-env");
+        let mut running = Running::spawn(command);
+        let code = running.wait(Duration::from_secs(120));
+        (code, running.output())
+    };
+    // Tags are templated: `--tag eu` selects the tenants whose region field says so.
+    let (code, out) = run(&["deploy", "--tag", "eu", "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(deployed(&out), ["t0", "t2", "t4", "t6", "t8"]);
+    let (code, out) = run(&["deploy", "--all", "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(deployed(&out), ["t1", "t3", "t5", "t7"]);
+    for (i, payload) in PAYLOADS.iter().enumerate() {
+        assert!(
+            !dir.join(format!("pwned-{}", i + 1)).exists(),
+            "payload {payload:?} ran on the deployer"
+        );
+        let seen = std::fs::read_to_string(dir.join(format!("calls/t{i}"))).expect("called");
+        assert_eq!(&seen, payload, "the command sees the value exactly");
+    }
+    // The operator's variable, not the field of the same name, named the namespace.
+    let history = flotilla_surrealdb::SurrealRunner::new()
+        .history(&flotilla_runner::Target::new(
+            "t0",
+            flotilla_core::Connection::new(server.ws_url(), "inj_t0_from-env", "app")
+                .with_credentials(ROOT_USER, ROOT_PASS, flotilla_core::AuthLevel::Root),
+        ))
+        .await
+        .expect("history");
+    assert_eq!(history.len(), 1);
+    assert!(!out.contains(ROOT_PASS));
+}
+
+/// A field that would change where a database is — `/ @ : # ?`, whitespace, a control
+/// character in a namespace, any value in a URL's host without a declared pattern — is
+/// refused (exit 2) naming the tenant and the field, before anything runs; a declared
+/// pattern lets the operator allow a host field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_that_would_move_a_database_or_a_credential_are_refused() {
+    let server = TestServer::start_beside_tests();
+    let port = server.ws_url().rsplit(':').next().expect("port").to_owned();
+    for value in [
+        "a/b", "a@b", "a:b", "a#b", "a?b", "a b", "a\tb", "a\u{1b}b", "../x",
+    ] {
+        let project = Project::new(&server.ws_url(), 0, &[Migration::quick("0001")]);
+        let tenants = serde_json::json!([{ "id": "acme", "shard": value }]);
+        std::fs::write(project.dir.path().join("tenants.json"), tenants.to_string())
+            .expect("tenants");
+        add_fleets(
+            &project,
+            &format!(
+                "[[fleets]]\nname = \"f\"\nsource = {{ kind = \"command\", command = \"cat tenants.json\" }}\n\
+                 [fleets.template]\nurl = \"{}\"\nnamespace = \"ns_${{tenant.shard}}\"\ndatabase = \"app\"\nusername = \"{ROOT_USER}\"\npassword = \"${{{PASSWORD_VARIABLE}}}\"\n",
+                server.ws_url()
+            ),
+        );
+        let (code, out) = project.run(&["deploy", "--all", "--output", "json"]);
+        assert_eq!(code, 2, "{value:?}: {out}");
+        assert!(
+            out.contains("tenant `acme`") && out.contains("shard"),
+            "{value:?}: {out}"
+        );
+    }
+    let host_fleet = |fields: &str| {
+        let project = Project::new(&server.ws_url(), 0, &[Migration::quick("0001")]);
+        let tenants = serde_json::json!([{ "id": "acme", "host": "127.0.0.1" }]);
+        std::fs::write(project.dir.path().join("tenants.json"), tenants.to_string())
+            .expect("tenants");
+        add_fleets(
+            &project,
+            &format!(
+                "[[fleets]]\nname = \"f\"\nsource = {{ kind = \"command\", command = \"cat tenants.json\" }}\n{fields}\
+                 [fleets.template]\nurl = \"ws://${{tenant.host}}:{port}\"\nnamespace = \"host_${{tenant}}\"\ndatabase = \"app\"\nusername = \"{ROOT_USER}\"\npassword = \"${{{PASSWORD_VARIABLE}}}\"\n"
+            ),
+        );
+        project.run(&["deploy", "--all", "--output", "json"])
+    };
+    let (code, out) = host_fleet("");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("host") && out.contains("pattern"), "{out}");
+    let (code, out) = host_fleet("[fleets.fields]\nhost = '127\\.0\\.0\\.1'\n");
+    assert_eq!(code, 0, "a declared pattern allows it: {out}");
+    assert_eq!(deployed(&out), ["acme"]);
+}
+
+/// A tenant never takes a fixed environment's place, nor another fleet's tenant's (exit 2,
+/// naming both); a 128-character id is a valid environment name; a template error exits 2
+/// naming the tenant, not `${tenant}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_cannot_replace_environments_and_template_errors_name_the_tenant() {
+    let server = TestServer::start_beside_tests();
+    let url = server.ws_url();
+    let password = format!("password = \"${{{PASSWORD_VARIABLE}}}\"");
+    let project = Project::new(&url, 1, &[Migration::quick("0001")]);
+    add_fleets(
+        &project,
+        &static_fleet("customers", &["t0"], &url, "coll", &password),
+    );
+    let (code, out) = project.run(&["deploy", "-e", "t0", "--output", "json"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("tenant `t0` of fleet `customers`") && out.contains("the environment `t0` of"),
+        "{out}"
+    );
+    assert_eq!(count(&project).await.applied, 0, "nothing ran");
+
+    let project = Project::new(&url, 0, &[Migration::quick("0001")]);
+    add_fleets(
+        &project,
+        &(static_fleet("one", &["acme"], &url, "dup_a", &password)
+            + &static_fleet("two", &["acme"], &url, "dup_b", &password)),
+    );
+    let (code, out) = project.run(&["tenants", "list", "--output", "json"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("tenant `acme` of fleet `two`")
+            && out.contains("tenant `acme` of fleet `one`"),
+        "{out}"
+    );
+
+    let long = "a".repeat(128);
+    let project = Project::new(&url, 0, &[Migration::quick("0001")]);
+    add_fleets(
+        &project,
+        &static_fleet("long", &[&long], &url, "long", &password),
+    );
+    let (code, out) = project.run(&["deploy", "--all", "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(deployed(&out), [long]);
+
+    let project = Project::new(&url, 0, &[Migration::quick("0001")]);
+    add_fleets(
+        &project,
+        &static_fleet(
+            "both",
+            &["acme"],
+            &url,
+            "both",
+            &format!("{password}\npassword_file = \"x.pw\""),
+        ),
+    );
+    let (code, out) = project.run(&["deploy", "--all", "--output", "json"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("acme") && !out.contains("${tenant}"), "{out}");
 }

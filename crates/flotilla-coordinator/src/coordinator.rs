@@ -107,6 +107,7 @@ impl DeploymentCoordinator {
         let started = Instant::now();
         let environments = crate::passwords::resolve_passwords(&plan.environments).await?;
         let destinations = self.destinations(&environments)?;
+        let secrets = crate::hooks::Secrets::of(&environments);
         drop(environments);
         let names = plan.environment_names();
         let progress = Progress::new(&names, self.events.clone());
@@ -119,7 +120,7 @@ impl DeploymentCoordinator {
         };
         let journal = match &self.control {
             Some(control) if !plan.dry_run => {
-                Some(Journal::start(control, run_start(plan, control)).await?)
+                Some(Journal::start(control, run_start(plan, control), plan).await?)
             }
             _ => None,
         };
@@ -145,6 +146,7 @@ impl DeploymentCoordinator {
                 plan.environments.iter().map(|e| e.tenant.clone()).collect(),
                 !plan.auto_rollback || plan.isolate,
                 !plan.auto_rollback,
+                secrets,
             )
         });
         deployment
@@ -211,6 +213,12 @@ impl DeploymentCoordinator {
         }
         if plan.dry_run {
             return Err(run.dry_run());
+        }
+        // Pre-flight and rehearsal take time: a quiesce set meanwhile holds the first target.
+        if let Some(control) = self.control.as_ref()
+            && let Some(reason) = quiesced(control).await
+        {
+            return Err(run.refuse_all(Gate::Quiesce, ErrorClass::Quiesced, reason));
         }
         let deployment = Deployment {
             destinations,
@@ -316,7 +324,7 @@ impl Run {
         let gate_name = format!("{gate:?}").to_lowercase();
         for (index, report) in self.reports.iter_mut().enumerate() {
             let (status, message) = match culprits.get(&index) {
-                Some(reason) => (DeploymentStatus::Failed, reason.clone()),
+                Some(reason) => (DeploymentStatus::Refused, reason.clone()),
                 None => (
                     DeploymentStatus::Skipped,
                     format!("deployment refused by the {gate_name} gate before anything ran"),

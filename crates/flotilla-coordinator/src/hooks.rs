@@ -58,6 +58,39 @@ pub struct HookFailure {
     pub message: String,
 }
 
+/// The passwords a deployment knows, to keep out of what hooks say: a hook's error quotes its
+/// standard error, and a hook handed a secret may echo it.
+#[derive(Default)]
+pub(crate) struct Secrets(Vec<String>);
+
+impl Secrets {
+    /// Every password `environments` carry.
+    pub(crate) fn of(environments: &[flotilla_core::config::EnvironmentConfig]) -> Self {
+        let mut secrets: Vec<String> = environments
+            .iter()
+            .filter_map(|e| e.connection.credentials.as_ref())
+            .map(|c| c.password.expose().to_owned())
+            .filter(|secret| !secret.is_empty())
+            .collect();
+        secrets.sort_unstable();
+        secrets.dedup();
+        // Longest first, so a secret that contains another is scrubbed whole.
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        Self(secrets)
+    }
+
+    /// `text` with every known secret replaced by `***`.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for secret in &self.0 {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "***");
+            }
+        }
+        text
+    }
+}
+
 /// One rollout's hooks: a queue, a task draining it, and which environments were told.
 pub(crate) struct Hooks {
     listener: Arc<HookListener>,
@@ -74,6 +107,7 @@ impl Hooks {
         tenants: Vec<Option<String>>,
         final_on_success: bool,
         final_on_failure: bool,
+        secrets: Secrets,
     ) -> Self {
         let (sender, mut receiver) = mpsc::unbounded_channel::<HookEvent>();
         let task = tokio::spawn(async move {
@@ -95,6 +129,7 @@ impl Hooks {
             };
             for (environment, result) in results {
                 if let Err(message) = result {
+                    let message = secrets.scrub(&message);
                     tracing::warn!(%environment, %message, "hook failed");
                     summary.failed.push(HookFailure {
                         environment,
@@ -251,7 +286,14 @@ impl EnvironmentHook for CommandHook {
         ];
         let (command, dir, timeout) = (self.command.clone(), self.dir.clone(), self.timeout);
         tokio::task::spawn_blocking(move || {
-            crate::command::run_with(&command, &dir, timeout, &variables, Some(json))
+            crate::command::run_with(
+                &command,
+                &dir,
+                timeout,
+                &variables,
+                Some(json),
+                crate::command::HOOK_OUTPUT,
+            )
         })
         .await
         .map_err(|e| e.to_string())?

@@ -32,6 +32,7 @@ mod rollback;
 mod shard;
 
 pub use approval::{ApproveAll, ApproveList, Approver};
+pub use command::kill_running;
 pub use coordinator::DeploymentCoordinator;
 pub use environment::{EnvironmentRegistry, Selection};
 pub use error::PlanError;

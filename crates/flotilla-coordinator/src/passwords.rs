@@ -93,13 +93,18 @@ async fn read(source: &PasswordSource, environment: &str) -> Result<Secret, Pass
         PasswordSource::File(path) => tokio::fs::read_to_string(path)
             .await
             .map_err(|e| fail(format!("{}: cannot read: {e}", path.display())))?,
-        PasswordSource::Command(command) => {
-            let command = command.clone();
+        PasswordSource::Command { line, env } => {
+            let (line, env) = (line.clone(), env.clone());
             tokio::task::spawn_blocking(move || {
-                crate::command::run_bounded(
-                    &command,
+                let env: Vec<(&str, String)> =
+                    env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+                crate::command::run_with(
+                    &line,
                     std::path::Path::new(""),
                     PASSWORD_COMMAND_TIMEOUT,
+                    &env,
+                    None,
+                    crate::command::PASSWORD_OUTPUT,
                 )
             })
             .await

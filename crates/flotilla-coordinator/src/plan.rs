@@ -12,6 +12,7 @@ use flotilla_strategies::{DeploymentStrategy, StrategyConfig, StrategyKind};
 
 use flotilla_core::config::{Defaults, EnvironmentConfig};
 
+use crate::control::Claim;
 use crate::environment::{EnvironmentRegistry, Selection};
 use crate::error::PlanError;
 use crate::shard::Shard;
@@ -54,6 +55,9 @@ pub struct DeploymentPlan {
     /// What the caller records with the deployment in the control store, to run it again
     /// (`flotilla deploy --resume` keeps its arguments here).
     pub record: Option<serde_json::Value>,
+    /// What the run claims in the control store: a new deployment (the default), a shard
+    /// joining one (the default with a shard), or a resume of one that exists.
+    pub claim: Claim,
 }
 
 impl DeploymentPlan {
@@ -77,6 +81,7 @@ impl DeploymentPlan {
             shard: None,
             exclude: BTreeSet::new(),
             record: None,
+            claim: None,
         }
     }
 
@@ -115,6 +120,7 @@ pub struct DeploymentPlanBuilder {
     shard: Option<Shard>,
     exclude: BTreeSet<String>,
     record: Option<serde_json::Value>,
+    claim: Option<Claim>,
 }
 
 impl DeploymentPlanBuilder {
@@ -286,6 +292,13 @@ impl DeploymentPlanBuilder {
         self
     }
 
+    /// Resume the deployment named by [`Self::deployment_id`]: it must exist in the control
+    /// store, with the same plan, and no live run may hold this part of it.
+    pub fn resuming(mut self) -> Self {
+        self.claim = Some(Claim::Resume);
+        self
+    }
+
     /// What to record with the deployment in the control store, to run it again.
     pub fn record(mut self, record: serde_json::Value) -> Self {
         self.record = Some(record);
@@ -339,6 +352,11 @@ impl DeploymentPlanBuilder {
             shard: self.shard,
             selected,
             record: self.record,
+            claim: self.claim.unwrap_or(if self.shard.is_some() {
+                Claim::Join
+            } else {
+                Claim::New
+            }),
         })
     }
 }
@@ -370,17 +388,23 @@ fn generate_id() -> String {
     format!("deploy-{}", unique_suffix())
 }
 
-/// `MILLIS-PID-N`: unique across processes (the time and the process) and within one (a
-/// counter) — for deployment and run ids.
+/// `MILLIS-PID-N-RANDOM`: unique across processes (the time, the process and 32 random
+/// bits, for containers where every process is pid 1) and within one (a counter) — for
+/// deployment and run ids.
 pub(crate) fn unique_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let millis = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // Each `RandomState` is seeded from the operating system's randomness.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(count);
     format!(
-        "{millis}-{}-{}",
+        "{millis}-{}-{count}-{:08x}",
         std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
+        hasher.finish() as u32
     )
 }
 

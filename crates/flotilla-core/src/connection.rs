@@ -50,8 +50,24 @@ pub enum PasswordSource {
     /// The file's contents (`password_file`), without the trailing newline.
     File(std::path::PathBuf),
     /// What a shell command prints on standard output (`password_command`), without the
-    /// trailing newline; say a vault CLI, templated per tenant.
-    Command(String),
+    /// trailing newline; say a vault CLI. A fleet's tenant values reach it only as the
+    /// variables in `env` (`FLOTILLA_TENANT`, `FLOTILLA_TENANT_<FIELD>`), never in `line`.
+    Command {
+        /// The shell line.
+        line: String,
+        /// Variables added to its environment.
+        env: Vec<(String, String)>,
+    },
+}
+
+impl PasswordSource {
+    /// The shell line `line`, with nothing added to its environment.
+    pub fn command(line: impl Into<String>) -> Self {
+        PasswordSource::Command {
+            line: line.into(),
+            env: Vec::new(),
+        }
+    }
 }
 
 impl fmt::Debug for PasswordSource {
@@ -59,7 +75,7 @@ impl fmt::Debug for PasswordSource {
         match self {
             PasswordSource::File(path) => f.debug_tuple("File").field(path).finish(),
             // A command line may carry a token of its own (`VAULT_TOKEN=… vault …`).
-            PasswordSource::Command(_) => f.write_str("Command(***)"),
+            PasswordSource::Command { .. } => f.write_str("Command(***)"),
         }
     }
 }
@@ -69,7 +85,7 @@ impl PasswordSource {
     pub fn key(&self) -> &'static str {
         match self {
             PasswordSource::File(_) => "password_file",
-            PasswordSource::Command(_) => "password_command",
+            PasswordSource::Command { .. } => "password_command",
         }
     }
 }

@@ -20,6 +20,8 @@ pub enum DeploymentStatus {
     RolledBack,
     /// Never started: an earlier failure or a gate stopped the deployment.
     Skipped,
+    /// Never started: a gate found a reason here not to deploy (it names it).
+    Refused,
 }
 
 impl std::fmt::Display for DeploymentStatus {
@@ -31,6 +33,7 @@ impl std::fmt::Display for DeploymentStatus {
             DeploymentStatus::Failed => "failed",
             DeploymentStatus::RolledBack => "rolled back",
             DeploymentStatus::Skipped => "skipped",
+            DeploymentStatus::Refused => "refused",
         })
     }
 }

@@ -4,9 +4,11 @@
 //!
 //! Record ids are literals built from validated names (deployment ids, run ids and
 //! environment names are letters, digits, `.`, `_` and `-`), so a batch of target results is
-//! one request of `UPSERT`s. Liveness and expiry are epoch milliseconds written by the
-//! clients: machines taking part in one deployment are assumed to agree on the time within
-//! a lease.
+//! one request of `UPSERT`s. Liveness and the quiesce flag's expiry are judged by the
+//! store's clock (`time::now()` on the server), so clients whose clocks disagree still agree
+//! on which runs are alive. A run's start is one transaction that checks its claim and
+//! writes the deployment's record, so two claims of one deployment conflict and the retried
+//! one sees the other.
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -14,8 +16,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use flotilla_core::{Connection, rfc3339};
 use flotilla_runner::control::{
-    Actor, AuditRecord, ControlError, ControlStore, DeploymentDetail, Quiesce, RunRecord, RunStart,
-    TargetRecord,
+    Actor, AuditRecord, Claim, ControlError, ControlStore, DeploymentDetail, Quiesce, Refusal,
+    RunRecord, RunStart, TargetRecord,
 };
 use flotilla_runner::{RunnerError, Target};
 use serde::Deserialize;
@@ -101,6 +103,16 @@ impl SurrealControlStore {
         statements: &[String],
         vars: Map<String, Value>,
     ) -> Result<Vec<Value>, ControlError> {
+        self.run_counted(statements, statements.len(), vars).await
+    }
+
+    /// [`Self::run`] for entries holding `count` statements in all.
+    async fn run_counted(
+        &self,
+        statements: &[String],
+        count: usize,
+        vars: Map<String, Value>,
+    ) -> Result<Vec<Value>, ControlError> {
         if self.defined.get().is_none() {
             self.send(DEFINITIONS, None, 8).await?;
             let _ = self.defined.set(());
@@ -109,7 +121,7 @@ impl SurrealControlStore {
             "BEGIN TRANSACTION;\n{}\nCOMMIT TRANSACTION;",
             statements.join("\n")
         );
-        self.send(&text, Some(&vars), statements.len()).await
+        self.send(&text, Some(&vars), count).await
     }
 
     async fn send(
@@ -153,17 +165,16 @@ impl SurrealControlStore {
         let rows = self
             .run(
                 &[
-                    "SELECT * FROM deployment_run WHERE deployment_id IN $ids ORDER BY started_ms;"
+                    "SELECT *, (!ended_at AND alive_until > time::now()) AS alive \
+                     FROM deployment_run WHERE deployment_id IN $ids ORDER BY started_ms;"
                         .to_owned(),
                 ],
                 vars([("ids", json!(ids))]),
             )
             .await?;
-        let now = now_ms();
         let mut runs = Vec::new();
         for row in rows.into_iter().next().map(array).unwrap_or_default() {
             let stored: StoredRun = self.decode(row)?;
-            let alive = stored.ended_at.is_none() && stored.alive_until_ms > now;
             runs.push((
                 stored.deployment_id,
                 RunRecord {
@@ -174,7 +185,8 @@ impl SurrealControlStore {
                     started_at: stored.started_at,
                     ended_at: stored.ended_at,
                     outcome: stored.outcome,
-                    alive,
+                    alive: stored.alive,
+                    process: stored.process,
                 },
             ));
         }
@@ -193,7 +205,10 @@ struct StoredRun {
     started_at: String,
     ended_at: Option<String>,
     outcome: Option<String>,
-    alive_until_ms: u64,
+    #[serde(default)]
+    alive: bool,
+    #[serde(default)]
+    process: Option<String>,
 }
 
 /// A deployment as stored.
@@ -204,6 +219,8 @@ struct StoredDeployment {
     started_at: String,
     #[serde(default)]
     plan: Value,
+    #[serde(default)]
+    fingerprint: Option<String>,
 }
 
 /// The quiesce flag as stored.
@@ -211,11 +228,17 @@ struct StoredDeployment {
 struct StoredQuiesce {
     #[serde(flatten)]
     quiesce: Quiesce,
-    expires_ms: u64,
+    /// Unexpired by the store's clock.
+    #[serde(default)]
+    live: bool,
 }
 
-fn now_ms() -> u64 {
-    millis(SystemTime::now())
+/// What a claim's refusal is thrown as, so it is told from a failure.
+const CLAIM: &str = "flotilla-claim:";
+
+/// `lease` as SurrealQL reads a duration.
+fn lease_text(lease: Duration) -> String {
+    format!("{}ms", lease.as_millis())
 }
 
 fn millis(time: SystemTime) -> u64 {
@@ -271,49 +294,85 @@ impl ControlStore for SurrealControlStore {
         let now = SystemTime::now();
         let deployment = record("deployment", &run.deployment_id)?;
         let this = record("deployment_run", &run.run_id)?;
-        // A shard or a resume joins the deployment: its first run's who, when and plan stay.
+        // One transaction: the checks read what the writes then change, and every start of a
+        // deployment writes its record, so two claims of it conflict and the one retried
+        // sees the other's run. A shard or a resume keeps the first run's who, when and plan.
         let statements = [
+            format!("LET $found = (SELECT fingerprint FROM ONLY {deployment});"),
             format!(
-                "UPSERT {deployment} SET deployment_id = $id, actor = actor ?? $actor, \
-                 started_at = started_at ?? $at, started_ms = started_ms ?? $ms, \
-                 plan = plan ?? $plan RETURN NONE;"
+                "IF $found != NONE AND $claim = 'new' {{ THROW '{CLAIM}exists' }}                  ELSE IF $found = NONE AND $claim = 'resume' {{ THROW '{CLAIM}missing' }}                  ELSE IF $found != NONE AND $found.fingerprint != $fingerprint {{ THROW '{CLAIM}differs' }};"
             ),
-            format!("UPSERT {this} CONTENT $run RETURN NONE;"),
+            "LET $held = (SELECT VALUE run_id FROM deployment_run WHERE deployment_id = $id              AND !ended_at AND alive_until > time::now()              AND ($shard = NONE OR shard = NONE OR shard = $shard));"
+                .to_owned(),
+            format!("IF array::len($held) > 0 {{ THROW '{CLAIM}held:' + $held[0] }};"),
+            format!(
+                "UPSERT {deployment} SET deployment_id = $id, actor = actor ?? $actor,                  started_at = started_at ?? $at, started_ms = started_ms ?? $ms,                  plan = plan ?? $plan, fingerprint = fingerprint ?? $fingerprint,                  runs = (runs ?? 0) + 1 RETURN NONE;"
+            ),
+            format!(
+                "CREATE {this} CONTENT $run RETURN NONE;
+                 UPDATE {this} SET alive_until = time::now() + <duration> $lease RETURN NONE;"
+            ),
         ];
         let run_row = json!({
             "deployment_id": run.deployment_id,
             "run_id": run.run_id,
             "actor": run.actor,
             "shard": run.shard,
+            "process": run.process,
             "targets": run.targets.len(),
             "started_at": rfc3339(now),
             "started_ms": millis(now),
             "ended_at": null,
             "outcome": null,
-            "alive_until_ms": millis(now + run.lease),
         });
-        self.run(
-            &statements,
-            vars([
-                ("id", json!(run.deployment_id)),
-                ("actor", json!(run.actor)),
-                ("at", json!(rfc3339(now))),
-                ("ms", json!(millis(now))),
-                ("plan", run.plan.clone()),
-                ("run", run_row),
-            ]),
-        )
-        .await
-        .map(drop)
+        let claim = match run.claim {
+            Claim::New => "new",
+            Claim::Join => "join",
+            Claim::Resume => "resume",
+        };
+        let started = self
+            .run_counted(
+                &statements,
+                7,
+                vars([
+                    ("id", json!(run.deployment_id)),
+                    ("actor", json!(run.actor)),
+                    ("at", json!(rfc3339(now))),
+                    ("ms", json!(millis(now))),
+                    ("plan", run.plan.clone()),
+                    ("run", run_row),
+                    ("claim", json!(claim)),
+                    ("fingerprint", json!(run.fingerprint)),
+                    ("shard", json!(run.shard)),
+                    ("lease", json!(lease_text(run.lease))),
+                ]),
+            )
+            .await;
+        match started {
+            Err(ControlError::Corrupt { reason, .. }) if reason.contains(CLAIM) => {
+                let why = reason[reason.find(CLAIM).unwrap_or(0) + CLAIM.len()..]
+                    .trim_end_matches(['\'', '"']);
+                Err(match why {
+                    "exists" => Refusal::Exists,
+                    "missing" => Refusal::Missing,
+                    "differs" => Refusal::PlanDiffers,
+                    held => Refusal::Held {
+                        run_id: held.strip_prefix("held:").unwrap_or(held).to_owned(),
+                    },
+                }
+                .error(run))
+            }
+            other => other.map(drop),
+        }
     }
 
     async fn renew_run(&self, run_id: &str, lease: Duration) -> Result<(), ControlError> {
         let this = record("deployment_run", run_id)?;
         self.run(
             &[format!(
-                "UPDATE {this} SET alive_until_ms = $until RETURN NONE;"
+                "UPDATE {this} SET alive_until = time::now() + <duration> $lease RETURN NONE;"
             )],
-            vars([("until", json!(millis(SystemTime::now() + lease)))]),
+            vars([("lease", json!(lease_text(lease)))]),
         )
         .await
         .map(drop)
@@ -387,6 +446,7 @@ impl ControlStore for SurrealControlStore {
                 actor: stored.actor,
                 started_at: stored.started_at,
                 plan: stored.plan,
+                fingerprint: stored.fingerprint,
                 runs: Vec::new(),
                 targets: Vec::new(),
                 target_counts: Default::default(),
@@ -456,6 +516,7 @@ impl ControlStore for SurrealControlStore {
             actor: stored.actor,
             started_at: stored.started_at,
             plan: stored.plan,
+            fingerprint: stored.fingerprint,
             runs: runs.into_iter().map(|(_, run)| run).collect(),
             targets,
             target_counts: Default::default(),
@@ -465,7 +526,10 @@ impl ControlStore for SurrealControlStore {
     async fn quiesce(&self) -> Result<Option<Quiesce>, ControlError> {
         let rows = self
             .run(
-                &["SELECT * FROM ONLY quiesce:current;".to_owned()],
+                &[
+                    "SELECT *, (expires > time::now()) AS live FROM ONLY quiesce:current;"
+                        .to_owned(),
+                ],
                 Map::new(),
             )
             .await?;
@@ -473,7 +537,7 @@ impl ControlStore for SurrealControlStore {
             return Ok(None);
         };
         let stored: StoredQuiesce = self.decode(row)?;
-        Ok((stored.expires_ms > now_ms()).then_some(stored.quiesce))
+        Ok(stored.live.then_some(stored.quiesce))
     }
 
     async fn set_quiesce(
@@ -484,11 +548,12 @@ impl ControlStore for SurrealControlStore {
     ) -> Result<Quiesce, ControlError> {
         let now = SystemTime::now();
         let quiesce = Quiesce::new(reason, by, now, ttl);
-        let mut row = json!(quiesce);
-        row["expires_ms"] = json!(millis(now + ttl));
-        self.run(
-            &["UPSERT quiesce:current CONTENT $q RETURN NONE;".to_owned()],
-            vars([("q", row)]),
+        self.run_counted(
+            &["UPSERT quiesce:current CONTENT $q RETURN NONE; \
+               UPDATE quiesce:current SET expires = time::now() + <duration> $ttl RETURN NONE;"
+                .to_owned()],
+            2,
+            vars([("q", json!(quiesce)), ("ttl", json!(lease_text(ttl)))]),
         )
         .await?;
         Ok(quiesce)

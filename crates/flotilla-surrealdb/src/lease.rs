@@ -173,6 +173,7 @@ impl SurrealRunner {
         target: &Target,
         request: &LockRequest,
     ) -> Result<SurrealLockGuard> {
+        self.ensure_database(target).await?;
         let (local, token, ask) = self.claim(target, request).await?;
         let ((info, history), took_over) = match self.acquire_waiting(target, &ask).await {
             Ok(acquired) => acquired,

@@ -18,6 +18,7 @@ mod apply;
 mod config;
 mod control;
 mod errors;
+mod exists;
 mod lease;
 mod probes;
 mod rehearse;

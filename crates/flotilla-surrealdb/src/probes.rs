@@ -37,16 +37,21 @@ const IN_FLIGHT: usize = 4;
 /// Statements per probe in a shared request: `USE`, the lease, the history.
 const STATEMENTS: usize = 3;
 
-/// A probe's answer: the lease statement's result, then the history's.
-pub(crate) type Rows = (
+/// A probe's answer: the lease statement's result, then the history's; `None` when the
+/// target's namespace or database does not exist (nothing was sent to it, so nothing was
+/// created).
+pub(crate) type Rows = Option<(
     std::result::Result<Value, surrealdb::Error>,
     std::result::Result<Value, surrealdb::Error>,
-);
+)>;
+
+type Waiting = (Target, oneshot::Sender<Rows>, Instant);
 
 /// Probes waiting for one endpoint and user, and how many tasks are sending them.
 #[derive(Default)]
 pub(crate) struct Queue {
-    waiting: Vec<(Target, oneshot::Sender<Rows>)>,
+    /// Each probe, its answer's way back, and when it was asked.
+    waiting: Vec<Waiting>,
     senders: usize,
 }
 
@@ -59,7 +64,7 @@ impl SurrealRunner {
         let start_sender = {
             let mut queues = lock(self.probe_queues());
             let queue = queues.entry(key.clone()).or_default();
-            queue.waiting.push((target.clone(), answer));
+            queue.waiting.push((target.clone(), answer, Instant::now()));
             let start = queue.senders < IN_FLIGHT;
             if start {
                 queue.senders += 1;
@@ -79,10 +84,13 @@ impl SurrealRunner {
     }
 
     async fn probe_alone(&self, target: &Target) -> Result<Rows> {
+        if !self.database_exists(target).await? {
+            return Ok(None);
+        }
         let mut response = self
             .request(target, Lane::Deploy, &sql::health(), None, 2)
             .await?;
-        Ok((response.result(0), response.result(1)))
+        Ok(Some((response.result(0), response.result(1))))
     }
 
     /// Sends `key`'s waiting probes, a request at a time, until none wait.
@@ -110,7 +118,7 @@ impl SurrealRunner {
                 queue.waiting.drain(..take).collect()
             };
             let answers = self.probe_together(&batch).await;
-            for ((_, answer), rows) in batch.into_iter().zip(answers) {
+            for ((_, answer, _), rows) in batch.into_iter().zip(answers) {
                 // Dropping `answer` instead makes its caller probe alone.
                 if let Some(rows) = rows {
                     let _ = answer.send(rows);
@@ -121,11 +129,24 @@ impl SurrealRunner {
 
     /// One request for every probe in `batch`; per probe, its rows, or `None` when the
     /// request cannot tell them for certain.
-    async fn probe_together(&self, batch: &[(Target, oneshot::Sender<Rows>)]) -> Vec<Option<Rows>> {
+    async fn probe_together(&self, batch: &[Waiting]) -> Vec<Option<Rows>> {
         let unanswered = || batch.iter().map(|_| None).collect();
-        let Some((first, _)) = batch.first() else {
-            return Vec::new();
+        let targets: Vec<&Target> = batch.iter().map(|(target, ..)| target).collect();
+        // A listing answers a probe only if it was made after the probe was asked.
+        let asked = batch
+            .iter()
+            .map(|(.., at)| *at)
+            .max()
+            .unwrap_or_else(Instant::now);
+        let Ok(exists) = self.existing(&targets, asked).await else {
+            return unanswered();
         };
+        // Only targets whose database exists are sent a `USE`; the others are answered now.
+        let present: Vec<usize> = (0..batch.len()).filter(|&i| exists[i]).collect();
+        let Some(&first) = present.first() else {
+            return batch.iter().map(|_| Some(None)).collect();
+        };
+        let first = &batch[first].0;
         let timeout = self.sessions().config().request_timeout;
         let deadline = Instant::now() + timeout;
         let Ok(session) = self
@@ -136,9 +157,9 @@ impl SurrealRunner {
             return unanswered();
         };
         let health = sql::health();
-        let text: String = batch
+        let text: String = present
             .iter()
-            .map(|(target, _)| use_prefix(target) + &health)
+            .map(|&i| use_prefix(&batch[i].0) + &health)
             .collect();
         self.count_request();
         let asked = session.client().query(text).into_future();
@@ -148,8 +169,17 @@ impl SurrealRunner {
             return unanswered();
         };
         let mut errors: HashMap<usize, surrealdb::Error> = raw.take_errors().into_iter().collect();
+        let mut sent = present.iter().enumerate();
+        let mut next = sent.next();
         (0..batch.len())
-            .map(|position| {
+            .map(|index| {
+                let position = match next {
+                    Some((position, &i)) if i == index => {
+                        next = sent.next();
+                        position
+                    }
+                    _ => return Some(None),
+                };
                 let at = position * STATEMENTS;
                 if errors.remove(&at).is_some() {
                     // Its `USE` failed: what follows ran in another namespace, if anywhere.
@@ -164,7 +194,7 @@ impl SurrealRunner {
                 let conflicted = [&rows.0, &rows.1]
                     .into_iter()
                     .any(|r| r.as_ref().is_err_and(is_conflict));
-                (!conflicted).then_some(rows)
+                (!conflicted).then_some(Some(rows))
             })
             .collect()
     }

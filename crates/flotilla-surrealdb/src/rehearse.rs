@@ -338,6 +338,10 @@ impl Source<'_> {
                     .collect()
             }
             Source::Base(runner, target) => {
+                // A target never migrated has no schema to copy; asking would create it.
+                if !runner.database_exists(target).await? {
+                    return Ok(vec![Value::Null; statements.len()]);
+                }
                 let mut response = runner
                     .request(target, Lane::Deploy, &text, None, statements.len())
                     .await?;

@@ -51,6 +51,14 @@ struct Inner {
     history_tables: Mutex<HashMap<u64, HistoryTable>>,
     /// Health probes waiting to share a request, per endpoint and user.
     probes: Mutex<HashMap<crate::session::UserKey, crate::probes::Queue>>,
+    /// Targets whose namespace and database are known to exist, by [`table_key`].
+    existing: Mutex<std::collections::HashSet<u64>>,
+    /// Targets a probe found without their namespace or database, by [`table_key`].
+    missing: Mutex<std::collections::HashSet<u64>>,
+    /// The namespaces and databases users last listed, per endpoint and user.
+    namespaces: Mutex<crate::exists::Namespaces>,
+    /// One listing at a time, so probes asking together share it.
+    listing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -178,6 +186,38 @@ impl SurrealRunner {
         &self.inner.local
     }
 
+    pub(crate) fn namespace_listings(&self) -> &Mutex<crate::exists::Namespaces> {
+        &self.inner.namespaces
+    }
+
+    pub(crate) fn listing(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.listing
+    }
+
+    /// Whether `target`'s namespace and database were seen to exist (or made).
+    pub(crate) fn known_to_exist(&self, target: &Target) -> bool {
+        let key = table_key(&target.database_key());
+        lock_unpoisoned(&self.inner.existing).contains(&key)
+            || lock_unpoisoned(&self.inner.history_tables).get(&key) == Some(&HistoryTable::Ready)
+    }
+
+    /// Remembers that `target`'s namespace and database exist.
+    pub(crate) fn remember_existing(&self, target: &Target) {
+        let key = table_key(&target.database_key());
+        lock_unpoisoned(&self.inner.missing).remove(&key);
+        lock_unpoisoned(&self.inner.existing).insert(key);
+    }
+
+    /// Remembers that a probe found `target`'s namespace or database missing.
+    pub(crate) fn remember_missing(&self, target: &Target) {
+        lock_unpoisoned(&self.inner.missing).insert(table_key(&target.database_key()));
+    }
+
+    /// Whether the last probe found `target`'s namespace or database missing.
+    pub(crate) fn seen_missing(&self, target: &Target) -> bool {
+        lock_unpoisoned(&self.inner.missing).contains(&table_key(&target.database_key()))
+    }
+
     pub(crate) fn probe_queues(
         &self,
     ) -> &Mutex<HashMap<crate::session::UserKey, crate::probes::Queue>> {
@@ -215,8 +255,22 @@ impl SurrealRunner {
     /// Health and history from one probe request.
     async fn probe_both(&self, target: &Target) -> Result<Probe> {
         let started = Instant::now();
-        let (lease, history) = self.probe_rows(target).await?;
+        let rows = self.probe_rows(target).await?;
         let latency = started.elapsed();
+        let Some((lease, history)) = rows else {
+            // No namespace or database: never migrated, and nothing was made to find out.
+            self.set_history_table(&target.database_key(), Some(HistoryTable::Absent));
+            self.remember_missing(target);
+            return Ok(Probe {
+                health: HealthStatus {
+                    latency,
+                    initialised: false,
+                    lock: None,
+                    server_version: self.inner.sessions.server_version(target).await,
+                },
+                history: Ok(Vec::new()),
+            });
+        };
         let holder = match lease {
             Ok(value) => lease_row(Some(&value))
                 .filter(|row| !row.expired)
@@ -266,6 +320,9 @@ impl MigrationRunner for SurrealRunner {
     }
 
     async fn history(&self, target: &Target) -> Result<Vec<AppliedMigration>> {
+        if !self.database_exists(target).await? {
+            return Ok(Vec::new());
+        }
         let mut response = self
             .request(target, Lane::Deploy, sql::SELECT_HISTORY, None, 1)
             .await?;
@@ -351,6 +408,7 @@ impl MigrationRunner for SurrealRunner {
         plan: &MigrationPlan,
         request: &LockRequest,
     ) -> Result<MigrationResult> {
+        self.ensure_database(target).await?;
         let fresh = self.history_table(&target.database_key()) == Some(HistoryTable::Absent)
             && applies_on_empty(target, plan)?;
         let guard = if fresh {

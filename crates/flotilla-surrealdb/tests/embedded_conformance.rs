@@ -154,11 +154,12 @@ async fn a_deploy_is_two_requests_per_target() {
     );
 }
 
-/// A target the health probe found never migrated is locked and migrated in one request: the
-/// apply request takes the lease in its first migration's transaction. Its
-/// lock is the apply's own: held while the migrations run, free after.
+/// A target the health probe found never migrated — its database not made yet, since the
+/// probe made nothing — has its database made, then is locked and migrated in one request:
+/// the apply request takes the lease in its first migration's transaction. Its lock is the
+/// apply's own: held while the migrations run, free after.
 #[tokio::test]
-async fn a_probed_new_target_is_locked_and_migrated_in_one_request() {
+async fn a_probed_new_target_is_made_then_locked_and_migrated_in_one_request() {
     use flotilla_runner::testkit::migrations;
     use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner};
 
@@ -182,7 +183,9 @@ async fn a_probed_new_target_is_locked_and_migrated_in_one_request() {
         assert_eq!(result.applied.len(), 2);
         assert_eq!(result.lock_takeover, None);
     }
-    assert_eq!(runner.request_count() - before, count as u64);
+    // The probe made nothing, so the database is made first (explicitly, once), then the
+    // lock is taken and the migrations applied in one request.
+    assert_eq!(runner.request_count() - before, 2 * count as u64);
     for target in &targets {
         let probe = runner.probe(target).await.expect("probe");
         assert!(probe.health.initialised);

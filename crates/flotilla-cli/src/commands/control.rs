@@ -18,13 +18,18 @@ fn unavailable(error: ControlError) -> Failure {
     }
 }
 
-fn open(cli: &Cli) -> Result<Control, Failure> {
+async fn open(cli: &Cli) -> Result<Control, Failure> {
     let project = Project::load(cli)?;
-    crate::control::control(&project, None)
+    let wait = project
+        .config
+        .defaults
+        .lock_timeout
+        .unwrap_or(flotilla_runner::LockRequest::DEFAULT_WAIT);
+    crate::control::control(&project, None, wait).await
 }
 
 pub(crate) async fn deployments(cli: &Cli, args: &DeploymentsArgs) -> CommandResult {
-    let control = open(cli)?;
+    let control = open(cli).await?;
     match &args.command {
         None => {
             let found = control
@@ -158,7 +163,7 @@ fn show(detail: &DeploymentDetail, output: Output) {
 }
 
 pub(crate) async fn quiesce(cli: &Cli, command: &QuiesceCommand) -> CommandResult {
-    let control = open(cli)?;
+    let control = open(cli).await?;
     let store = &control.store;
     let json = cli.output == Output::Json;
     match command {

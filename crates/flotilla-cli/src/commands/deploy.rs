@@ -28,10 +28,11 @@ pub(crate) async fn deploy(cli: &Cli, args: &DeployArgs) -> CommandResult {
     let control = if args.dry_run {
         None
     } else {
-        Some(crate::control::control(
-            &project,
-            args.audit_log.as_deref(),
-        )?)
+        let wait = args
+            .lock_timeout
+            .or(project.config.defaults.lock_timeout)
+            .unwrap_or(flotilla_runner::LockRequest::DEFAULT_WAIT);
+        Some(crate::control::control(&project, args.audit_log.as_deref(), wait).await?)
     };
     let shard = super::resume::shard(args)?;
     let choices = match chosen(&project, args).await? {
@@ -43,7 +44,7 @@ pub(crate) async fn deploy(cli: &Cli, args: &DeployArgs) -> CommandResult {
     };
     let (plan, resume) = match (&args.resume, &control) {
         (Some(id), Some(control)) => {
-            let resume = Resume::load(control, id, shard).await?;
+            let resume = Resume::load(control, id).await?;
             let choices = choices.over(&resume.choices);
             let plan = plan(&project, &choices, Some(&resume), args, shard)?;
             resume.check(&plan)?;
@@ -214,7 +215,20 @@ fn write_failed(file: &Path, report: &DeploymentReport) -> Result<(), Failure> {
 
 /// A plan-level error: the control store unusable is a failure (exit 1), the rest usage.
 fn plan_failure(error: PlanError) -> Failure {
+    use flotilla_coordinator::control::{ControlError, Refusal};
     match error {
+        // Another live run holds this part of the deployment: a refusal, like a held lock.
+        PlanError::Control(
+            error @ ControlError::Refused {
+                refusal: Refusal::Held { .. },
+                ..
+            },
+        ) => Failure {
+            code: EXIT_REFUSED,
+            message: error.to_string(),
+        },
+        // A taken id, a missing deployment, another plan: the command line asked for it.
+        PlanError::Control(error @ ControlError::Refused { .. }) => usage(error),
         PlanError::Control(error) => Failure {
             code: EXIT_FAILED,
             message: error.to_string(),
@@ -224,7 +238,8 @@ fn plan_failure(error: PlanError) -> Failure {
 }
 
 /// The plan: the selection, then `[defaults]`, then what the flags (or, resuming, the
-/// recorded flags) say; sharded, and without what a resumed deployment already finished.
+/// recorded flags) say; sharded. A resume plans every selected environment again: the
+/// targets' own history, read by pre-flight, says which are up to date — not the journal.
 fn plan(
     project: &Project,
     args: &Choices,
@@ -249,7 +264,7 @@ fn plan(
         (Some(resume), _) => {
             builder = builder
                 .deployment_id(resume.deployment_id.clone())
-                .exclude(resume.succeeded.iter().cloned());
+                .resuming();
         }
         (None, Some(id)) => builder = builder.deployment_id(crate::control::deployment_id(id)?),
         (None, None) if shard.is_some() => {

@@ -149,6 +149,9 @@ pub(crate) async fn tenants(cli: &Cli, command: &TenantsCommand) -> CommandResul
         )));
     }
     let mut rows = Vec::new();
+    // What a deploy would refuse, a listing refuses too: a tenant taking another's place.
+    let file = project.config.path.display().to_string();
+    let mut origins = crate::project::Origins::of(&project.registry, &file);
     for config in fleets {
         let found = crate::fleets::environments(
             std::slice::from_ref(config),
@@ -156,7 +159,10 @@ pub(crate) async fn tenants(cli: &Cli, command: &TenantsCommand) -> CommandResul
             &project.runner_config,
         )
         .await?;
-        rows.extend(found.into_iter().map(|e| TenantRow::of(&config.name, e)));
+        for (fleet, environment) in found {
+            origins.admit(&fleet, &environment)?;
+            rows.push(TenantRow::of(&fleet, environment));
+        }
     }
     if cli.output == Output::Json {
         for row in &rows {

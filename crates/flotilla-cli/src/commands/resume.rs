@@ -1,16 +1,16 @@
 //! What `deploy` records to run a deployment again, and `deploy --resume`: the recorded
-//! choices (flags given now win), every environment that has not succeeded, refused while
-//! another process still runs that part of it or when the migrations changed since.
+//! choices (flags given now win), every selected environment again — pre-flight reads which
+//! are up to date from the targets themselves; the journal is a record, not the truth. The
+//! claim in the control store refuses a resume while another process runs that part of it
+//! (after waiting up to the lock timeout), or when the plan changed since.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use flotilla_coordinator::control::{Control, DeploymentDetail};
 use flotilla_coordinator::{DeploymentPlan, Selection, Shard};
-use flotilla_core::DeploymentStatus;
 use serde::{Deserialize, Serialize};
 
-use super::{EXIT_FAILED, EXIT_REFUSED, Failure, usage};
+use super::{EXIT_FAILED, Failure, usage};
 use crate::cli::DeployArgs;
 
 /// The deploy flags that shape a plan, as recorded with a deployment.
@@ -92,19 +92,12 @@ impl Choices {
 pub(crate) struct Resume {
     pub(crate) deployment_id: String,
     pub(crate) choices: Choices,
-    /// Environments that succeeded: not deployed again.
-    pub(crate) succeeded: BTreeSet<String>,
     detail: DeploymentDetail,
 }
 
 impl Resume {
-    /// Deployment `id` from `control`'s store, refused while a run of it that covers `shard`
-    /// is alive.
-    pub(crate) async fn load(
-        control: &Control,
-        id: &str,
-        shard: Option<Shard>,
-    ) -> Result<Self, Failure> {
+    /// Deployment `id` from `control`'s store.
+    pub(crate) async fn load(control: &Control, id: &str) -> Result<Self, Failure> {
         let store = &control.store;
         let detail = store
             .deployment(id)
@@ -124,57 +117,23 @@ impl Resume {
                 "deployment `{id}` was not started by the flotilla command line: resume it the way it was started"
             ))
         })?;
-        let ours = shard.map(|s| s.to_string());
-        if let Some(run) = detail
-            .runs
-            .iter()
-            .find(|run| run.alive && (ours.is_none() || run.shard.is_none() || run.shard == ours))
-        {
-            return Err(Failure {
-                code: EXIT_REFUSED,
-                message: format!(
-                    "deployment `{id}` is still running: run {} by {}{} is alive; wait for it to end (a killed run counts as interrupted once its lease runs out)",
-                    run.run_id,
-                    run.actor,
-                    run.shard
-                        .as_ref()
-                        .map(|s| format!(", shard {s}"))
-                        .unwrap_or_default()
-                ),
-            });
-        }
-        let succeeded = detail
-            .targets
-            .iter()
-            .filter(|t| t.status == DeploymentStatus::Success)
-            .map(|t| t.environment.clone())
-            .collect();
         Ok(Self {
             deployment_id: id.to_owned(),
             choices,
-            succeeded,
             detail,
         })
     }
 
-    /// Refuses to resume with migrations other than the deployment started with.
+    /// Refuses to resume another plan than the deployment started with, naming the
+    /// difference (the claim in the store checks the digest again, atomically).
     pub(crate) fn check(&self, plan: &DeploymentPlan) -> Result<(), Failure> {
-        let recorded = self.detail.plan["latest_version"]
-            .as_str()
-            .map(str::to_owned);
-        let now = plan.migrations.latest().map(ToString::to_string);
-        let recorded_count = self.detail.plan["migrations"].as_u64();
-        if recorded != now || recorded_count != Some(plan.migrations.len() as u64) {
-            return Err(usage(format!(
-                "the migrations changed since deployment `{}` started (newest {} of {}, now {} of {}): resuming would deploy another plan; start a new deployment",
-                self.deployment_id,
-                recorded.as_deref().unwrap_or("none"),
-                recorded_count.unwrap_or(0),
-                now.as_deref().unwrap_or("none"),
-                plan.migrations.len()
-            )));
+        match flotilla_coordinator::control::plan_difference(&self.detail.plan, plan) {
+            None => Ok(()),
+            Some(difference) => Err(usage(format!(
+                "deployment `{}` was started with another plan: {difference}; resuming would deploy another plan, so start a new deployment",
+                self.deployment_id
+            ))),
         }
-        Ok(())
     }
 }
 
@@ -213,9 +172,9 @@ pub(crate) fn nothing_to_do(
     }
     Some(match (resume, shard) {
         (Some(resume), _) => format!(
-            "deployment {}: every environment{} has succeeded; nothing to resume",
+            "deployment {}: no environment{} to resume",
             resume.deployment_id,
-            shard.map(|s| format!(" of shard {s}")).unwrap_or_default()
+            shard.map(|s| format!(" in shard {s}")).unwrap_or_default()
         ),
         (None, Some(shard)) => format!(
             "shard {shard} of deployment {} has no environments (of {} selected)",

@@ -2,7 +2,7 @@
 //! is an error then), every target's result and every audit record queued as they happen
 //! and written in batches by a task of its own — a bounded queue, so recording never blocks
 //! or fails the deployment; what does not fit is counted — the run kept alive while it
-//! lasts, and at the end the report's final word on every target, and the run's outcome.
+//! lasts by a task of its own, and at the end the report's final word on every target, and the run's outcome.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -68,6 +68,8 @@ pub(crate) struct Journal {
     sender: mpsc::Sender<Entry>,
     shared: Arc<Shared>,
     writer: JoinHandle<Counts>,
+    /// Keeps the run alive — a task of its own, so a slow flush never lets the lease lapse.
+    renewer: tokio::task::AbortHandle,
     store: Arc<dyn ControlStore>,
     summary: AuditSummary,
 }
@@ -81,12 +83,16 @@ struct Counts {
 impl Journal {
     /// Records the run's start — the error when the store or the audit file cannot be used
     /// — and starts writing.
-    pub(crate) async fn start(control: &Control, run: RunStart) -> Result<Self, ControlError> {
+    pub(crate) async fn start(
+        control: &Control,
+        run: RunStart,
+        plan: &crate::plan::DeploymentPlan,
+    ) -> Result<Self, ControlError> {
         let file = match &control.audit_log {
             None => None,
             Some(path) => Some(open_audit_log(path)?),
         };
-        control.store.start_run(&run).await?;
+        super::claim(control, &run, plan).await?;
         let (sender, receiver) = mpsc::channel(QUEUE);
         let shared = Arc::new(Shared {
             actor: control.actor.clone(),
@@ -94,16 +100,17 @@ impl Journal {
             run_id: run.run_id.clone(),
             dropped: AtomicU64::new(0),
         });
-        let writer = tokio::spawn(write(
+        let writer = tokio::spawn(write(Arc::clone(&control.store), receiver, file));
+        let renewer = tokio::spawn(keep_alive(
             Arc::clone(&control.store),
-            receiver,
-            file,
             run.run_id.clone(),
             run.lease,
-        ));
+        ))
+        .abort_handle();
         let journal = Self {
             sender,
             writer,
+            renewer,
             store: Arc::clone(&control.store),
             summary: AuditSummary {
                 store: control.store.describe(),
@@ -137,6 +144,7 @@ impl Journal {
             sender,
             shared,
             writer,
+            renewer,
             store,
             mut summary,
         } = self;
@@ -175,6 +183,7 @@ impl Journal {
             }
         };
         let mut failed_writes = counts.failed_writes;
+        renewer.abort();
         if let Err(error) = store.finish_run(&shared.run_id, &outcome).await {
             tracing::warn!(%error, "recording the run's end failed");
             failed_writes += 1;
@@ -298,43 +307,47 @@ fn open_audit_log(path: &PathBuf) -> Result<std::io::BufWriter<std::fs::File>, C
         })
 }
 
-/// The writer task: batches what is queued into the store (and the audit file) and keeps
-/// the run alive, until the queue is closed and empty.
+/// Renews run `run_id` every third of its lease until aborted.
+async fn keep_alive(store: Arc<dyn ControlStore>, run_id: String, lease: Duration) {
+    let mut renew = tokio::time::interval(lease / 3);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    renew.tick().await;
+    loop {
+        renew.tick().await;
+        // A renewal that hangs must not outlive the lease it renews.
+        match tokio::time::timeout(lease, store.renew_run(&run_id, lease)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "keeping the run alive in the control store failed");
+            }
+            Err(_) => tracing::warn!("keeping the run alive in the control store timed out"),
+        }
+    }
+}
+
+/// The writer task: batches what is queued into the store (and the audit file), until the
+/// queue is closed and empty.
 async fn write(
     store: Arc<dyn ControlStore>,
     mut receiver: mpsc::Receiver<Entry>,
     mut file: Option<std::io::BufWriter<std::fs::File>>,
-    run_id: String,
-    lease: Duration,
 ) -> Counts {
     let mut counts = Counts::default();
-    let mut renew = tokio::time::interval(lease / 3);
-    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    renew.tick().await;
     let mut batch: Vec<Entry> = Vec::with_capacity(BATCH);
     loop {
-        tokio::select! {
-            received = receiver.recv_many(&mut batch, BATCH) => {
-                if received == 0 {
-                    return counts;
-                }
-                let lingered = tokio::time::Instant::now() + LINGER;
-                while batch.len() < BATCH {
-                    let room = BATCH - batch.len();
-                    match tokio::time::timeout_at(lingered, receiver.recv_many(&mut batch, room)).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                }
-                flush(store.as_ref(), &mut batch, file.as_mut(), &mut counts).await;
-            }
-            _ = renew.tick() => {
-                if let Err(error) = store.renew_run(&run_id, lease).await {
-                    tracing::warn!(%error, "keeping the run alive in the control store failed");
-                    counts.failed_writes += 1;
-                }
+        let received = receiver.recv_many(&mut batch, BATCH).await;
+        if received == 0 {
+            return counts;
+        }
+        let lingered = tokio::time::Instant::now() + LINGER;
+        while batch.len() < BATCH {
+            let room = BATCH - batch.len();
+            match tokio::time::timeout_at(lingered, receiver.recv_many(&mut batch, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
             }
         }
+        flush(store.as_ref(), &mut batch, file.as_mut(), &mut counts).await;
     }
 }
 

@@ -14,7 +14,8 @@ pub use journal::AuditSummary;
 pub(crate) use journal::Journal;
 pub(crate) use quiesce::watch_quiesce;
 pub use quiesce::{DEFAULT_QUIESCE, MAX_QUIESCE, QuiesceUnreadable, validate_ttl};
-pub(crate) use start::{quiesced, run_start};
+pub use start::plan_difference;
+pub(crate) use start::{claim, quiesced, run_start};
 
 /// How a coordinator uses its control store.
 #[derive(Clone, Debug)]

@@ -62,11 +62,16 @@ pub(crate) fn watch_quiesce(control: &Control, stop: Stop) -> JoinHandle<()> {
     let policy = control.quiesce_unreadable;
     tokio::spawn(async move {
         let mut warned = false;
+        // The first read at once: a flag set while pre-flight ran must hold the first target.
+        let mut first = true;
         loop {
-            tokio::select! {
-                () = stop.stopped() => return,
-                () = tokio::time::sleep(poll) => {}
+            if !first {
+                tokio::select! {
+                    () = stop.stopped() => return,
+                    () = tokio::time::sleep(poll) => {}
+                }
             }
+            first = false;
             match store.quiesce().await {
                 Ok(None) => {}
                 Ok(Some(quiesce)) => {

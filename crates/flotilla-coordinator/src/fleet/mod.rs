@@ -24,7 +24,16 @@ pub enum FleetError {
         /// What the source said.
         source: SourceError,
     },
-    /// A tenant id, a duplicate, or the template read for one tenant.
+    /// The template could not be read for one tenant (a configuration error: the message
+    /// names the fleet and the tenant).
+    #[error("{problem}")]
+    Template {
+        /// The fleet.
+        fleet: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A tenant id or a duplicate.
     #[error("fleet `{fleet}` (from {source_name}): {problem}")]
     Invalid {
         /// The fleet.
@@ -65,7 +74,10 @@ pub async fn expand(
         environments.push(
             fleet
                 .environment(&tenant.id, &tenant.fields, lookup)
-                .map_err(invalid)?,
+                .map_err(|problem| FleetError::Template {
+                    fleet: fleet.name.clone(),
+                    problem,
+                })?,
         );
     }
     Ok(environments)

@@ -1,6 +1,7 @@
 //! Tenant sources that need no database backend: a list in the configuration, a file, a
 //! command's output, an HTTP endpoint with cursor paging. Each is bounded in time.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -52,6 +53,15 @@ impl TenantSource for FileSource {
     }
 }
 
+/// Whether `word` is a shell assignment (`NAME=value`).
+fn is_assignment(word: &str) -> bool {
+    word.split_once('=').is_some_and(|(name, _)| {
+        !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
 /// A command run with `sh -c`, whose standard output lists the tenants (lines or JSON). It
 /// must finish within `timeout` (it is killed then) and exit 0.
 #[derive(Clone, Debug)]
@@ -67,10 +77,13 @@ pub struct CommandSource {
 #[async_trait]
 impl TenantSource for CommandSource {
     fn describe(&self) -> String {
-        format!(
-            "the command `{}`",
-            self.command.split_whitespace().next().unwrap_or_default()
-        )
+        // The program, never the words before it: `TOKEN=… ./list` sets a variable.
+        let program = self
+            .command
+            .split_whitespace()
+            .find(|word| !is_assignment(word))
+            .unwrap_or_default();
+        format!("the command `{program}`")
     }
 
     async fn tenants(&self) -> Result<Vec<Tenant>, SourceError> {
@@ -80,7 +93,7 @@ impl TenantSource for CommandSource {
         };
         let (command, dir, timeout) = (self.command.clone(), self.dir.clone(), self.timeout);
         let output = tokio::task::spawn_blocking(move || {
-            crate::command::run_bounded(&command, &dir, timeout)
+            crate::command::run_bounded(&command, &dir, timeout, crate::command::LISTING_OUTPUT)
         })
         .await
         .map_err(|e| fail(e.to_string()))?
@@ -110,7 +123,15 @@ pub struct HttpSource {
 }
 
 /// The most pages a listing may have: a source whose cursor never ends is an error.
-const MAX_PAGES: usize = 1_000_000;
+const MAX_PAGES: usize = 100_000;
+/// The most tenants one listing may yield.
+pub(crate) const MAX_TENANTS: usize = 1_000_000;
+/// The most bytes one page may have.
+const MAX_PAGE_BYTES: usize = 16 << 20;
+/// The longest pause between two attempts at a page.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// The most a whole listing may spend pausing between attempts.
+const MAX_PAUSES: Duration = Duration::from_secs(60);
 
 impl HttpSource {
     /// `url`, with `token`, 4 attempts a page, 30 s a request, backoff from 200 ms.
@@ -129,8 +150,9 @@ impl HttpSource {
         client: &reqwest::Client,
         cursor: Option<&str>,
         number: usize,
+        paused: &mut Duration,
     ) -> Result<Value, String> {
-        let mut pause = self.backoff;
+        let mut pause = self.backoff.min(MAX_PAUSE);
         let mut last = String::new();
         for attempt in 1..=self.attempts.max(1) {
             let url = match cursor {
@@ -146,9 +168,7 @@ impl HttpSource {
             }
             match request.send().await {
                 Ok(response) if response.status().is_success() => {
-                    let body = response.bytes().await.map_err(|e| {
-                        format!("page {number}: reading the body: {}", without_url(&e))
-                    })?;
+                    let body = body(response, number).await?;
                     return serde_json::from_slice(&body)
                         .map_err(|e| format!("page {number}: not JSON: {e}"));
                 }
@@ -162,12 +182,58 @@ impl HttpSource {
                 Err(error) => last = format!("page {number}: {}", without_url(&error)),
             }
             if attempt < self.attempts {
+                if *paused + pause > MAX_PAUSES {
+                    return Err(format!(
+                        "{last} (the listing spent its {} of retries)",
+                        flotilla_core::format_duration(MAX_PAUSES)
+                    ));
+                }
                 tokio::time::sleep(pause).await;
-                pause *= 2;
+                *paused += pause;
+                pause = (pause * 2).min(MAX_PAUSE);
             }
         }
         Err(format!("{last} (after {} attempts)", self.attempts.max(1)))
     }
+}
+
+/// A page's body, refused past [`MAX_PAGE_BYTES`].
+async fn body(mut response: reqwest::Response, number: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("page {number}: reading the body: {}", without_url(&e)))?
+    {
+        if body.len() + chunk.len() > MAX_PAGE_BYTES {
+            return Err(format!(
+                "page {number}: the body is over {} MiB",
+                MAX_PAGE_BYTES >> 20
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Whether `url` is plain `http://` to a host other than this machine's loopback.
+fn plain_http_off_machine(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
 }
 
 /// `text` for a query string: unreserved characters as they are, every other byte `%XX`.
@@ -208,7 +274,12 @@ fn without_url(error: &reqwest::Error) -> String {
 #[async_trait]
 impl TenantSource for HttpSource {
     fn describe(&self) -> String {
-        flotilla_core::redact_url(&self.url)
+        // The query may carry a key of its own (`?api_key=…`).
+        let url = flotilla_core::redact_url(&self.url);
+        match url.split_once('?') {
+            Some((base, _)) => format!("{base}?…"),
+            None => url,
+        }
     }
 
     async fn tenants(&self) -> Result<Vec<Tenant>, SourceError> {
@@ -216,28 +287,53 @@ impl TenantSource for HttpSource {
             source_name: self.describe(),
             message,
         };
+        if self.token.is_some() && plain_http_off_machine(&self.url) {
+            return Err(fail(
+                "a bearer token is not sent over plain http:// to another machine; use https://"
+                    .to_owned(),
+            ));
+        }
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| fail(without_url(&e)))?;
         let mut tenants = Vec::new();
+        let mut ids = HashSet::new();
+        let mut cursors = HashSet::new();
         let mut cursor: Option<String> = None;
+        let mut paused = Duration::ZERO;
         for number in 1..=MAX_PAGES {
             let page = self
-                .page(&client, cursor.as_deref(), number)
+                .page(&client, cursor.as_deref(), number, &mut paused)
                 .await
                 .map_err(fail)?;
-            tenants.extend(tenants_of(&page).map_err(|e| fail(format!("page {number}: {e}")))?);
+            for tenant in tenants_of(&page).map_err(|e| fail(format!("page {number}: {e}")))? {
+                if !ids.insert(tenant.id.clone()) {
+                    return Err(fail(format!(
+                        "page {number}: tenant `{}` is listed twice",
+                        tenant
+                            .id
+                            .chars()
+                            .take(140)
+                            .collect::<String>()
+                            .escape_debug()
+                    )));
+                }
+                if tenants.len() == MAX_TENANTS {
+                    return Err(fail(format!("more than {MAX_TENANTS} tenants")));
+                }
+                tenants.push(tenant);
+            }
             let next = match page.get("next_cursor") {
-                Some(Value::String(next)) if !next.is_empty() => Some(next.clone()),
-                _ => None,
+                Some(Value::String(next)) if !next.is_empty() => next.clone(),
+                _ => return Ok(tenants),
             };
-            if next.is_none() {
-                return Ok(tenants);
+            if !cursors.insert(next.clone()) {
+                return Err(fail(format!(
+                    "page {number} returned a cursor seen before: the listing would never end"
+                )));
             }
-            if next == cursor {
-                return Err(fail(format!("page {number} returned its own cursor again")));
-            }
-            cursor = next;
+            cursor = Some(next);
         }
         Err(fail(format!("more than {MAX_PAGES} pages")))
     }

@@ -92,7 +92,10 @@ pub(super) fn connection(
             return Err(fields.problem("set `password_file` or `password_command`, not both"));
         }
         (Some(path), None) => Some(PasswordSource::File(path.into())),
-        (None, Some(command)) => Some(PasswordSource::Command(command)),
+        (None, Some(line)) => Some(PasswordSource::Command {
+            line,
+            env: Vec::new(),
+        }),
         (None, None) => None,
     };
     let password = fields.text("password")?;

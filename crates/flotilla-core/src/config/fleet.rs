@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::environment::environment;
+use super::template::{self, FieldPatterns, Tenant};
 use super::{EnvironmentConfig, Format, TOML_ENV_KEYS, check_keys, validate_name};
+use crate::connection::PasswordSource;
 
 /// One `[[fleets]]` entry.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,12 +20,14 @@ pub struct FleetConfig {
     /// `kind` (`static`, `file`, `command`, `http`, `surrealdb`) and that kind's settings,
     /// as written (strings not yet interpolated).
     pub source: Map<String, Value>,
-    /// An `[[environments]]` entry with `${tenant}` and `${FIELD}` in its strings; `name`
-    /// defaults to `${tenant}`.
+    /// An `[[environments]]` entry with `${tenant}` and `${tenant.FIELD}` in its strings;
+    /// `name` defaults to `${tenant}`.
     template: Map<String, Value>,
+    /// `[fleets.fields]`: the pattern each tenant value must match (see [`template`]).
+    patterns: FieldPatterns,
 }
 
-const FLEET_KEYS: &[&str] = &["name", "source", "template"];
+const FLEET_KEYS: &[&str] = &["name", "source", "template", "fields"];
 
 /// The id rule go-bricks uses: letters, digits, `_` and `-`, 1 to 128 characters.
 pub fn validate_tenant_id(id: &str) -> Result<(), String> {
@@ -74,16 +78,19 @@ impl FleetConfig {
         template
             .entry("name")
             .or_insert_with(|| Value::String("${tenant}".to_owned()));
+        let patterns = FieldPatterns::read(&name, map.get("fields"))?;
         Ok(Self {
             name,
             source,
             template,
+            patterns,
         })
     }
 
-    /// The environment tenant `id` becomes: the template read with `${tenant}` = `id`, then
-    /// `fields` (what the source said of the tenant), then `lookup` (the process's
-    /// variables); tagged with the fleet's name.
+    /// The environment tenant `id` becomes: the template read with `${tenant}` = `id` and
+    /// `${tenant.FIELD}` from `fields` (what the source said of the tenant, each value
+    /// checked where it lands), then `lookup` (the process's variables); tagged with the
+    /// fleet's name.
     pub fn environment(
         &self,
         id: &str,
@@ -91,13 +98,18 @@ impl FleetConfig {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<EnvironmentConfig, String> {
         validate_tenant_id(id).map_err(|e| format!("fleet `{}`: {e}", self.name))?;
-        let tenant_lookup = |name: &str| match name {
-            "tenant" => Some(id.to_owned()),
-            _ => fields.get(name).cloned().or_else(|| lookup(name)),
+        let tenant = Tenant {
+            id,
+            fields,
+            patterns: &self.patterns,
         };
-        let raw = Value::Object(self.template.clone());
-        let mut environment = environment(&raw, 0, Format::Toml, &tenant_lookup)
-            .map_err(|e| format!("fleet `{}`, tenant `{id}`: {e}", self.name))?;
+        let in_tenant = |e: String| format!("fleet `{}`, tenant `{id}`: {e}", self.name);
+        let rendered = template::render(&self.template, &tenant, lookup).map_err(in_tenant)?;
+        let raw = Value::Object(rendered.template);
+        let mut environment = environment(&raw, 0, Format::Toml, lookup).map_err(in_tenant)?;
+        if let Some(PasswordSource::Command { env, .. }) = &mut environment.password_source {
+            *env = rendered.command_env;
+        }
         environment.tenant = Some(id.to_owned());
         if !environment.tags.contains(&self.name) {
             environment.tags.push(self.name.clone());

@@ -17,10 +17,12 @@ use crate::connection::Connection;
 mod environment;
 mod fields;
 mod fleet;
+mod template;
 
 use environment::{control, defaults, environment, hooks};
 pub use fields::Fields;
 pub use fleet::{FleetConfig, validate_tenant_id};
+pub use template::{FieldPatterns, command_variable};
 
 /// A project's settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -94,7 +96,7 @@ pub struct Defaults {
 /// One named target of deployments: a database plus the rules for deploying to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvironmentConfig {
-    /// Unique name: letters, digits, `-`, `_`, `.`; at most 64 characters.
+    /// Unique name: letters, digits, `-`, `_`, `.`; at most 255 characters.
     pub name: String,
     /// Where its database is.
     pub connection: Connection,
@@ -116,14 +118,18 @@ pub struct EnvironmentConfig {
 /// An environment name flotilla does not accept.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid environment name `{0}`: use letters, digits, `-`, `_` or `.`, at most 64 characters"
+    "invalid environment name `{0}`: use letters, digits, `-`, `_` or `.`, at most 255 characters"
 )]
 pub struct InvalidEnvironmentName(pub String);
+
+/// The longest environment name: a tenant id (up to 128) with a prefix or suffix of a
+/// template's fits.
+pub const MAX_NAME: usize = 255;
 
 /// Checks an environment name.
 pub fn validate_name(name: &str) -> Result<(), InvalidEnvironmentName> {
     let valid = !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= MAX_NAME
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use flotilla_core::rfc3339;
 
 use super::{
-    Actor, AuditRecord, ControlError, ControlStore, DeploymentDetail, Quiesce, RunRecord, RunStart,
-    TargetRecord,
+    Actor, AuditRecord, Claim, ControlError, ControlStore, DeploymentDetail, Quiesce, Refusal,
+    RunRecord, RunStart, TargetRecord, overlaps,
 };
 
 /// See the module documentation.
@@ -79,8 +79,38 @@ impl ControlStore for MemoryControlStore {
     async fn start_run(&self, run: &RunStart) -> Result<(), ControlError> {
         self.check()?;
         let mut state = lock_unpoisoned(&self.state);
+        let now = SystemTime::now();
+        if let Some((_, existing)) = state.deployments.get(&run.deployment_id) {
+            if run.claim == Claim::New {
+                return Err(Refusal::Exists.error(run));
+            }
+            if existing.fingerprint.as_ref() != Some(&run.fingerprint) {
+                return Err(Refusal::PlanDiffers.error(run));
+            }
+            if let Some(holder) = existing.runs.iter().find(|other| {
+                other.ended_at.is_none()
+                    && overlaps(other.shard.as_deref(), run.shard.as_deref())
+                    && state
+                        .runs
+                        .get(&other.run_id)
+                        .is_some_and(|(_, until)| *until > now)
+            }) {
+                return Err(Refusal::Held {
+                    run_id: holder.run_id.clone(),
+                }
+                .error(run));
+            }
+        } else if run.claim == Claim::Resume {
+            return Err(Refusal::Missing.error(run));
+        }
+        if state.runs.contains_key(&run.run_id) {
+            return Err(ControlError::Corrupt {
+                store: self.describe(),
+                reason: format!("run `{}` exists already", run.run_id),
+            });
+        }
         let order = state.deployments.len();
-        let now = rfc3339(SystemTime::now());
+        let started = rfc3339(now);
         let (_, deployment) = state
             .deployments
             .entry(run.deployment_id.clone())
@@ -90,8 +120,9 @@ impl ControlStore for MemoryControlStore {
                     DeploymentDetail {
                         deployment_id: run.deployment_id.clone(),
                         actor: run.actor.clone(),
-                        started_at: now.clone(),
+                        started_at: started.clone(),
                         plan: run.plan.clone(),
+                        fingerprint: Some(run.fingerprint.clone()),
                         runs: Vec::new(),
                         targets: Vec::new(),
                         target_counts: BTreeMap::new(),
@@ -103,14 +134,15 @@ impl ControlStore for MemoryControlStore {
             actor: run.actor.clone(),
             shard: run.shard.clone(),
             targets: run.targets.len(),
-            started_at: now,
+            started_at: started,
             ended_at: None,
             outcome: None,
             alive: true,
+            process: run.process.clone(),
         });
         state.runs.insert(
             run.run_id.clone(),
-            (run.deployment_id.clone(), SystemTime::now() + run.lease),
+            (run.deployment_id.clone(), now + run.lease),
         );
         Ok(())
     }

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 
 pub use memory::MemoryControlStore;
 pub use records::{
-    Actor, AuditEvent, AuditRecord, DeploymentDetail, DeploymentState, DeploymentSummary, Quiesce,
-    RunRecord, RunStart, TargetRecord,
+    Actor, AuditEvent, AuditRecord, Claim, DeploymentDetail, DeploymentState, DeploymentSummary,
+    Quiesce, Refusal, RunRecord, RunStart, TargetRecord, overlaps,
 };
 
 /// Why the control store could not do what was asked.
@@ -38,6 +38,14 @@ pub enum ControlError {
         /// What could not be read.
         reason: String,
     },
+    /// The run may not start as asked; nothing was written.
+    #[error("{reason}")]
+    Refused {
+        /// Why, for the caller to act on.
+        refusal: Refusal,
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 /// Where deployments are journaled, the quiesce flag is kept and audit records go. Every
@@ -47,12 +55,17 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
     /// Where the store is, for messages (no credentials).
     fn describe(&self) -> String;
 
-    /// Records a process starting its part of a deployment: the deployment itself when it is
-    /// new (a shard or a resume joins one that exists, whose plan is kept), and this run,
-    /// alive for `run.lease` unless renewed.
+    /// Records a process starting its part of a deployment, atomically: the deployment itself
+    /// when it is new (a shard or a resume joins one that exists, whose plan is kept), and
+    /// this run, alive for `run.lease` unless renewed — refused ([`ControlError::Refused`])
+    /// when `run.claim` does not hold: a new id that exists, a resumed one that does not, a
+    /// recorded fingerprint that differs, or a live run of the same deployment and shard (a
+    /// run of the whole deployment overlaps every shard). A run id is created, never
+    /// replaced.
     async fn start_run(&self, run: &RunStart) -> Result<(), ControlError>;
 
-    /// Keeps run `run_id` alive for another `lease`.
+    /// Keeps run `run_id` alive for another `lease`, by the store's clock; a zero `lease`
+    /// ends its liveness (a run known dead).
     async fn renew_run(&self, run_id: &str, lease: Duration) -> Result<(), ControlError>;
 
     /// Writes target results (the latest per deployment and environment wins) and audit

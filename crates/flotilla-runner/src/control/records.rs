@@ -52,6 +52,79 @@ pub struct RunStart {
     pub targets: Vec<String>,
     /// How long the run counts as alive without a renewal.
     pub lease: Duration,
+    /// What this run may claim: a new deployment, a part of one that may exist (a shard), or
+    /// a part of one that must (a resume).
+    pub claim: Claim,
+    /// A digest of the plan (selection, shards, strategy and flags, every migration's
+    /// version and checksum): a run joining or resuming a deployment whose recorded digest
+    /// differs is refused.
+    pub fingerprint: String,
+    /// Which process on `actor.host` runs it (boot and start time beside the pid), so a run
+    /// whose process is gone from that host is known dead without waiting out its lease.
+    pub process: Option<String>,
+}
+
+/// What a starting run claims in the control store — atomically: at most one live run per
+/// deployment and shard (a run of the whole deployment covers every shard).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Claim {
+    /// A deployment that must not exist yet.
+    #[default]
+    New,
+    /// A shard of a deployment that may exist already (its other shards started it), with
+    /// the same plan.
+    Join,
+    /// A deployment that must exist, with the same plan.
+    Resume,
+}
+
+/// Why a run could not claim its part of a deployment; nothing was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// A live run holds it (wait for it, or for its lease to run out).
+    Held {
+        /// The run holding it.
+        run_id: String,
+    },
+    /// A new deployment's id is taken.
+    Exists,
+    /// A resumed deployment is not in the store.
+    Missing,
+    /// The deployment was started with another plan.
+    PlanDiffers,
+}
+
+impl Refusal {
+    /// The error refusing run `run` so.
+    pub fn error(self, run: &RunStart) -> super::ControlError {
+        let id = &run.deployment_id;
+        let part = run
+            .shard
+            .as_ref()
+            .map(|shard| format!("shard {shard} of deployment `{id}`"))
+            .unwrap_or_else(|| format!("deployment `{id}`"));
+        let reason = match &self {
+            Refusal::Held { run_id } => format!("{part} is held by run {run_id}, which is alive"),
+            Refusal::Exists => format!(
+                "deployment `{id}` exists already: `--resume {id}` goes on with it; a new deployment needs a new id"
+            ),
+            Refusal::Missing => format!("there is no deployment `{id}` to resume"),
+            Refusal::PlanDiffers => format!(
+                "{part} was started with another plan (selection, shards, strategy, flags or migrations)"
+            ),
+        };
+        super::ControlError::Refused {
+            refusal: self,
+            reason,
+        }
+    }
+}
+
+/// Whether two runs' parts of a deployment overlap: the same shard, or either of the whole.
+pub fn overlaps(shard: Option<&str>, other: Option<&str>) -> bool {
+    shard.is_none() || other.is_none() || shard == other
 }
 
 /// One process's part in a deployment, as stored.
@@ -73,6 +146,9 @@ pub struct RunRecord {
     pub outcome: Option<String>,
     /// Whether it is alive now: renewed within its lease, by the store's clock.
     pub alive: bool,
+    /// Which process on `actor.host` ran it (see [`RunStart::process`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
 }
 
 impl RunRecord {
@@ -158,6 +234,9 @@ pub struct DeploymentDetail {
     pub started_at: String,
     /// What its first run recorded to run it again.
     pub plan: serde_json::Value,
+    /// The digest of its plan (see [`RunStart::fingerprint`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
     /// Every run, oldest first.
     pub runs: Vec<RunRecord>,
     /// Every target's latest record (filled by [`super::ControlStore::deployment`]; a listing
@@ -399,6 +478,7 @@ mod tests {
             ended_at: outcome.map(|_| String::new()),
             outcome: outcome.map(str::to_owned),
             alive,
+            process: None,
         }
     }
 
@@ -408,6 +488,7 @@ mod tests {
             actor: Actor::default(),
             started_at: String::new(),
             plan: serde_json::Value::Null,
+            fingerprint: None,
             runs,
             targets: Vec::new(),
             target_counts: Default::default(),

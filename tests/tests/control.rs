@@ -430,3 +430,137 @@ async fn a_failed_target_is_audited_with_its_error_category() {
     assert_eq!(t01.error_class, Some(ErrorClass::StatementFailed));
     assert_eq!(detail.state(), DeploymentState::Ended("rolled_back".into()));
 }
+
+/// A runner that sets the quiesce flag while the rehearsal runs — after the deployment's
+/// first look at the flag, before any target starts — and otherwise is `inner`.
+#[derive(Debug)]
+struct QuiescedDuringRehearsal {
+    inner: SurrealRunner,
+    store: Arc<MemoryControlStore>,
+}
+
+#[async_trait::async_trait]
+impl MigrationRunner for QuiescedDuringRehearsal {
+    async fn health(
+        &self,
+        target: &Target,
+    ) -> flotilla_runner::Result<flotilla_runner::HealthStatus> {
+        self.inner.health(target).await
+    }
+    async fn history(
+        &self,
+        target: &Target,
+    ) -> flotilla_runner::Result<Vec<flotilla_core::AppliedMigration>> {
+        self.inner.history(target).await
+    }
+    async fn probe(&self, target: &Target) -> flotilla_runner::Result<flotilla_runner::Probe> {
+        self.inner.probe(target).await
+    }
+    async fn acquire_lock(
+        &self,
+        target: &Target,
+        request: &flotilla_runner::LockRequest,
+    ) -> flotilla_runner::Result<Box<dyn flotilla_runner::LockGuard>> {
+        self.inner.acquire_lock(target, request).await
+    }
+    async fn break_lock(
+        &self,
+        target: &Target,
+    ) -> flotilla_runner::Result<Option<flotilla_runner::LockInfo>> {
+        self.inner.break_lock(target).await
+    }
+    async fn execute_migration(
+        &self,
+        target: &Target,
+        plan: &flotilla_runner::MigrationPlan,
+        lock: &(dyn flotilla_runner::LockGuard + 'static),
+    ) -> flotilla_runner::Result<flotilla_runner::MigrationResult> {
+        self.inner.execute_migration(target, plan, lock).await
+    }
+    async fn rehearse(
+        &self,
+        plan: &flotilla_runner::RehearsalPlan,
+    ) -> flotilla_runner::Result<flotilla_runner::Rehearsal> {
+        self.store
+            .set_quiesce(
+                "set during rehearsal",
+                Duration::from_secs(60),
+                &Actor::default(),
+            )
+            .await
+            .expect("set");
+        self.inner.rehearse(plan).await
+    }
+}
+
+/// Pre-flight and rehearsal take time: a quiesce set meanwhile is read again right before
+/// the first target starts, and holds every target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiesce_set_during_rehearsal_holds_the_first_target() {
+    let fleet = Fleet::new(3);
+    let mut backends = Backends::new();
+    backends.register(
+        &["mem"],
+        Arc::new(QuiescedDuringRehearsal {
+            inner: fleet.runner.clone(),
+            store: Arc::clone(&fleet.store),
+        }),
+    );
+    let coordinator = DeploymentCoordinator::new(backends)
+        .with_control(fleet.control(QuiesceUnreadable::FailClosed));
+    let plan = DeploymentPlan::builder(&fleet.registry)
+        .all()
+        .migrations(slow_pair())
+        .deployment_id("rehearsed")
+        .build()
+        .expect("plan");
+    let report = coordinator.deploy(&plan).await.expect("deploy");
+    assert_eq!(report.outcome, Outcome::Refused, "{report:#?}");
+    assert!(
+        report
+            .refusal
+            .as_ref()
+            .is_some_and(|refusal| refusal.gate == Gate::Quiesce),
+        "{report:#?}"
+    );
+    for name in &fleet.names {
+        assert_eq!(fleet.applied(name).await, 0, "{name} started");
+    }
+}
+
+/// A run's liveness is renewed on a task of its own: a store whose writes take far longer
+/// than the lease still sees the run alive while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_journal_never_lets_the_runs_liveness_lapse() {
+    let fleet = Fleet::new(24);
+    fleet.store.delay_writes(Duration::from_secs(2));
+    let coordinator = fleet.coordinator(QuiesceUnreadable::FailOpen);
+    let mut events = coordinator.subscribe();
+    let plan = DeploymentPlan::builder(&fleet.registry)
+        .all()
+        .migrations(slow_pair())
+        .kind(StrategyKind::Sequential)
+        .rehearse(false)
+        .lease(Duration::from_millis(300))
+        .deployment_id("alive")
+        .build()
+        .expect("plan");
+    let deploy = coordinator.deploy(&plan);
+    tokio::pin!(deploy);
+    let mut looked = 0;
+    let report = loop {
+        tokio::select! {
+            report = &mut deploy => break report.expect("deploy"),
+            Ok(event) = events.recv() => {
+                // Well past the lease, while the first slow write is still going on.
+                if event.status == DeploymentStatus::Success && event.environment == "t10" {
+                    let detail = fleet.store.deployment("alive").await.expect("read").expect("there");
+                    assert!(detail.runs[0].alive, "the run lapsed: {detail:#?}");
+                    looked += 1;
+                }
+            }
+        }
+    };
+    assert_eq!(looked, 1);
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:#?}");
+}

@@ -236,3 +236,145 @@ async fn each_password_source_is_read_once_and_an_empty_one_is_refused() {
         "environment `d`: `password_command` gave an empty password"
     );
 }
+
+/// A loopback HTTP server answering each request with `answer(path)` (status line, body),
+/// for at most `requests` requests and 30 s; its base URL.
+fn serve(
+    requests: usize,
+    answer: impl Fn(&str) -> (&'static str, String) + Send + 'static,
+) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/tenants", listener.local_addr().expect("addr"));
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut served = 0;
+        while served < requests && std::time::Instant::now() < deadline {
+            let Ok((stream, _)) = listener.accept() else {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                continue;
+            };
+            served += 1;
+            stream.set_nonblocking(false).expect("blocking");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let path = first.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let (status, body) = answer(&path);
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+async fn listing(source: &flotilla_coordinator::fleet::HttpSource) -> Result<usize, String> {
+    use flotilla_coordinator::fleet::TenantSource;
+    source
+        .tenants()
+        .await
+        .map(|tenants| tenants.len())
+        .map_err(|error| error.to_string())
+}
+
+/// An HTTP listing is bounded: a cursor seen before, a tenant listed on two pages and a page
+/// over 16 MiB each end it with an error naming the page; a pause between attempts is at
+/// most 5 s whatever backoff is configured; a bearer token is never sent over plain
+/// `http://` to another machine (refused before anything connects); and the URL's query,
+/// which may carry a key, is not printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_listing_is_bounded_and_keeps_its_secrets() {
+    use flotilla_coordinator::fleet::HttpSource;
+    let looping = serve(10, |_| {
+        (
+            "200 OK",
+            r#"{"tenants": [], "next_cursor": "same"}"#.to_owned(),
+        )
+    });
+    let error = listing(&HttpSource::new(looping, None))
+        .await
+        .expect_err("a cursor that repeats");
+    assert!(error.contains("cursor seen before"), "{error}");
+
+    let twice = serve(10, |path| {
+        if path.contains("cursor=") {
+            ("200 OK", r#"{"tenants": ["b", "a"]}"#.to_owned())
+        } else {
+            (
+                "200 OK",
+                r#"{"tenants": ["a"], "next_cursor": "p2"}"#.to_owned(),
+            )
+        }
+    });
+    let error = listing(&HttpSource::new(twice, None))
+        .await
+        .expect_err("a duplicate");
+    assert!(
+        error.contains("page 2: tenant `a` is listed twice"),
+        "{error}"
+    );
+
+    let huge = serve(2, |_| {
+        let padding = " ".repeat(17 << 20);
+        ("200 OK", format!(r#"{{"tenants": []{padding}}}"#))
+    });
+    let error = listing(&HttpSource::new(huge, None))
+        .await
+        .expect_err("a page too big");
+    assert!(error.contains("over 16 MiB"), "{error}");
+
+    let busy = serve(5, |_| ("503 Service Unavailable", String::new()));
+    let mut patient = HttpSource::new(busy, None);
+    patient.attempts = 2;
+    patient.backoff = std::time::Duration::from_secs(60);
+    let started = std::time::Instant::now();
+    let error = listing(&patient).await.expect_err("always busy");
+    assert!(error.contains("HTTP 503"), "{error}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the pause was not capped: {:?}",
+        started.elapsed()
+    );
+
+    let token = flotilla_core::Secret::new("tok-3c1e");
+    let error = listing(&HttpSource::new(
+        "http://tenants.example/v1?api_key=key-77f0",
+        Some(token),
+    ))
+    .await
+    .expect_err("a token over plain http");
+    assert!(error.contains("not sent over plain http://"), "{error}");
+    assert!(
+        !error.contains("key-77f0") && !error.contains("tok-3c1e"),
+        "{error}"
+    );
+}
+
+/// A source command's leading `NAME=value` words (a token for the lister) are never printed.
+#[tokio::test]
+async fn a_source_commands_assignments_are_never_printed() {
+    use flotilla_coordinator::fleet::{CommandSource, TenantSource};
+    let source = CommandSource {
+        command: "API_TOKEN=tok-91ab ./no-such-lister --json".to_owned(),
+        dir: std::env::temp_dir(),
+        timeout: std::time::Duration::from_secs(10),
+    };
+    assert_eq!(source.describe(), "the command `./no-such-lister`");
+    let error = source
+        .tenants()
+        .await
+        .expect_err("no such lister")
+        .to_string();
+    assert!(!error.contains("tok-91ab"), "{error}");
+}

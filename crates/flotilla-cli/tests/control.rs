@@ -257,6 +257,12 @@ async fn a_plan_that_differs_or_an_id_taken_is_refused_naming_why() {
     let (code, out) = project.run(&deploy(&["--resume", "plan-1"]));
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("the migrations differ: 0001"), "{out}");
+    // A gate's refusal reads as one: `refused` in the table, each environment named once.
+    let (code, out) = project.run(&["deploy", "--all", "--no-rehearse"]);
+    assert_eq!(code, 3, "{out}");
+    assert_eq!(out.matches(" refused ").count(), 4, "{out}");
+    assert!(!out.contains("failed") && !out.contains("t0: t0:"), "{out}");
+    assert_eq!(out.matches("t0: migration 0001").count(), 1, "{out}");
 
     std::fs::write(
         project.dir.path().join("migrations/0001_step.surql"),
@@ -650,4 +656,17 @@ async fn read_only_commands_create_nothing_on_the_server() {
     assert_eq!(code, 0, "{out}");
     assert!(namespaces(&server).await.contains(&project.namespace));
     assert_eq!(count(&project).await.applied, 3);
+}
+
+/// What a hook wrote on standard error is quoted in the report with every password flotilla
+/// knows scrubbed: a hook that echoes one leaks nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hooks_stderr_is_scrubbed_of_known_passwords() {
+    let server = TestServer::start_beside_tests();
+    let project = Project::new(&server.ws_url(), 2, &[Migration::quick("0001")]);
+    let hook = format!("echo \"leaked ${PASSWORD_VARIABLE}\" >&2; exit 1");
+    let (code, out) = project.run(&deploy(&["--all", "--on-tenant", &hook]));
+    assert_eq!(code, 0, "a failing hook changes no outcome: {out}");
+    assert!(out.contains("leaked ***"), "{out}");
+    assert!(!out.contains(ROOT_PASS), "{out}");
 }

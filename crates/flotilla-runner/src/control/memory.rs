@@ -21,6 +21,8 @@ pub struct MemoryControlStore {
     state: Mutex<State>,
     fail_quiesce_reads: AtomicBool,
     unavailable: AtomicBool,
+    /// How long each write of target results and audit records takes, in milliseconds.
+    write_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +49,15 @@ impl MemoryControlStore {
     /// From now on, every call fails as if the store were unreachable (or works again).
     pub fn set_unavailable(&self, unavailable: bool) {
         self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    /// From now on, each write of target results and audit records takes `delay` (a slow
+    /// store; renewals and reads are not delayed).
+    pub fn delay_writes(&self, delay: Duration) {
+        self.write_delay_ms.store(
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
     }
 
     /// Every audit record written, in order.
@@ -161,6 +172,10 @@ impl ControlStore for MemoryControlStore {
         audit: &[AuditRecord],
     ) -> Result<(), ControlError> {
         self.check()?;
+        let delay = self.write_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         let mut state = lock_unpoisoned(&self.state);
         for record in targets {
             if let Some((_, deployment)) = state.deployments.get_mut(&record.deployment_id) {

@@ -283,36 +283,7 @@ pub(crate) fn report(report: &DeploymentReport, output: Output) {
             &rows
         )
     );
-    // A refusal's reasons are listed below, each naming its environment.
-    for environment in &report.environments {
-        if let Some(error) = &environment.error
-            && !matches!(
-                environment.status,
-                DeploymentStatus::Skipped | DeploymentStatus::Refused
-            )
-        {
-            let name = &environment.environment;
-            let message = error
-                .message
-                .strip_prefix(&format!("{name}: "))
-                .unwrap_or(&error.message);
-            println!("  {name}: {}", clean(message));
-        }
-    }
-    if let Some(refusal) = &report.refusal {
-        println!(
-            "refused by the {:?} gate before anything ran:",
-            refusal.gate
-        );
-        for reason in &refusal.reasons {
-            println!("  - {}", clean(reason));
-        }
-        if refusal.gate == Gate::Approval {
-            println!(
-                "  (approve with --approve ENV, repeatable, or --yes; on a terminal flotilla asks)"
-            );
-        }
-    }
+    errors_and_refusal(report);
     if let Some(halted) = &report.halted {
         println!("{halted}");
     }
@@ -348,6 +319,40 @@ pub(crate) fn report(report: &DeploymentReport, output: Output) {
         report.duration.as_millis(),
         report.deployment_id
     );
+}
+
+/// Each environment's error, then the gate's refusal (whose reasons name their environments,
+/// so refused ones are not listed twice).
+fn errors_and_refusal(report: &DeploymentReport) {
+    for environment in &report.environments {
+        if let Some(error) = &environment.error
+            && !matches!(
+                environment.status,
+                DeploymentStatus::Skipped | DeploymentStatus::Refused
+            )
+        {
+            let name = &environment.environment;
+            let message = error
+                .message
+                .strip_prefix(&format!("{name}: "))
+                .unwrap_or(&error.message);
+            println!("  {name}: {}", clean(message));
+        }
+    }
+    if let Some(refusal) = &report.refusal {
+        println!(
+            "refused by the {:?} gate before anything ran:",
+            refusal.gate
+        );
+        for reason in &refusal.reasons {
+            println!("  - {}", clean(reason));
+        }
+        if refusal.gate == Gate::Approval {
+            println!(
+                "  (approve with --approve ENV, repeatable, or --yes; on a terminal flotilla asks)"
+            );
+        }
+    }
 }
 
 /// One environment's row of the report table.

@@ -815,3 +815,54 @@ async fn tenants_cannot_replace_environments_and_template_errors_name_the_tenant
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("acme") && !out.contains("${tenant}"), "{out}");
 }
+
+/// Whether a process whose command line holds `marker` runs.
+fn running_with(marker: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries.filter_map(Result::ok).any(|entry| {
+                std::fs::read(entry.path().join("cmdline"))
+                    .is_ok_and(|line| String::from_utf8_lossy(&line).contains(marker))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Signals are handled from the start: a SIGINT while a source command lists tenants ends
+/// flotilla at once (exit 130) and kills the command with everything it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_while_listing_tenants_kills_the_source_command() {
+    let server = TestServer::start_beside_tests();
+    let project = fleet_project(
+        &server,
+        "{ kind = \"command\", command = \"sleep 30.6173 & sleep 30.6174; echo acme\" }",
+        "sig_${tenant}",
+    );
+    let mut deploy = project.spawn(&["deploy", "--all", "--output", "json"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !running_with("30.6174") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(running_with("30.6174"), "the source command never started");
+    let started = Instant::now();
+    deploy.signal("INT");
+    assert_eq!(
+        deploy.wait(Duration::from_secs(10)),
+        130,
+        "{}",
+        deploy.output()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while (running_with("30.6173") || running_with("30.6174")) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !running_with("30.6173") && !running_with("30.6174"),
+        "the source command's processes outlived flotilla"
+    );
+}

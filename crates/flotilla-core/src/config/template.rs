@@ -233,62 +233,27 @@ fn render_text(
             }
         };
         let placeholder = &text[dollar..next];
-        let value = match field {
-            None => tenant.id,
-            Some(field) => match (tenant.fields.get(field), default) {
-                (Some(value), _) => value.as_str(),
-                (None, Some(default)) => default,
-                (None, None) => {
-                    return Err(format!(
-                        "`{key}` names {placeholder}, but the source gave no field `{field}` for this tenant; give it, or write ${{tenant.{field}:-default}}"
-                    ));
-                }
-            },
-        };
+        let value = tenant_value(key, placeholder, field, default, tenant)?;
         match command_env.as_deref_mut() {
             Some(env) => {
-                if value.len() > MAX_COMMAND_VALUE || value.contains('\0') {
-                    return Err(format!(
-                        "`{key}`: {placeholder} is over {MAX_COMMAND_VALUE} bytes or holds a NUL"
-                    ));
-                }
-                let variable = command_variable(field);
-                // `$$` is the interpolation's escape for a `$` the command line keeps.
-                match quoting {
-                    Quoting::Unquoted => out.push_str(&format!("\"$${{{variable}}}\"")),
-                    Quoting::Double => out.push_str(&format!("$${{{variable}}}")),
-                    Quoting::Single => {
-                        return Err(format!(
-                            "`{key}` puts {placeholder} inside single quotes, where the shell cannot expand it; use double quotes or none"
-                        ));
-                    }
-                }
-                if !env.iter().any(|(name, _)| *name == variable) {
-                    env.push((variable, value.to_owned()));
-                }
+                out.push_str(&command_reference(
+                    key,
+                    placeholder,
+                    field,
+                    value,
+                    quoting,
+                    env,
+                )?);
             }
             None => {
-                let pattern = tenant.patterns.declared(field.unwrap_or("tenant"));
-                if key == "url" && in_authority(text, dollar) && pattern.is_none() {
-                    return Err(format!(
-                        "`url` puts {placeholder} in the host, so the tenant source would choose where the credentials go; declare the hosts it may choose with a pattern, `[fleets.fields] {} = \"…\"`",
-                        field.unwrap_or("tenant")
-                    ));
-                }
-                let fits = match pattern {
-                    Some(pattern) => pattern.is_match(value),
-                    None => safe_by_default(value),
-                };
-                if !fits {
-                    return Err(format!(
-                        "`{key}`: the value of {placeholder} (`{}`) does not match {}",
-                        value.chars().take(80).collect::<String>().escape_debug(),
-                        match pattern {
-                            Some(pattern) => format!("its pattern `{}`", pattern.as_str()),
-                            None => "the default rule: letters, digits, `_` and `-`, 1 to 128 characters (declare a pattern in [fleets.fields] to allow others)".to_owned(),
-                        }
-                    ));
-                }
+                checked(
+                    key,
+                    placeholder,
+                    field,
+                    value,
+                    tenant,
+                    key == "url" && in_authority(text, dollar),
+                )?;
                 out.push_str(&value.replace('$', "$$"));
             }
         }
@@ -296,6 +261,92 @@ fn render_text(
     }
     out.push_str(&text[at..]);
     Ok(out)
+}
+
+/// The value `placeholder` (`${tenant}` or `${tenant.FIELD[:-default]}`) stands for.
+fn tenant_value<'t>(
+    key: &str,
+    placeholder: &str,
+    field: Option<&str>,
+    default: Option<&'t str>,
+    tenant: &'t Tenant<'_>,
+) -> Result<&'t str, String> {
+    let Some(field) = field else {
+        return Ok(tenant.id);
+    };
+    match (tenant.fields.get(field), default) {
+        (Some(value), _) => Ok(value.as_str()),
+        (None, Some(default)) => Ok(default),
+        (None, None) => Err(format!(
+            "`{key}` names {placeholder}, but the source gave no field `{field}` for this tenant; give it, or write ${{tenant.{field}:-default}}"
+        )),
+    }
+}
+
+/// In a command line: the reference to the variable `value` travels in (collected into
+/// `env`), quoted as the line around it needs.
+fn command_reference(
+    key: &str,
+    placeholder: &str,
+    field: Option<&str>,
+    value: &str,
+    quoting: Quoting,
+    env: &mut Vec<(String, String)>,
+) -> Result<String, String> {
+    if value.len() > MAX_COMMAND_VALUE || value.contains('\0') {
+        return Err(format!(
+            "`{key}`: {placeholder} is over {MAX_COMMAND_VALUE} bytes or holds a NUL"
+        ));
+    }
+    let variable = command_variable(field);
+    // `$$` is the interpolation's escape for a `$` the command line keeps.
+    let reference = match quoting {
+        Quoting::Unquoted => format!("\"$${{{variable}}}\""),
+        Quoting::Double => format!("$${{{variable}}}"),
+        Quoting::Single => {
+            return Err(format!(
+                "`{key}` puts {placeholder} inside single quotes, where the shell cannot expand it; use double quotes or none"
+            ));
+        }
+    };
+    if !env.iter().any(|(name, _)| *name == variable) {
+        env.push((variable, value.to_owned()));
+    }
+    Ok(reference)
+}
+
+/// Anywhere but a command line: `value` must match its field's pattern (or the default
+/// rule), and may stand in a URL's host (`in_host`) only with a declared pattern.
+fn checked(
+    key: &str,
+    placeholder: &str,
+    field: Option<&str>,
+    value: &str,
+    tenant: &Tenant<'_>,
+    in_host: bool,
+) -> Result<(), String> {
+    let pattern = tenant.patterns.declared(field.unwrap_or("tenant"));
+    if in_host && pattern.is_none() {
+        return Err(format!(
+            "`url` puts {placeholder} in the host, so the tenant source would choose where the credentials go; declare the hosts it may choose with a pattern, `[fleets.fields] {} = \"…\"`",
+            field.unwrap_or("tenant")
+        ));
+    }
+    let fits = match pattern {
+        Some(pattern) => pattern.is_match(value),
+        None => safe_by_default(value),
+    };
+    if fits {
+        return Ok(());
+    }
+    Err(format!(
+        "`{key}`: the value of {placeholder} (`{}`) does not match {}",
+        value.chars().take(80).collect::<String>().escape_debug(),
+        match pattern {
+            Some(pattern) => format!("its pattern `{}`", pattern.as_str()),
+            None => "the default rule: letters, digits, `_` and `-`, 1 to 128 characters (declare a pattern in [fleets.fields] to allow others)".to_owned(),
+        }
+    ))
 }
 
 #[cfg(test)]

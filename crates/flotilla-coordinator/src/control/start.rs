@@ -233,14 +233,16 @@ fn run_id(deployment_id: &str, host: &str) -> String {
     format!("{deployment_id}.{host}.{}", crate::plan::unique_suffix())
 }
 
-/// This process as the host knows it: boot id, pid and start time (clock ticks after boot),
-/// so a later process with the same pid is not taken for it. `None` off Linux.
+/// This process as the host knows it: boot id, pid namespace, pid and start time (clock
+/// ticks after boot), so neither a later process with the same pid nor a process of another
+/// container sharing the host name is taken for it. `None` off Linux.
 pub(crate) fn this_process() -> Option<String> {
     process_identity(std::process::id())
 }
 
 fn process_identity(pid: u32) -> Option<String> {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let namespace = pid_namespace()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: count from after it.
     let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
@@ -249,23 +251,33 @@ fn process_identity(pid: u32) -> Option<String> {
         return None;
     }
     let start = fields.nth(18)?;
-    Some(format!("{}:{pid}:{start}", boot.trim()))
+    Some(format!("{}:{namespace}:{pid}:{start}", boot.trim()))
 }
 
-/// Whether the run recorded as `process` on `host` is known to be gone: it ran on this host
-/// (same boot) and no process with its pid and start time exists now.
+/// This process's pid namespace (`pid:[4026531836]` read as its number).
+fn pid_namespace() -> Option<String> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let text = link.to_string_lossy();
+    let number: String = text.chars().filter(char::is_ascii_digit).collect();
+    (!number.is_empty()).then_some(number)
+}
+
+/// Whether the run recorded as `process` on `host` is known to be gone: it ran on this host,
+/// in this boot and pid namespace, and no process with its pid and start time exists now.
 pub(crate) fn gone_from_this_host(host: &str, this_host: &str, process: Option<&str>) -> bool {
     let Some(process) = process else {
         return false;
     };
-    let mut parts = process.splitn(3, ':');
-    let (Some(boot), Some(pid), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+    let mut parts = process.splitn(4, ':');
+    let (Some(boot), Some(namespace), Some(pid), Some(_)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return false;
     };
     let Some(ours) = this_process() else {
         return false;
     };
-    if host != this_host || !ours.starts_with(&format!("{boot}:")) {
+    if host != this_host || !ours.starts_with(&format!("{boot}:{namespace}:")) {
         return false;
     }
     let Ok(pid) = pid.parse::<u32>() else {
@@ -291,5 +303,30 @@ pub(crate) async fn quiesced(control: &Control) -> Option<String> {
                 None
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_process_gone_from_this_host_boot_and_namespace_is_known_dead() {
+        let ours = this_process().expect("Linux");
+        assert!(!gone_from_this_host("h", "h", Some(&ours)), "alive");
+        assert!(!gone_from_this_host("other", "h", Some(&ours)));
+        let mut parts: Vec<String> = ours.split(':').map(str::to_owned).collect();
+        // A pid no process has (above the kernel's limit).
+        parts[2] = "4194305".to_owned();
+        assert!(gone_from_this_host("h", "h", Some(&parts.join(":"))));
+        // The same pid in another pid namespace (another container) is not ours to judge.
+        let mut other = parts.clone();
+        other[1] = "1".to_owned();
+        assert!(!gone_from_this_host("h", "h", Some(&other.join(":"))));
+        // The same pid started at another time is another process: the recorded one is gone.
+        let mut reused: Vec<String> = ours.split(':').map(str::to_owned).collect();
+        reused[3] = "1".to_owned();
+        assert!(gone_from_this_host("h", "h", Some(&reused.join(":"))));
+        assert!(!gone_from_this_host("h", "h", None));
     }
 }

@@ -42,7 +42,7 @@ pub(super) async fn scenario(
 /// `url`, tagged with its region.
 fn fleet(url: &str) -> Result<flotilla_core::config::FleetConfig, String> {
     let text = format!(
-        "[[fleets]]\nname = \"customers\"\nsource = {{ kind = \"static\", tenants = [] }}\n[fleets.template]\nurl = \"{url}\"\nnamespace = \"tenant_${{tenant}}\"\ndatabase = \"app\"\ntags = [\"${{region}}\"]\n"
+        "[[fleets]]\nname = \"customers\"\nsource = {{ kind = \"static\", tenants = [] }}\n[fleets.template]\nurl = \"{url}\"\nnamespace = \"tenant_${{tenant}}\"\ndatabase = \"app\"\ntags = [\"${{tenant.region}}\"]\n"
     );
     let config = ProjectConfig::parse(Path::new("bench.toml"), &text, Format::Toml, &|_| None)
         .map_err(|e| e.to_string())?;

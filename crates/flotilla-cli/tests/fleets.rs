@@ -675,11 +675,22 @@ async fn fields_reach_commands_as_variables_and_never_run() {
         let code = running.wait(Duration::from_secs(120));
         (code, running.output())
     };
+    // A hook gets the fields as variables too.
+    std::fs::create_dir_all(dir.join("hooks")).expect("hooks dir");
+    let hook = "printf '%s' \"$FLOTILLA_TENANT_NOTE\" > \"hooks/$FLOTILLA_TENANT\"";
     // Tags are templated: `--tag eu` selects the tenants whose region field says so.
-    let (code, out) = run(&["deploy", "--tag", "eu", "--output", "json"]);
+    let (code, out) = run(&[
+        "deploy",
+        "--tag",
+        "eu",
+        "--output",
+        "json",
+        "--on-tenant",
+        hook,
+    ]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(deployed(&out), ["t0", "t2", "t4", "t6", "t8"]);
-    let (code, out) = run(&["deploy", "--all", "--output", "json"]);
+    let (code, out) = run(&["deploy", "--all", "--output", "json", "--on-tenant", hook]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(deployed(&out), ["t1", "t3", "t5", "t7"]);
     for (i, payload) in PAYLOADS.iter().enumerate() {
@@ -689,6 +700,8 @@ async fn fields_reach_commands_as_variables_and_never_run() {
         );
         let seen = std::fs::read_to_string(dir.join(format!("calls/t{i}"))).expect("called");
         assert_eq!(&seen, payload, "the command sees the value exactly");
+        let told = std::fs::read_to_string(dir.join(format!("hooks/t{i}"))).expect("hooked");
+        assert_eq!(&told, payload, "the hook sees the value exactly");
     }
     // The operator's variable, not the field of the same name, named the namespace.
     let history = flotilla_surrealdb::SurrealRunner::new()

@@ -143,7 +143,10 @@ impl DeploymentCoordinator {
                 Arc::clone(hook),
                 &plan.deployment_id,
                 &run.reports,
-                plan.environments.iter().map(|e| e.tenant.clone()).collect(),
+                plan.environments
+                    .iter()
+                    .map(|e| (e.tenant.clone(), e.tenant_fields.clone()))
+                    .collect(),
                 !plan.auto_rollback || plan.isolate,
                 !plan.auto_rollback,
                 secrets,

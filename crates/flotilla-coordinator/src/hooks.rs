@@ -28,6 +28,9 @@ pub trait EnvironmentHook: Send + Sync + fmt::Debug {
     async fn finished(&self, event: &HookEvent) -> Result<(), String>;
 }
 
+/// An environment's tenant id and the fields its source gave (none for a fixed one).
+pub(crate) type Tenancy = (Option<String>, std::collections::BTreeMap<String, String>);
+
 /// What a hook is told: the environment's report, with its deployment and tenant.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct HookEvent {
@@ -35,6 +38,9 @@ pub struct HookEvent {
     pub deployment_id: String,
     /// The tenant id, for an environment a fleet made.
     pub tenant: Option<String>,
+    /// The fields its tenant source gave (each also a `FLOTILLA_TENANT_<FIELD>` variable).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tenant_fields: std::collections::BTreeMap<String, String>,
     /// The environment's final report: status, applied versions, times, error class.
     #[serde(flatten)]
     pub report: EnvironmentReport,
@@ -104,7 +110,7 @@ impl Hooks {
         hook: Arc<dyn EnvironmentHook>,
         deployment_id: &str,
         reports: &[EnvironmentReport],
-        tenants: Vec<Option<String>>,
+        tenants: Vec<Tenancy>,
         final_on_success: bool,
         final_on_failure: bool,
         secrets: Secrets,
@@ -176,7 +182,7 @@ struct HookListener {
     sender: std::sync::Mutex<Option<mpsc::UnboundedSender<HookEvent>>>,
     told: Vec<AtomicBool>,
     reports: Vec<EnvironmentReport>,
-    tenants: Vec<Option<String>>,
+    tenants: Vec<Tenancy>,
     deployment_id: String,
     /// Whether a success is final when it happens (no auto-rollback, or isolated).
     final_on_success: bool,
@@ -200,7 +206,8 @@ impl HookListener {
         }
         let event = HookEvent {
             deployment_id: self.deployment_id.clone(),
-            tenant: self.tenants[index].clone(),
+            tenant: self.tenants[index].0.clone(),
+            tenant_fields: self.tenants[index].1.clone(),
             report,
         };
         if let Some(sender) = flotilla_runner::util::lock_unpoisoned(&self.sender).as_ref() {
@@ -284,8 +291,23 @@ impl EnvironmentHook for CommandHook {
             ),
             ("FLOTILLA_DEPLOYMENT_ID", event.deployment_id.clone()),
         ];
+        // A tenant's fields as variables of their own, never in the command line.
+        let variables: Vec<(String, String)> = variables
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .chain(event.tenant_fields.iter().map(|(field, value)| {
+                (
+                    flotilla_core::config::command_variable(Some(field)),
+                    value.clone(),
+                )
+            }))
+            .collect();
         let (command, dir, timeout) = (self.command.clone(), self.dir.clone(), self.timeout);
         tokio::task::spawn_blocking(move || {
+            let variables: Vec<(&str, String)> = variables
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.clone()))
+                .collect();
             crate::command::run_with(
                 &command,
                 &dir,

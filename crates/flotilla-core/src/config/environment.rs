@@ -55,6 +55,7 @@ pub(in crate::config) fn environment(
         allow_destructive: fields.flag("allow_destructive", true)?,
         password_source,
         tenant: None,
+        tenant_fields: Default::default(),
     })
 }
 

@@ -111,6 +111,7 @@ impl FleetConfig {
             *env = rendered.command_env;
         }
         environment.tenant = Some(id.to_owned());
+        environment.tenant_fields.clone_from(fields);
         if !environment.tags.contains(&self.name) {
             environment.tags.push(self.name.clone());
         }

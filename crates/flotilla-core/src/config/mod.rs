@@ -113,6 +113,9 @@ pub struct EnvironmentConfig {
     pub password_source: Option<crate::connection::PasswordSource>,
     /// The tenant id, for an environment a fleet made.
     pub tenant: Option<String>,
+    /// The fields its tenant source gave, for an environment a fleet made: hooks get them as
+    /// `FLOTILLA_TENANT_<FIELD>` variables.
+    pub tenant_fields: std::collections::BTreeMap<String, String>,
 }
 
 /// An environment name flotilla does not accept.
@@ -160,6 +163,7 @@ impl EnvironmentConfig {
             allow_destructive: true,
             password_source: None,
             tenant: None,
+            tenant_fields: Default::default(),
         })
     }
 

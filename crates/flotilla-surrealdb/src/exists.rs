@@ -28,6 +28,13 @@ use crate::runner::SurrealRunner;
 use crate::session::{Lane, UserKey};
 use crate::sql;
 
+/// Databases to make before their first write (a probe found them missing), per endpoint and
+/// user: namespace and database names.
+pub(crate) type Missing = HashMap<UserKey, BTreeSet<(String, String)>>;
+
+/// Databases made in one request at most.
+const MAKE_PER_REQUEST: usize = 256;
+
 /// What users saw on endpoints, and when: the namespaces (under `None`) and the databases of
 /// a namespace (under its name).
 pub(crate) type Namespaces =
@@ -76,37 +83,74 @@ impl SurrealRunner {
 
     /// Makes `target`'s namespace and database before anything writes to them — explicitly,
     /// so two deployers reaching a new target at once make them once (a conflict, retried,
-    /// finds them made) rather than each making its own through `USE`.
-    /// Only a target a probe found missing is made so; any other is made by the `USE` of
-    /// the first request that writes, as before (it costs no request of its own).
+    /// finds them made) rather than each making its own through `USE`. Only a target a probe
+    /// found missing is made so, together with up to [`MAKE_PER_REQUEST`] other such targets
+    /// of its endpoint and user — a fleet's new tenants cost a request per batch, not one
+    /// each; any other target is made by the `USE` of its first request, as before.
     pub(crate) async fn ensure_database(&self, target: &Target) -> Result<()> {
-        if level(target) == AuthLevel::Database || !self.seen_missing(target) {
+        if level(target) == AuthLevel::Database {
             return Ok(());
         }
+        let user = UserKey::of(target);
         let connection = &target.connection;
-        let namespace = sql::ident(&connection.namespace);
-        let mut text = String::new();
-        if level(target) == AuthLevel::Root {
-            text.push_str(&format!("DEFINE NAMESPACE IF NOT EXISTS {namespace};\n"));
-        }
-        text.push_str(&format!(
-            "USE NS {namespace};\nDEFINE DATABASE IF NOT EXISTS {};\n",
-            sql::ident(&connection.database)
-        ));
-        self.retrying(target, || async {
-            let mut raw = self
-                .ask(target, text.clone())
-                .await
-                .map_err(Failure::Fatal)?;
-            match raw.take_errors().into_iter().next() {
-                None => Ok(()),
-                Some((_, error)) if is_conflict(&error) => Err(Failure::Conflict(error)),
-                Some((_, error)) => Err(Failure::Fatal(classify(target, error))),
+        let wanted = (connection.namespace.clone(), connection.database.clone());
+        // One batch at a time: a target in a batch still in flight waits for it.
+        let _making = self.listing().lock().await;
+        let batch: Vec<(String, String)> = {
+            let mut missing = lock(self.missing());
+            let Some(pending) = missing.get_mut(&user).filter(|p| p.contains(&wanted)) else {
+                return Ok(());
+            };
+            pending.remove(&wanted);
+            let others: Vec<(String, String)> =
+                pending.iter().take(MAKE_PER_REQUEST - 1).cloned().collect();
+            for other in &others {
+                pending.remove(other);
             }
-        })
-        .await?;
-        self.remember_existing(target);
-        Ok(())
+            std::iter::once(wanted).chain(others).collect()
+        };
+        let root = level(target) == AuthLevel::Root;
+        let mut text = String::new();
+        for (namespace, database) in &batch {
+            let namespace = sql::ident(namespace);
+            if root {
+                text.push_str(&format!("DEFINE NAMESPACE IF NOT EXISTS {namespace};\n"));
+            }
+            text.push_str(&format!(
+                "USE NS {namespace};\nDEFINE DATABASE IF NOT EXISTS {};\n",
+                sql::ident(database)
+            ));
+        }
+        let made = self
+            .retrying(target, || async {
+                let mut raw = self
+                    .ask(target, text.clone())
+                    .await
+                    .map_err(Failure::Fatal)?;
+                match raw.take_errors().into_iter().next() {
+                    None => Ok(()),
+                    Some((_, error)) if is_conflict(&error) => Err(Failure::Conflict(error)),
+                    Some((_, error)) => Err(Failure::Fatal(classify(target, error))),
+                }
+            })
+            .await;
+        match made {
+            Ok(()) => {
+                for (namespace, database) in batch {
+                    let mut made = target.clone();
+                    made.connection.namespace = namespace;
+                    made.connection.database = database;
+                    self.remember_existing(&made);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                // Not made: each is made by its own first request, or asked again.
+                let mut missing = lock(self.missing());
+                missing.entry(user).or_default().extend(batch);
+                Err(error)
+            }
+        }
     }
 
     /// The namespaces on `target`'s endpoint, as its (root) user sees them.

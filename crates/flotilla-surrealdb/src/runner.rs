@@ -53,8 +53,10 @@ struct Inner {
     probes: Mutex<HashMap<crate::session::UserKey, crate::probes::Queue>>,
     /// Targets whose namespace and database are known to exist, by [`table_key`].
     existing: Mutex<std::collections::HashSet<u64>>,
-    /// Targets a probe found without their namespace or database, by [`table_key`].
-    missing: Mutex<std::collections::HashSet<u64>>,
+    /// Targets a probe found without their namespace or database: per endpoint and user,
+    /// their namespace and database names (a deploy makes them together, see
+    /// [`SurrealRunner::ensure_database`]).
+    missing: Mutex<crate::exists::Missing>,
     /// The namespaces and databases users last listed, per endpoint and user.
     namespaces: Mutex<crate::exists::Namespaces>,
     /// One listing at a time, so probes asking together share it.
@@ -203,19 +205,26 @@ impl SurrealRunner {
 
     /// Remembers that `target`'s namespace and database exist.
     pub(crate) fn remember_existing(&self, target: &Target) {
-        let key = table_key(&target.database_key());
-        lock_unpoisoned(&self.inner.missing).remove(&key);
-        lock_unpoisoned(&self.inner.existing).insert(key);
+        let connection = &target.connection;
+        if let Some(missing) =
+            lock_unpoisoned(&self.inner.missing).get_mut(&crate::session::UserKey::of(target))
+        {
+            missing.remove(&(connection.namespace.clone(), connection.database.clone()));
+        }
+        lock_unpoisoned(&self.inner.existing).insert(table_key(&target.database_key()));
     }
 
     /// Remembers that a probe found `target`'s namespace or database missing.
     pub(crate) fn remember_missing(&self, target: &Target) {
-        lock_unpoisoned(&self.inner.missing).insert(table_key(&target.database_key()));
+        let connection = &target.connection;
+        lock_unpoisoned(&self.inner.missing)
+            .entry(crate::session::UserKey::of(target))
+            .or_default()
+            .insert((connection.namespace.clone(), connection.database.clone()));
     }
 
-    /// Whether the last probe found `target`'s namespace or database missing.
-    pub(crate) fn seen_missing(&self, target: &Target) -> bool {
-        lock_unpoisoned(&self.inner.missing).contains(&table_key(&target.database_key()))
+    pub(crate) fn missing(&self) -> &Mutex<crate::exists::Missing> {
+        &self.inner.missing
     }
 
     pub(crate) fn probe_queues(

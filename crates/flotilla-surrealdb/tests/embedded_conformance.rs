@@ -154,12 +154,13 @@ async fn a_deploy_is_two_requests_per_target() {
     );
 }
 
-/// A target the health probe found never migrated — its database not made yet, since the
-/// probe made nothing — has its database made, then is locked and migrated in one request:
+/// Targets the health probe found never migrated — their databases not made yet, since the
+/// probe made nothing — have their databases made in one request together, then each is
+/// locked and migrated in one request:
 /// the apply request takes the lease in its first migration's transaction. Its lock is the
 /// apply's own: held while the migrations run, free after.
 #[tokio::test]
-async fn a_probed_new_target_is_made_then_locked_and_migrated_in_one_request() {
+async fn probed_new_targets_are_made_together_then_each_locked_and_migrated_in_one_request() {
     use flotilla_runner::testkit::migrations;
     use flotilla_runner::{LockRequest, MigrationPlan, MigrationRunner};
 
@@ -183,9 +184,9 @@ async fn a_probed_new_target_is_made_then_locked_and_migrated_in_one_request() {
         assert_eq!(result.applied.len(), 2);
         assert_eq!(result.lock_takeover, None);
     }
-    // The probe made nothing, so the database is made first (explicitly, once), then the
-    // lock is taken and the migrations applied in one request.
-    assert_eq!(runner.request_count() - before, 2 * count as u64);
+    // The probes made nothing, so the databases are made first — all four in one request,
+    // explicitly — then each target is locked and migrated in one request.
+    assert_eq!(runner.request_count() - before, count as u64 + 1);
     for target in &targets {
         let probe = runner.probe(target).await.expect("probe");
         assert!(probe.health.initialised);

@@ -223,6 +223,7 @@ impl DeploymentCoordinator {
         {
             return Err(run.refuse_all(Gate::Quiesce, ErrorClass::Quiesced, reason));
         }
+        prepare_targets(&destinations).await;
         let deployment = Deployment {
             destinations,
             plan: up,
@@ -484,4 +485,24 @@ pub(crate) fn apply_outcome(report: &mut EnvironmentReport, outcome: &TargetOutc
     report.finished_at.clone_from(&outcome.finished_at);
     report.error.clone_from(&outcome.error);
     report.lock_takeover.clone_from(&outcome.lock_takeover);
+}
+
+/// Lets each runner prepare the targets the rollout will write to, together (a failure is
+/// only logged: each target then prepares itself).
+async fn prepare_targets(destinations: &[Destination]) {
+    let mut groups: Vec<(&flotilla_runner::DynRunner, Vec<flotilla_runner::Target>)> = Vec::new();
+    for destination in destinations {
+        match groups
+            .iter_mut()
+            .find(|(runner, _)| Arc::ptr_eq(runner, &destination.runner))
+        {
+            Some((_, targets)) => targets.push(destination.target.clone()),
+            None => groups.push((&destination.runner, vec![destination.target.clone()])),
+        }
+    }
+    for (runner, targets) in groups {
+        if let Err(error) = runner.prepare(&targets).await {
+            tracing::warn!(%error, "preparing the targets together failed; each prepares itself");
+        }
+    }
 }

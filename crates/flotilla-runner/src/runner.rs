@@ -98,6 +98,15 @@ pub trait MigrationRunner: Send + Sync + fmt::Debug {
         })
     }
 
+    /// Called once before a rollout writes to `targets` (every gate has passed): a backend
+    /// may prepare them together. SurrealDB makes the databases its probes found missing,
+    /// many per request. The default does nothing; a failure here only costs each target
+    /// preparing itself.
+    async fn prepare(&self, targets: &[Target]) -> Result<()> {
+        let _ = targets;
+        Ok(())
+    }
+
     /// Lock, execute, release — the lock is released on every path, including errors, and
     /// the result reports a taken-over lease. The default is exactly
     /// [`lock_execute_release`]; a backend may do the same in fewer round trips (take the

@@ -32,7 +32,7 @@ use crate::sql;
 /// user: namespace and database names.
 pub(crate) type Missing = HashMap<UserKey, BTreeSet<(String, String)>>;
 
-/// Databases made in one request at most.
+/// Databases made in one request at most (a rollout's new targets, prepared together).
 const MAKE_PER_REQUEST: usize = 256;
 
 /// What users saw on endpoints, and when: the namespaces (under `None`) and the databases of
@@ -81,37 +81,60 @@ impl SurrealRunner {
         Ok(found)
     }
 
-    /// Makes `target`'s namespace and database before anything writes to them — explicitly,
-    /// so two deployers reaching a new target at once make them once (a conflict, retried,
-    /// finds them made) rather than each making its own through `USE`. Only a target a probe
-    /// found missing is made so, together with up to [`MAKE_PER_REQUEST`] other such targets
-    /// of its endpoint and user — a fleet's new tenants cost a request per batch, not one
-    /// each; any other target is made by the `USE` of its first request, as before.
+    /// Makes `target`'s namespace and database before anything writes to them, if a probe
+    /// found them missing (see [`Self::make_missing`]); any other target is made by the
+    /// `USE` of its first request, as before.
     pub(crate) async fn ensure_database(&self, target: &Target) -> Result<()> {
-        if level(target) == AuthLevel::Database {
-            return Ok(());
+        self.make_missing(std::slice::from_ref(target)).await
+    }
+
+    /// Makes the namespaces and databases of those of `targets` a probe found missing —
+    /// explicitly, so two deployers reaching a new target at once make them once (a
+    /// conflict, retried, finds them made) rather than each making its own through `USE` —
+    /// up to [`MAKE_PER_REQUEST`] per request.
+    pub(crate) async fn make_missing(&self, targets: &[Target]) -> Result<()> {
+        let mut by_user: HashMap<UserKey, Vec<&Target>> = HashMap::new();
+        for target in targets.iter().filter(|t| level(t) != AuthLevel::Database) {
+            by_user.entry(UserKey::of(target)).or_default().push(target);
         }
-        let user = UserKey::of(target);
-        let connection = &target.connection;
-        let wanted = (connection.namespace.clone(), connection.database.clone());
         // One batch at a time: a target in a batch still in flight waits for it.
         let _making = self.listing().lock().await;
-        let batch: Vec<(String, String)> = {
-            let mut missing = lock(self.missing());
-            let Some(pending) = missing.get_mut(&user).filter(|p| p.contains(&wanted)) else {
-                return Ok(());
+        for (user, targets) in by_user {
+            let wanted: Vec<(&Target, (String, String))> = {
+                let mut missing = lock(self.missing());
+                let Some(pending) = missing.get_mut(&user) else {
+                    continue;
+                };
+                targets
+                    .into_iter()
+                    .filter_map(|target| {
+                        let c = &target.connection;
+                        let key = (c.namespace.clone(), c.database.clone());
+                        pending.remove(&key).then_some((target, key))
+                    })
+                    .collect()
             };
-            pending.remove(&wanted);
-            let others: Vec<(String, String)> =
-                pending.iter().take(MAKE_PER_REQUEST - 1).cloned().collect();
-            for other in &others {
-                pending.remove(other);
+            for chunk in wanted.chunks(MAKE_PER_REQUEST) {
+                if let Err(error) = self.make(chunk).await {
+                    // Not made: each is asked again by its own first write.
+                    let mut missing = lock(self.missing());
+                    let pending = missing.entry(user.clone()).or_default();
+                    pending.extend(chunk.iter().map(|(_, key)| key.clone()));
+                    return Err(error);
+                }
             }
-            std::iter::once(wanted).chain(others).collect()
+        }
+        Ok(())
+    }
+
+    /// One request making `batch`'s namespaces and databases (one endpoint and user).
+    async fn make(&self, batch: &[(&Target, (String, String))]) -> Result<()> {
+        let Some((first, _)) = batch.first() else {
+            return Ok(());
         };
-        let root = level(target) == AuthLevel::Root;
+        let root = level(first) == AuthLevel::Root;
         let mut text = String::new();
-        for (namespace, database) in &batch {
+        for (_, (namespace, database)) in batch {
             let namespace = sql::ident(namespace);
             if root {
                 text.push_str(&format!("DEFINE NAMESPACE IF NOT EXISTS {namespace};\n"));
@@ -121,36 +144,22 @@ impl SurrealRunner {
                 sql::ident(database)
             ));
         }
-        let made = self
-            .retrying(target, || async {
-                let mut raw = self
-                    .ask(target, text.clone())
-                    .await
-                    .map_err(Failure::Fatal)?;
-                match raw.take_errors().into_iter().next() {
-                    None => Ok(()),
-                    Some((_, error)) if is_conflict(&error) => Err(Failure::Conflict(error)),
-                    Some((_, error)) => Err(Failure::Fatal(classify(target, error))),
-                }
-            })
-            .await;
-        match made {
-            Ok(()) => {
-                for (namespace, database) in batch {
-                    let mut made = target.clone();
-                    made.connection.namespace = namespace;
-                    made.connection.database = database;
-                    self.remember_existing(&made);
-                }
-                Ok(())
+        self.retrying(first, || async {
+            let mut raw = self
+                .ask(first, text.clone())
+                .await
+                .map_err(Failure::Fatal)?;
+            match raw.take_errors().into_iter().next() {
+                None => Ok(()),
+                Some((_, error)) if is_conflict(&error) => Err(Failure::Conflict(error)),
+                Some((_, error)) => Err(Failure::Fatal(classify(first, error))),
             }
-            Err(error) => {
-                // Not made: each is made by its own first request, or asked again.
-                let mut missing = lock(self.missing());
-                missing.entry(user).or_default().extend(batch);
-                Err(error)
-            }
+        })
+        .await?;
+        for (target, _) in batch {
+            self.remember_existing(target);
         }
+        Ok(())
     }
 
     /// The namespaces on `target`'s endpoint, as its (root) user sees them.

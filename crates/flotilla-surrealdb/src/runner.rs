@@ -351,6 +351,10 @@ impl MigrationRunner for SurrealRunner {
         self.rehearse_on_scratch(plan).await
     }
 
+    async fn prepare(&self, targets: &[Target]) -> Result<()> {
+        self.make_missing(targets).await
+    }
+
     async fn acquire_lock(
         &self,
         target: &Target,

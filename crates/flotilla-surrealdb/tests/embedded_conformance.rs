@@ -176,6 +176,8 @@ async fn probed_new_targets_are_made_together_then_each_locked_and_migrated_in_o
         assert!(!runner.health(target).await.expect("health").initialised);
     }
     let before = runner.request_count();
+    // What a coordinator does once every gate has passed.
+    runner.prepare(&targets).await.expect("prepare");
     for target in &targets {
         let result = runner
             .apply_locked(target, &plan, &lock)
@@ -185,7 +187,8 @@ async fn probed_new_targets_are_made_together_then_each_locked_and_migrated_in_o
         assert_eq!(result.lock_takeover, None);
     }
     // The probes made nothing, so the databases are made first — all four in one request,
-    // explicitly — then each target is locked and migrated in one request.
+    // explicitly, when the rollout is prepared — then each target is locked and migrated in
+    // one request.
     assert_eq!(runner.request_count() - before, count as u64 + 1);
     for target in &targets {
         let probe = runner.probe(target).await.expect("probe");

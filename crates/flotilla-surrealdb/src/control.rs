@@ -300,7 +300,7 @@ impl ControlStore for SurrealControlStore {
         let statements = [
             format!("LET $found = (SELECT fingerprint FROM ONLY {deployment});"),
             format!(
-                "IF $found != NONE AND $claim = 'new' {{ THROW '{CLAIM}exists' }}                  ELSE IF $found = NONE AND $claim = 'resume' {{ THROW '{CLAIM}missing' }}                  ELSE IF $found != NONE AND $found.fingerprint != $fingerprint {{ THROW '{CLAIM}differs' }};"
+                "IF $found != NONE AND $claim = 'new' {{ THROW '{CLAIM}exists' }}                  ELSE IF $found = NONE AND $claim = 'resume' {{ THROW '{CLAIM}missing' }}                  ELSE IF $found.fingerprint != NONE AND $found.fingerprint != $fingerprint {{ THROW '{CLAIM}differs' }};"
             ),
             "LET $held = (SELECT VALUE run_id FROM deployment_run WHERE deployment_id = $id              AND !ended_at AND alive_until > time::now()              AND ($shard = NONE OR shard = NONE OR shard = $shard));"
                 .to_owned(),

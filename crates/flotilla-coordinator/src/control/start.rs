@@ -28,6 +28,7 @@ pub(crate) async fn claim(
     }
     let deadline = Instant::now() + plan.lock_timeout;
     let mut pause = Duration::from_millis(50);
+    let mut ended = std::collections::HashSet::new();
     loop {
         let held = match store.start_run(run).await {
             Err(ControlError::Refused {
@@ -42,6 +43,7 @@ pub(crate) async fn claim(
             .await?
             .and_then(|detail| detail.runs.into_iter().find(|r| r.run_id == holder_id));
         if let Some(holder) = &holder
+            && !ended.contains(&holder.run_id)
             && gone_from_this_host(
                 &holder.actor.host,
                 &control.actor.host,
@@ -50,6 +52,7 @@ pub(crate) async fn claim(
         {
             tracing::warn!(run = %holder.run_id, "the run holding the deployment is gone from this host: its claim ends now");
             store.renew_run(&holder.run_id, Duration::ZERO).await?;
+            ended.insert(holder.run_id.clone());
             continue;
         }
         if Instant::now() >= deadline {
@@ -134,7 +137,21 @@ fn fingerprint(plan: &DeploymentPlan) -> serde_json::Value {
 /// How the plan of `recorded` (a deployment's stored plan) differs from `plan`'s, in words;
 /// `None` when it does not, or when the deployment recorded no fingerprint.
 pub fn plan_difference(recorded: &serde_json::Value, plan: &DeploymentPlan) -> Option<String> {
-    let recorded = recorded.get("fingerprint")?;
+    let Some(recorded) = recorded.get("fingerprint") else {
+        // Recorded before fingerprints: the newest version and the count, as then.
+        let latest = recorded["latest_version"].as_str().map(str::to_owned);
+        let now = plan.migrations.latest().map(ToString::to_string);
+        let count = recorded["migrations"].as_u64();
+        return (latest != now || count != Some(plan.migrations.len() as u64)).then(|| {
+            format!(
+                "the migrations differ (newest {} of {}, now {} of {})",
+                latest.as_deref().unwrap_or("none"),
+                count.unwrap_or(0),
+                now.as_deref().unwrap_or("none"),
+                plan.migrations.len()
+            )
+        });
+    };
     let now = fingerprint(plan);
     let part = |key: &str| (recorded.get(key), now.get(key));
     if let (Some(before), Some(after)) = part("selection")

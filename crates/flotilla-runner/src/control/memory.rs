@@ -95,7 +95,12 @@ impl ControlStore for MemoryControlStore {
             if run.claim == Claim::New {
                 return Err(Refusal::Exists.error(run));
             }
-            if existing.fingerprint.as_ref() != Some(&run.fingerprint) {
+            // A deployment recorded before fingerprints has none to compare.
+            if existing
+                .fingerprint
+                .as_ref()
+                .is_some_and(|recorded| *recorded != run.fingerprint)
+            {
                 return Err(Refusal::PlanDiffers.error(run));
             }
             if let Some(holder) = existing.runs.iter().find(|other| {

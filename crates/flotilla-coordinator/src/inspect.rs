@@ -14,8 +14,8 @@ use futures::StreamExt;
 use crate::coordinator::DeploymentCoordinator;
 use crate::error::PlanError;
 
-/// Read-only probes in flight at once.
-const PROBE_CONCURRENCY: usize = 32;
+/// Read-only probes asked at once (see [`crate::preflight::PREFLIGHT_CONCURRENCY`]).
+const PROBE_CONCURRENCY: usize = crate::preflight::PREFLIGHT_CONCURRENCY;
 
 /// What `status` found on one environment.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

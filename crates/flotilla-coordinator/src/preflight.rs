@@ -10,9 +10,10 @@ use flotilla_runner::{MigrationPlan, RunnerError};
 use flotilla_strategies::Destination;
 use futures::StreamExt;
 
-/// Pre-flight reads in flight at once; they are cheap reads, so more than a deploy's
-/// `max_concurrent`, but bounded so a thousand targets do not open a thousand requests.
-const PREFLIGHT_CONCURRENCY: usize = 64;
+/// Pre-flight reads asked at once. A backend shares requests among the reads waiting for one
+/// endpoint (SurrealDB's runner sends up to 512 in one, four requests at a time), so many
+/// waiting together make few requests; the bound keeps memory flat for very large fleets.
+pub(crate) const PREFLIGHT_CONCURRENCY: usize = 4096;
 
 /// What pre-flight found on one target.
 #[derive(Debug)]

@@ -82,7 +82,7 @@ fn proc_status_kib(field: &str) -> u64 {
 
 /// CPU milliseconds (user + system) a process has used so far, from `/proc/PID/stat`
 /// (Linux); 0 elsewhere.
-fn cpu_ms(pid: &str) -> f64 {
+pub(crate) fn cpu_ms(pid: &str) -> f64 {
     let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
@@ -99,14 +99,14 @@ fn cpu_ms(pid: &str) -> f64 {
     ticks as f64 * 10.0
 }
 
-struct Setup {
+pub(crate) struct Setup {
     urls: Vec<String>,
     credentials: bool,
     server: Option<TestServer>,
     _dirs: Option<tempfile::TempDir>,
 }
 
-fn setup(store: &str, n: usize) -> Result<Setup, String> {
+pub(crate) fn setup(store: &str, n: usize) -> Result<Setup, String> {
     Ok(match store {
         "mem" => Setup {
             urls: vec!["mem://".to_owned(); n],
@@ -151,7 +151,7 @@ fn setup(store: &str, n: usize) -> Result<Setup, String> {
     })
 }
 
-fn connection(setup: &Setup, index: usize) -> Connection {
+pub(crate) fn connection(setup: &Setup, index: usize) -> Connection {
     let connection = Connection::new(setup.urls[index].clone(), format!("bench{index}"), "app");
     if setup.credentials {
         connection.with_credentials(ROOT_USER, ROOT_PASS, AuthLevel::Root)

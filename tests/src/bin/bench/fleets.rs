@@ -4,7 +4,11 @@
 //!   template, validated, registered and planned — everything before the first database is
 //!   touched; wall time and the process's peak RSS;
 //! - `fleet-deploy mem N C`: a fleet of N tenants (a static source), each its own namespace
-//!   on one embedded `mem://` datastore, deployed at concurrency C; per-target time.
+//!   on one embedded `mem://` datastore, deployed at concurrency C; per-target time;
+//! - `fleet-reads server N C`: N tenants on one real server, each its own namespace, deployed
+//!   once (at C, not measured); then, each with a runner of its own as a new process would
+//!   have, `status` of all N and a deploy with nothing to do: requests per tenant and wall
+//!   time of each.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -31,6 +35,7 @@ pub(super) async fn scenario(
     Some(match (tool, store) {
         ("fleet-plan", "http") => plan(n).await,
         ("fleet-deploy", "mem") => deploy(n, c).await,
+        ("fleet-reads", "server") => reads(n, c).await,
         ("fleet-plan" | "fleet-deploy", other) => Err(format!(
             "`{tool}` runs on http (fleet-plan) or mem (fleet-deploy), not `{other}`"
         )),
@@ -109,6 +114,70 @@ async fn deploy(n: usize, c: usize) -> Result<String, String> {
         "wall_ms": elapsed.as_secs_f64() * 1000.0,
         "per_target_ms": elapsed.as_secs_f64() * 1000.0 / n as f64,
         "requests_per_target": requests as f64 / n as f64,
+        "peak_rss_kib": proc_status_kib("VmHWM:"),
+    })
+    .to_string())
+}
+
+async fn reads(n: usize, c: usize) -> Result<String, String> {
+    let setup = super::setup("server", n)?;
+    let registry = EnvironmentRegistry::new();
+    for index in 0..n {
+        let environment = flotilla_core::config::EnvironmentConfig::new(
+            format!("t{index}"),
+            super::connection(&setup, index),
+        )
+        .map_err(|e| e.to_string())?;
+        registry.register(environment).map_err(|e| e.to_string())?;
+    }
+    let migrations = fixture();
+    deploy_all(&registry, c, &migrations, Extra::default()).await?;
+
+    let runner = flotilla_surrealdb::SurrealRunner::new();
+    let mut backends = flotilla_runner::Backends::new();
+    runner.register(&mut backends);
+    let coordinator = flotilla_coordinator::DeploymentCoordinator::new(backends);
+    let environments = registry.list();
+    let server = setup.server.as_ref().map(|s| s.pid().to_string());
+    let server_cpu = || server.as_deref().map_or(0.0, super::cpu_ms);
+    let (server_before, client_before) = (server_cpu(), super::cpu_ms("self"));
+    let started = Instant::now();
+    let statuses = coordinator
+        .status(&environments, std::sync::Arc::clone(&migrations))
+        .await
+        .map_err(|e| e.to_string())?;
+    let status_wall = started.elapsed();
+    let status_requests = runner.request_count();
+    let status_server_cpu = server_cpu() - server_before;
+    let status_client_cpu = super::cpu_ms("self") - client_before;
+    if let Some(bad) = statuses
+        .iter()
+        .find(|s| s.pending != Some(0) || s.error.is_some())
+    {
+        return Err(format!("not up to date: {bad:?}"));
+    }
+    let noop = flotilla_surrealdb::SurrealRunner::new();
+    let (noop_wall, noop_requests) = deploy_all(
+        &registry,
+        c,
+        &migrations,
+        Extra {
+            runner: Some(noop),
+            ..Extra::default()
+        },
+    )
+    .await?;
+    Ok(serde_json::json!({
+        "tool": "fleet-reads",
+        "store": "server",
+        "targets": n,
+        "max_concurrent": c,
+        "status_wall_ms": status_wall.as_secs_f64() * 1000.0,
+        "status_requests_per_target": status_requests as f64 / n as f64,
+        "status_server_cpu_ms": status_server_cpu,
+        "status_client_cpu_ms": status_client_cpu,
+        "noop_deploy_wall_ms": noop_wall.as_secs_f64() * 1000.0,
+        "noop_deploy_requests_per_target": noop_requests as f64 / n as f64,
         "peak_rss_kib": proc_status_kib("VmHWM:"),
     })
     .to_string())

@@ -523,6 +523,11 @@ impl ControlStore for SurrealControlStore {
         }))
     }
 
+    async fn runs(&self, id: &str) -> Result<Vec<RunRecord>, ControlError> {
+        let runs = self.runs_of(&[id.to_owned()]).await?;
+        Ok(runs.into_iter().map(|(_, run)| run).collect())
+    }
+
     async fn quiesce(&self) -> Result<Option<Quiesce>, ControlError> {
         let rows = self
             .run(

@@ -39,9 +39,10 @@ pub(crate) async fn claim(
         };
         let (holder_id, reason) = held;
         let holder = store
-            .deployment(&run.deployment_id)
+            .runs(&run.deployment_id)
             .await?
-            .and_then(|detail| detail.runs.into_iter().find(|r| r.run_id == holder_id));
+            .into_iter()
+            .find(|r| r.run_id == holder_id);
         if let Some(holder) = &holder
             && !ended.contains(&holder.run_id)
             && gone_from_this_host(

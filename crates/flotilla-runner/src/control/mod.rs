@@ -85,6 +85,16 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
     /// Deployment `id` with its runs and every target's latest record.
     async fn deployment(&self, id: &str) -> Result<Option<DeploymentDetail>, ControlError>;
 
+    /// Deployment `id`'s runs, oldest first, without its targets' records (a run waiting for
+    /// a claim asks this, over and over). The default reads the whole deployment.
+    async fn runs(&self, id: &str) -> Result<Vec<RunRecord>, ControlError> {
+        Ok(self
+            .deployment(id)
+            .await?
+            .map(|detail| detail.runs)
+            .unwrap_or_default())
+    }
+
     /// The quiesce flag, when it is set and has not expired.
     async fn quiesce(&self) -> Result<Option<Quiesce>, ControlError>;
 
